@@ -1,0 +1,10 @@
+"""AFEW 8.0 (EmotiW 2019), fusion 'decision', with the paper's hyperparameters.
+
+    python train.py --config=configs/afew_decision.py
+"""
+
+from configs import common
+
+
+def get_config():
+    return common.get_config("afew", "decision")

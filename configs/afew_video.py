@@ -1,0 +1,10 @@
+"""AFEW 8.0 (EmotiW 2019), fusion 'video', with the paper's hyperparameters.
+
+    python train.py --config=configs/afew_video.py
+"""
+
+from configs import common
+
+
+def get_config():
+    return common.get_config("afew", "video")

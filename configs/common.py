@@ -1,0 +1,147 @@
+"""Base config shared by every experiment, and the paper's settings per corpus and variant.
+
+Experiment files call `get_config(corpus, fusion)` and change a few fields. Any field can be
+overridden on the command line, e.g. `--config.optim.learning_rate=3e-4`.
+"""
+
+import ml_collections
+
+# 1D-ABFCN presets: the five AlexNet conv layers (paper Fig. 3) and smaller ones for CPUs.
+FCN_PRESETS = {
+    "alexnet": (96, 256, 384, 384, 256),
+    "small": (32, 64, 128, 128, 128),
+    "tiny": (16, 32, 64, 64, 64),
+}
+
+# Classes of each corpus (order = label ids written by data_prep).
+CLASSES = {
+    "afew": ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"),
+    "iemocap": ("neutral", "happy", "sad", "angry"),
+    "synthetic_av": ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"),
+}
+
+SINGLE_MODALITY = ("audio", "video")
+
+
+def fcn_config(preset: str = "alexnet", *, first_stride: int = 4) -> ml_collections.ConfigDict:
+    """The convolutional stack of the 1D-ABFCN (conv -> ReLU -> LRN [-> max-pool])."""
+    return ml_collections.ConfigDict(
+        dict(
+            preset=preset,
+            features=FCN_PRESETS[preset],  # Output channels per conv layer.
+            kernel_sizes=(11, 5, 3, 3, 3),  # Square kernels, AlexNet.
+            strides=(first_stride, 1, 1, 1, 1),
+            pool_after=(True, True, False, False, True),  # 3x3/2 max-pool after conv1, 2, 5.
+            pool_window=3,
+            pool_stride=2,
+            use_lrn=True,  # Paper Eq. 1; False gives the "No LRN" ablation of Table I.
+            lrn_depth_radius=2,  # n = 5 (AlexNet); TF convention, alpha not divided by n.
+            lrn_bias=2.0,
+            lrn_alpha=1e-4,
+            lrn_beta=0.75,
+            freq_pooling="mean",  # Pools the frequency (or marker) axis to 1 (Eq. 2).
+            temperature=0.3,  # lambda_a of the attention softmax (Eq. 4).
+        )
+    )
+
+
+def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.ConfigDict:
+    """Full config of one experiment with the paper's hyperparameters (Section IV).
+
+    Args:
+      corpus: 'afew', 'iemocap' or 'synthetic_av'.
+      fusion: a fusion variant name (see fbp_jax.fusion.FUSION_STREAMS).
+
+    Returns:
+      A locked ConfigDict.
+    """
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    # ---- data
+    config.data = data = ml_collections.ConfigDict()
+    data.name = corpus  # TFDS dataset name, optionally with a builder config ('name/config').
+    data.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: TFDS default.
+    data.train_split = "train"  # TFDS split arithmetic allowed: 'session1+session2'.
+    data.eval_split = "validation"
+    data.clip_seconds = 6.4  # Both streams cropped / zero-padded to this duration.
+    data.audio_fps = 100  # Spectrogram frames per second (hop 10 ms).
+    data.video_fps = 25  # Video frames per second.
+    data.num_bins = 200  # Spectrogram bins kept (0-4 kHz).
+    data.video_shape = (1024,)  # Per-frame video feature shape: (D1,) or (markers, 3).
+    data.num_classes = len(CLASSES.get(corpus, CLASSES["afew"]))
+    data.normalize = True  # Standardise with statistics of the training split.
+    data.use_video_valid = False  # Also mask frames without a detected face (paper: no).
+    data.cache = True  # Cache decoded examples in memory.
+    data.shuffle_buffer = 2048
+    data.prefetch = 2  # Batches prefetched to the devices.
+
+    # ---- model
+    config.model = model = ml_collections.ConfigDict()
+    model.fusion = fusion
+    model.num_classes = data.get_ref("num_classes")
+    model.dtype = "float32"  # 'bfloat16' computes in bf16 with float32 parameters.
+    model.dropout_rate = 0.3  # Before the classifier.
+    model.audio = fcn_config("alexnet")
+    model.video = video = ml_collections.ConfigDict()
+    video.encoder = "face"  # 'face': per-frame features [T, D1]; 'fcn': markers [T, M, 3].
+    video.reduction = "conv"  # Eq. 8: kernel 4, stride 4 over the D1 features.
+    video.kernel_size = 4
+    video.stride = 4
+    video.filters = 1  # 1024 / 4 * 1 = 256 = D.
+    video.dense_features = 128  # Output size when reduction = 'dense'.
+    video.temperature = 1.0  # lambda_v (Eq. 9).
+    video.fcn = fcn_config("alexnet", first_stride=1)  # Used when encoder = 'fcn'.
+    model.fbp = fbp = ml_collections.ConfigDict()
+    fbp.global_dim = 128  # O of G-FBP / AG-FBP.
+    fbp.global_factor = 4  # K_G.
+    fbp.multi_dim = 192  # O of the intra-trunk FBP.
+    fbp.multi_factor = 2  # K_M.
+    fbp.num_trunks = 6  # H (6 on AFEW, 19 on IEMOCAP).
+    fbp.use_bias = True  # Projections with bias (else AG-FBP == G-FBP after the L2 norm).
+    fbp.dropout_rate = 0.0  # Dropout on the bilinear product (MFB code); paper: none.
+    fbp.signed_sqrt = False  # Power normalisation (MFB code); paper: none.
+
+    # ---- optimisation
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.learning_rate = 1e-4
+    optim.b1 = 0.9
+    optim.b2 = 0.999
+    optim.lr_decay_epochs = ()  # Epochs after which the rate is multiplied by the factor.
+    optim.lr_decay_factor = 0.5
+    optim.warmup_epochs = 0.0
+    optim.weight_decay = 0.0  # > 0 switches Adam to AdamW.
+    optim.grad_clip_norm = 0.0  # 0: no clipping.
+
+    # ---- loop
+    config.batch_size = 64  # Global batch over all devices and hosts.
+    config.num_epochs = 200
+    config.num_train_steps = -1  # > 0 overrides num_epochs.
+    config.log_every_steps = 50
+    config.eval_every_steps = -1  # -1: once per epoch.
+    config.checkpoint_every_steps = 500
+
+    # ---- initialisation from single-modality runs (workdirs), for fusion variants
+    config.init = ml_collections.ConfigDict()
+    config.init.audio_workdir = ""
+    config.init.video_workdir = ""
+
+    if fusion in SINGLE_MODALITY:  # Paper IV: single-modality systems.
+        config.batch_size = 32
+        config.num_epochs = 100
+    if fusion == "audio":
+        optim.lr_decay_epochs = (50,)  # "After 50 epochs, the learning rate was halved."
+
+    if corpus == "iemocap":
+        data.name = "iemocap"
+        data.train_split = "session1+session2+session3+session4"
+        data.eval_split = "session5"
+        data.clip_seconds = 6.0  # 600 frames -> 19 encoder steps, one per trunk (H = 19).
+        data.video_shape = (55, 3)  # Face markers x (x, y, z).
+        video.encoder = "fcn"
+        video.temperature = 0.5  # lambda_v on IEMOCAP.
+        fbp.num_trunks = 19
+        if fusion == "video":
+            optim.learning_rate = 2e-4
+
+    return config.lock()

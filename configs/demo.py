@@ -1,0 +1,28 @@
+"""Demo on the embedded synthetic corpus (data_prep/synthetic.py, config 'afew': AFEW-like
+sizes, 7 classes, 200-bin spectrograms, 1024-d face features), sized for 2 CPU cores.
+
+    python -m fbp_jax.demo                       # builds the corpus, trains 4 variants, table
+    python train.py --config=configs/demo.py --config.model.fusion=am_fbp \
+        --config.data.data_dir=data
+
+Differences from the paper's AFEW settings, all for speed on a CPU: the 'tiny' FCN preset,
+4 s clips, 25 epochs at learning rate 1e-3 instead of 100-200 at 1e-4.
+"""
+
+from configs import common
+
+
+def get_config(fusion: str = "am_fbp"):
+    config = common.get_config("synthetic_av", fusion)
+    with config.unlocked():
+        config.data.name = "synthetic_av/afew"
+        config.data.data_dir = "data"
+        config.data.clip_seconds = 4.0  # Longest synthetic clip: no clip is cropped.
+        config.model.audio = common.fcn_config("tiny")
+        config.batch_size = 32
+        config.num_epochs = 25
+        config.optim.learning_rate = 1e-3
+        config.optim.lr_decay_epochs = (15,)
+        config.log_every_steps = 20
+        config.checkpoint_every_steps = 1000
+    return config

@@ -1,0 +1,135 @@
+"""Encoders: the 1D-ABFCN convolutional stack (audio, markers) and the face-feature reduction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fbp_jax import ops
+
+Array = jax.Array
+Dtype = Any
+
+
+class FCNEncoder(nn.Module):
+    """Fully convolutional encoder of the 1D-ABFCN (paper Fig. 3, Eq. 1-2).
+
+    Input is an image [B, T, F, C_in] with time first: a spectrogram [B, T, 200, 1] or a marker
+    sequence [B, T, M, 3]. Each layer is conv -> ReLU -> LRN (-> 3x3/2 max-pool). Padding is
+    explicit and symmetric (k // 2), so output step i always covers the same input window
+    whatever the clip length, and steps beyond the clip are zeroed after every layer: a clip gives
+    the same encoding whether or not it is padded. Finally the F axis is pooled to 1, giving the
+    sequence A = {a_1..a_T'} of Eq. 2.
+
+    Attributes:
+      features: output channels per conv layer (AlexNet: 96, 256, 384, 384, 256).
+      kernel_sizes: square kernel size per layer.
+      strides: stride per layer (both axes).
+      pool_after: whether a max-pool follows each layer.
+      pool_window: max-pool window (3 in AlexNet).
+      pool_stride: max-pool stride (2 in AlexNet).
+      use_lrn: apply local response normalisation after each ReLU.
+      lrn_depth_radius, lrn_bias, lrn_alpha, lrn_beta: LRN constants (TF convention).
+      freq_pooling: 'mean' or 'max' over the F axis.
+      dtype: computation dtype.
+    """
+
+    features: Sequence[int] = (96, 256, 384, 384, 256)
+    kernel_sizes: Sequence[int] = (11, 5, 3, 3, 3)
+    strides: Sequence[int] = (4, 1, 1, 1, 1)
+    pool_after: Sequence[bool] = (True, True, False, False, True)
+    pool_window: int = 3
+    pool_stride: int = 2
+    use_lrn: bool = True
+    lrn_depth_radius: int = 2
+    lrn_bias: float = 2.0
+    lrn_alpha: float = 1e-4
+    lrn_beta: float = 0.75
+    freq_pooling: str = "mean"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array) -> tuple[Array, Array]:
+        """Encodes an image.
+
+        Args:
+          x: [B, T, F, C_in] input.
+          mask: boolean [B, T], True on steps inside the clip.
+
+        Returns:
+          (sequence [B, T', C_out], mask [B, T']).
+        """
+        if not len(self.features) == len(self.kernel_sizes) == len(self.strides) == len(
+            self.pool_after
+        ):
+            raise ValueError("features, kernel_sizes, strides and pool_after differ in length")
+        x = x.astype(self.dtype) * mask[:, :, None, None]
+        for i, (feat, k, s, pool) in enumerate(
+            zip(self.features, self.kernel_sizes, self.strides, self.pool_after)
+        ):
+            pad = (k // 2, k // 2)
+            x = nn.Conv(feat, (k, k), (s, s), padding=(pad, pad), dtype=self.dtype,
+                        name=f"conv{i + 1}")(x)
+            mask = ops.downsample_mask(mask, k, s, pad)
+            x = nn.relu(x)
+            if self.use_lrn:
+                x = ops.local_response_normalization(
+                    x, self.lrn_depth_radius, self.lrn_bias, self.lrn_alpha, self.lrn_beta
+                )
+            if pool:
+                w, ps = self.pool_window, self.pool_stride
+                ppad = (w // 2, w // 2)
+                # Inputs are >= 0 after ReLU, so zero-valued masked steps never win the max.
+                x = nn.max_pool(x, (w, w), (ps, ps), padding=(ppad, ppad))
+                mask = ops.downsample_mask(mask, w, ps, ppad)
+            x = x * mask[:, :, None, None].astype(x.dtype)
+        if self.freq_pooling == "mean":
+            seq = jnp.mean(x, axis=2)
+        elif self.freq_pooling == "max":
+            seq = jnp.max(x, axis=2)
+        else:
+            raise ValueError(f"freq_pooling must be 'mean' or 'max', got {self.freq_pooling!r}")
+        return seq, mask
+
+
+class FaceFeatureReduction(nn.Module):
+    """Per-frame reduction of face features before attention (Eq. 8-11).
+
+    'conv' is the paper's: v_i in R^{D1} seen as a [D1, 1] signal, convolved with a kernel of
+    size 4 and stride 4 (D1 = 1024 -> D = 256 with one filter). 'dense' is a fully connected
+    layer to `dense_features` (for low-dimensional clip-level features), 'none' passes through.
+
+    Attributes:
+      method: 'conv', 'dense' or 'none'.
+      kernel_size, stride, filters: of the 'conv' reduction.
+      dense_features: output size of the 'dense' reduction.
+      dtype: computation dtype.
+    """
+
+    method: str = "conv"
+    kernel_size: int = 4
+    stride: int = 4
+    filters: int = 1
+    dense_features: int = 128
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, v: Array) -> Array:
+        """v: [B, L, D1] -> [B, L, D]."""
+        v = v.astype(self.dtype)
+        if self.method == "none":
+            return v
+        if self.method == "dense":
+            return nn.Dense(self.dense_features, dtype=self.dtype, name="dense")(v)
+        if self.method != "conv":
+            raise ValueError(f"video reduction must be conv, dense or none, got {self.method!r}")
+        b, length, d1 = v.shape
+        out = nn.Conv(
+            self.filters, (self.kernel_size,), (self.stride,), padding="VALID", dtype=self.dtype,
+            name="conv",
+        )(v.reshape(b * length, d1, 1))
+        return out.reshape(b, length, -1)

@@ -1,0 +1,51 @@
+"""Trains one AM-FBP family model.
+
+    python train.py --config=configs/afew_amfbp.py [--workdir=workdirs/afew_amfbp]
+    python train.py --config=configs/demo.py --config.model.fusion=g_fbp
+
+Any config field can be overridden: --config.optim.learning_rate=3e-4.
+"""
+
+import os
+import sys
+
+import jax
+import tensorflow as tf
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from fbp_jax import input_pipeline, train_lib
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints and logs go (default: workdirs/<config>).")
+flags.mark_flags_as_required(["config"])
+
+
+def default_workdir(config_path: str, fusion: str) -> str:
+    name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
+    return os.path.join("workdirs", name if name != "demo" else f"demo_{fusion}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError("Too many command-line arguments.")
+    # TensorFlow only feeds data: keep it off the accelerators that JAX uses.
+    tf.config.experimental.set_visible_devices([], "GPU")
+    config = FLAGS.config
+    workdir = FLAGS.workdir or default_workdir(flags.FLAGS["config"].config_filename,
+                                               config.model.fusion)
+    logging.info("JAX process %d / %d; local devices: %s", jax.process_index(),
+                 jax.process_count(), jax.local_devices())
+    logging.info("Workdir: %s", workdir)
+    try:
+        result = train_lib.train_and_evaluate(config, workdir)
+    except input_pipeline.DatasetNotPreparedError as e:
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    logging.info("Result: %s", result)
+
+
+if __name__ == "__main__":
+    app.run(main)
