@@ -24,7 +24,7 @@ flags.DEFINE_string("data_dir", "data", "TFDS data dir for the synthetic corpus.
 flags.DEFINE_string("workdir", os.path.join("workdirs", "demo"), "Parent of the run workdirs.")
 flags.DEFINE_list("variants", ["audio", "video", "g_fbp", "am_fbp"], "Fusion variants to train.")
 flags.DEFINE_integer("num_epochs", None, "Override the demo config's epochs (all variants).")
-flags.DEFINE_integer("fusion_epochs", 10, "Epochs of the fusion variants (initialised runs).")
+flags.DEFINE_integer("fusion_epochs", 6, "Epochs of the fusion variants (initialised runs).")
 
 
 def format_table(rows: list[dict]) -> str:
@@ -46,7 +46,7 @@ def main(argv):
     tf.config.experimental.set_visible_devices([], "GPU")
     from data_prep import build
 
-    build.prepare("synthetic_av/afew", data_dir=FLAGS.data_dir)
+    build.build("synthetic_av/afew", data_dir=FLAGS.data_dir)
     rows = []
     for variant in FLAGS.variants:
         config = demo_config.get_config(variant)

@@ -77,7 +77,7 @@ def get_builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuil
             f"--data_dir=<dir>\n"
             f"and pass --config.data.data_dir=<dir>; see README.md, section 'Corpora', for "
             f"which corpora are supported. To try the system without licensed data, run the "
-            f"demo on the synthetic corpus: make demo"
+            f"demo on the synthetic corpus: bash tasks.sh demo"
         )
     return builder
 

@@ -6,6 +6,7 @@ pipeline (tf.data) and the metric writers only when it runs.
 
 import functools
 import json
+import logging as pylogging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -212,6 +213,17 @@ def summarize(m: metrics.Collection, prefix: str) -> dict[str, float]:
 # Checkpoints
 
 
+class _QuietLibraries(pylogging.Filter):
+    """Drops the INFO chatter of orbax (dozens of lines per save) from the absl log."""
+
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        noisy = f"{os.sep}orbax{os.sep}" in record.pathname or "replica_slices" in record.pathname
+        return record.levelno >= pylogging.WARNING or not noisy
+
+
+logging.get_absl_logger().addFilter(_QuietLibraries())
+
+
 def create_checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
     """Keeps the latest checkpoint and the best one on validation accuracy."""
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
@@ -222,7 +234,11 @@ def create_checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
         ),
     ])
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy, create=True, cleanup_tmp_directories=True,
+        preservation_policy=policy,
+        best_fn=lambda m: m["eval_accuracy"],  # Also makes orbax store the metrics.
+        best_mode="max",
+        create=True,
+        cleanup_tmp_directories=True,  # A save cut short by a kill is removed at restart.
         enable_async_checkpointing=False,
     )
     return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
@@ -231,13 +247,9 @@ def create_checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
 
 def best_step(manager: ocp.CheckpointManager) -> int | None:
     """The saved step with the highest validation accuracy (None if none has metrics)."""
-    scored = []
-    for step in manager.all_steps():
-        m = manager.metrics(step)
-        if m and "eval_accuracy" in m:
-            scored.append((m["eval_accuracy"], step))
-    # Ties go to the later step, as orbax's BestN keeps the later one of equals.
-    return max(scored)[1] if scored else None
+    if not any(manager.metrics(step) for step in manager.all_steps()):
+        return None
+    return manager.best_step()
 
 
 def restore_state(manager: ocp.CheckpointManager, step: int, target: TrainState) -> TrainState:

@@ -1,0 +1,50 @@
+"""Shared fixtures: the tiny synthetic corpus built once per test session, and its config."""
+
+import os
+
+import pytest
+
+from configs import demo
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    """A TFDS data dir holding the prepared `synthetic_av/tiny` corpus."""
+    from data_prep import build
+
+    # One build per worker; xdist workers get their own base temp dir.
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    build.build("synthetic_av/tiny", data_dir=data_dir)
+    return data_dir
+
+
+def tiny_train_config(data_dir: str, fusion: str = "am_fbp", **overrides):
+    """The demo config shrunk to the tiny synthetic corpus (trains in seconds)."""
+    config = demo.get_config(fusion)
+    with config.unlocked():
+        config.data.name = "synthetic_av/tiny"
+        config.data.data_dir = data_dir
+        config.data.num_bins = 40
+        config.data.video_shape = (32,)
+        config.data.clip_seconds = 1.2
+        config.model.fbp.global_dim = 16
+        config.model.fbp.multi_dim = 16
+        config.model.fbp.num_trunks = 3
+        config.batch_size = 16
+        config.num_epochs = 12
+        config.optim.learning_rate = 3e-3
+        config.optim.lr_decay_epochs = ()
+        config.log_every_steps = 5
+        config.checkpoint_every_steps = 10
+        for key, value in overrides.items():
+            target = config
+            *path, last = key.split(".")
+            for p in path:
+                target = target[p]
+            target[last] = value
+    return config
+
+
+@pytest.fixture
+def repo_root():
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
