@@ -26,22 +26,22 @@ SINGLE_MODALITY = ("audio", "video")
 def fcn_config(preset: str = "alexnet", *, first_stride: int = 4) -> ml_collections.ConfigDict:
     """The convolutional stack of the 1D-ABFCN (conv -> ReLU -> LRN [-> max-pool])."""
     return ml_collections.ConfigDict(
-        dict(
-            preset=preset,
-            features=FCN_PRESETS[preset],  # Output channels per conv layer.
-            kernel_sizes=(11, 5, 3, 3, 3),  # Square kernels, AlexNet.
-            strides=(first_stride, 1, 1, 1, 1),
-            pool_after=(True, True, False, False, True),  # 3x3/2 max-pool after conv1, 2, 5.
-            pool_window=3,
-            pool_stride=2,
-            use_lrn=True,  # Paper Eq. 1; False gives the "No LRN" ablation of Table I.
-            lrn_depth_radius=2,  # n = 5 (AlexNet); TF convention, alpha not divided by n.
-            lrn_bias=2.0,
-            lrn_alpha=1e-4,
-            lrn_beta=0.75,
-            freq_pooling="mean",  # Pools the frequency (or marker) axis to 1 (Eq. 2).
-            temperature=0.3,  # lambda_a of the attention softmax (Eq. 4).
-        )
+        {
+            "preset": preset,
+            "features": FCN_PRESETS[preset],  # Output channels per conv layer.
+            "kernel_sizes": (11, 5, 3, 3, 3),  # Square kernels, AlexNet.
+            "strides": (first_stride, 1, 1, 1, 1),
+            "pool_after": (True, True, False, False, True),  # 3x3/2 max-pool after conv1, 2, 5.
+            "pool_window": 3,
+            "pool_stride": 2,
+            "use_lrn": True,  # Paper Eq. 1; False gives the "No LRN" ablation of Table I.
+            "lrn_depth_radius": 2,  # n = 5 (AlexNet); TF convention, alpha not divided by n.
+            "lrn_bias": 2.0,
+            "lrn_alpha": 1e-4,
+            "lrn_beta": 0.75,
+            "freq_pooling": "mean",  # Pools the frequency (or marker) axis to 1 (Eq. 2).
+            "temperature": 0.3,  # lambda_a of the attention softmax (Eq. 4).
+        }
     )
 
 

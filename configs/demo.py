@@ -25,5 +25,6 @@ def get_config(fusion: str = "am_fbp"):
         config.optim.learning_rate = 1e-3
         config.optim.lr_decay_epochs = (8,)
         config.log_every_steps = 20
+        config.eval_every_steps = 62  # Every 2 epochs of the 1000 training clips.
         config.checkpoint_every_steps = 1000
     return config

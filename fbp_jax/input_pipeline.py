@@ -20,9 +20,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from absl import logging
 
-from fbp_jax import parallel
+from fbp_jax import models, parallel
 
 BATCH_KEYS = ("audio", "audio_mask", "video", "video_mask", "label", "mask")
 
@@ -105,7 +104,7 @@ def preprocess(
     """
     d = data_config
     ratio = d.audio_fps // d.video_fps
-    ta, tv = round(d.clip_seconds * d.audio_fps), round(d.clip_seconds * d.video_fps)
+    ta, tv = models.clip_frames(d)
     audio, video = example["audio"], example["video"]
     if stats is not None:
         audio = (audio - stats["audio_mean"]) / stats["audio_std"]
@@ -169,7 +168,7 @@ def load_or_compute_stats(
 
 
 def _padding_example(d: ml_collections.ConfigDict) -> dict[str, tf.Tensor]:
-    ta, tv = round(d.clip_seconds * d.audio_fps), round(d.clip_seconds * d.video_fps)
+    ta, tv = models.clip_frames(d)
     return {
         "audio": tf.zeros([ta, d.num_bins]),
         "audio_mask": tf.zeros([ta], tf.bool),

@@ -100,6 +100,12 @@ class AVEmotionNet(nn.Module):
         return outputs
 
 
+def clip_frames(data_config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """(audio frames, video frames) of a clip of `data_config.clip_seconds`."""
+    d = data_config
+    return round(d.clip_seconds * d.audio_fps), round(d.clip_seconds * d.video_fps)
+
+
 def get_model(config: ml_collections.ConfigDict) -> AVEmotionNet:
     """Builds the model of a full config (reads `config.model`)."""
     fusion.streams_for(config.model.fusion)  # Fails early, listing valid names.

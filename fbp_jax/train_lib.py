@@ -24,6 +24,7 @@ from absl import logging
 from clu import metrics
 from flax.training import train_state
 
+from fbp_jax import fusion as fusion_lib
 from fbp_jax import models, ops, parallel
 
 Array = jax.Array
@@ -82,9 +83,7 @@ class EvalMetrics(metrics.Collection):
 
 def model_inputs(batch: dict[str, Array], fusion: str) -> dict[str, Array]:
     """The batch entries a fusion variant reads (so unused streams are not transferred)."""
-    from fbp_jax.fusion import streams_for
-
-    return {k: batch[k] for s in streams_for(fusion) for k in STREAM_KEYS[s]}
+    return {k: batch[k] for s in fusion_lib.streams_for(fusion) for k in STREAM_KEYS[s]}
 
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict, steps_per_epoch: int):
@@ -119,7 +118,7 @@ def create_optimizer(config: ml_collections.ConfigDict, lr_fn) -> optax.Gradient
 def input_spec(config: ml_collections.ConfigDict, batch_size: int = 1) -> dict[str, Any]:
     """Zero arrays shaped like one batch, for initialising parameters."""
     d = config.data
-    ta, tv = round(d.clip_seconds * d.audio_fps), round(d.clip_seconds * d.video_fps)
+    ta, tv = models.clip_frames(d)
     return {
         "audio": jnp.zeros((batch_size, ta, d.num_bins), jnp.float32),
         "audio_mask": jnp.ones((batch_size, ta), bool),
@@ -163,7 +162,7 @@ def train_step(
         loss = jnp.sum(ops.cross_entropy(out["logits"], batch["label"]) * mask)
         return loss / jnp.maximum(jnp.sum(mask), 1.0), out["logits"]
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = jax.lax.pmean(grads, parallel.AXIS)
     new_state = state.apply_gradients(grads=grads)
     step_metrics = TrainMetrics.gather_from_model_output(

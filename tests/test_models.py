@@ -176,7 +176,7 @@ def test_core_runs_without_tensorflow():
         print('OK')
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "PYTHONPATH": REPO})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK" in proc.stdout

@@ -130,7 +130,7 @@ def test_pmap_on_four_devices_equals_one_device():
         print('OK', float(l4))
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True,
                           text=True, timeout=600, env={**os.environ, "PYTHONPATH": REPO})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK" in proc.stdout
