@@ -33,10 +33,15 @@ def main(argv):
     # TensorFlow only feeds data: keep it off the accelerators that JAX uses.
     tf.config.experimental.set_visible_devices([], "GPU")
     config = FLAGS.config
-    workdir = FLAGS.workdir or default_workdir(flags.FLAGS["config"].config_filename,
-                                               config.model.fusion)
-    logging.info("JAX process %d / %d; local devices: %s", jax.process_index(),
-                 jax.process_count(), jax.local_devices())
+    workdir = FLAGS.workdir or default_workdir(
+        flags.FLAGS["config"].config_filename, config.model.fusion
+    )
+    logging.info(
+        "JAX process %d / %d; local devices: %s",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_devices(),
+    )
     logging.info("Workdir: %s", workdir)
     try:
         result = train_lib.train_and_evaluate(config, workdir)

@@ -1,6 +1,6 @@
 """AFEW 8.0 (EmotiW 2019), fusion 'ag_fbp', with the paper's hyperparameters.
 
-    python train.py --config=configs/afew_agfbp.py
+python train.py --config=configs/afew_agfbp.py
 """
 
 from configs import common

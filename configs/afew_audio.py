@@ -1,6 +1,6 @@
 """AFEW 8.0 (EmotiW 2019), fusion 'audio', with the paper's hyperparameters.
 
-    python train.py --config=configs/afew_audio.py
+python train.py --config=configs/afew_audio.py
 """
 
 from configs import common

@@ -1,6 +1,6 @@
 """AFEW 8.0 (EmotiW 2019), fusion 'concat', with the paper's hyperparameters.
 
-    python train.py --config=configs/afew_concat.py
+python train.py --config=configs/afew_concat.py
 """
 
 from configs import common

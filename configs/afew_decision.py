@@ -1,6 +1,6 @@
 """AFEW 8.0 (EmotiW 2019), fusion 'decision', with the paper's hyperparameters.
 
-    python train.py --config=configs/afew_decision.py
+python train.py --config=configs/afew_decision.py
 """
 
 from configs import common

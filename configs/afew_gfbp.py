@@ -1,6 +1,6 @@
 """AFEW 8.0 (EmotiW 2019), fusion 'g_fbp', with the paper's hyperparameters.
 
-    python train.py --config=configs/afew_gfbp.py
+python train.py --config=configs/afew_gfbp.py
 """
 
 from configs import common

@@ -1,6 +1,6 @@
 """AFEW 8.0 (EmotiW 2019), fusion 'm_fbp', with the paper's hyperparameters.
 
-    python train.py --config=configs/afew_mfbp.py
+python train.py --config=configs/afew_mfbp.py
 """
 
 from configs import common

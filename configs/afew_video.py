@@ -1,6 +1,6 @@
 """AFEW 8.0 (EmotiW 2019), fusion 'video', with the paper's hyperparameters.
 
-    python train.py --config=configs/afew_video.py
+python train.py --config=configs/afew_video.py
 """
 
 from configs import common

@@ -1,6 +1,6 @@
 """IEMOCAP improvised, 4 classes, fusion 'g_fbp'; fold: train sessions 1-4, test session 5.
 
-    python train.py --config=configs/iemocap_gfbp.py
+python train.py --config=configs/iemocap_gfbp.py
 """
 
 from configs import common

@@ -1,6 +1,6 @@
 """IEMOCAP improvised, 4 classes, fusion 'video'; fold: train sessions 1-4, test session 5.
 
-    python train.py --config=configs/iemocap_video.py
+python train.py --config=configs/iemocap_video.py
 """
 
 from configs import common

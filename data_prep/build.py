@@ -19,14 +19,15 @@ from collections.abc import Sequence
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-FLAGS = flags.FLAGS
-
 from data_prep import synthetic
+
+FLAGS = flags.FLAGS
 
 # Corpus name -> TFDS builder class. Add new corpora here.
 BUILDERS = {
-    'synthetic_av': synthetic.SyntheticAV,
+    "synthetic_av": synthetic.SyntheticAV,
 }
+
 
 def get_builder(name: str, data_dir: str | None = None):
     """Returns the TFDS builder of ``NAME[/CONFIG]``.
@@ -41,18 +42,19 @@ def get_builder(name: str, data_dir: str | None = None):
     Raises:
       ValueError: unknown corpus or config; the message lists the valid ones.
     """
-    corpus, _, config = name.partition('/')
+    corpus, _, config = name.partition("/")
     if corpus not in BUILDERS:
-        raise ValueError(f'Unknown corpus {corpus!r}; valid corpora: {sorted(BUILDERS)}.')
+        raise ValueError(f"Unknown corpus {corpus!r}; valid corpora: {sorted(BUILDERS)}.")
     cls = BUILDERS[corpus]
     configs = [c.name for c in cls.BUILDER_CONFIGS]
     if config and config not in configs:
-        raise ValueError(f'Unknown config {config!r} of {corpus!r}; valid configs: {configs}.')
+        raise ValueError(f"Unknown config {config!r} of {corpus!r}; valid configs: {configs}.")
     return cls(config=config or None, data_dir=data_dir)
 
 
-def build(name: str, data_dir: str | None = None, manual_dir: str | None = None,
-          overwrite: bool = False):
+def build(
+    name: str, data_dir: str | None = None, manual_dir: str | None = None, overwrite: bool = False
+):
     """Generates the records of ``NAME[/CONFIG]`` (a no-op if they already exist).
 
     Args:
@@ -65,18 +67,25 @@ def build(name: str, data_dir: str | None = None, manual_dir: str | None = None,
       The prepared ``tfds.core.DatasetBuilder``.
     """
     builder = get_builder(name, data_dir)
-    mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
-            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    mode = (
+        tfds.download.GenerateMode.FORCE_REDOWNLOAD
+        if overwrite
+        else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+    )
     config = tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode)
     start = time.time()
     builder.download_and_prepare(download_config=config)
     elapsed = time.time() - start
     info = builder.info
-    logging.info('%s %s in %s (%.1f s)', info.full_name, 'ready', builder.data_dir, elapsed)
+    logging.info("%s %s in %s (%.1f s)", info.full_name, "ready", builder.data_dir, elapsed)
     for split, split_info in sorted(info.splits.items()):
-        logging.info('  %-12s %6d examples  %s', split, split_info.num_examples,
-                     _human_size(split_info.num_bytes))
-    logging.info('  size on disk: %s', _human_size(_dir_size(builder.data_dir)))
+        logging.info(
+            "  %-12s %6d examples  %s",
+            split,
+            split_info.num_examples,
+            _human_size(split_info.num_bytes),
+        )
+    logging.info("  size on disk: %s", _human_size(_dir_size(builder.data_dir)))
     return builder
 
 
@@ -88,26 +97,31 @@ def _dir_size(path: str) -> int:
 
 
 def _human_size(num_bytes: int) -> str:
-    for unit in ('B', 'KiB', 'MiB', 'GiB'):
-        if num_bytes < 1024 or unit == 'GiB':
-            return f'{num_bytes:.1f} {unit}' if unit != 'B' else f'{num_bytes} B'
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if num_bytes < 1024 or unit == "GiB":
+            return f"{num_bytes:.1f} {unit}" if unit != "B" else f"{num_bytes} B"
         num_bytes /= 1024
-    return f'{num_bytes:.1f} GiB'
+    return f"{num_bytes:.1f} GiB"
 
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) != 2:
-        raise app.UsageError(f'Expected one NAME[/CONFIG] argument; corpora: {sorted(BUILDERS)}.')
+        raise app.UsageError(f"Expected one NAME[/CONFIG] argument; corpora: {sorted(BUILDERS)}.")
     build(argv[1], data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, overwrite=FLAGS.overwrite)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     # Flags are defined here, not at import, so that programs importing this module (the demo,
     # the training input pipeline) can have flags of the same names.
-    flags.DEFINE_string('data_dir', None,
-                        'Where TFDS writes the records (default: TFDS default, ~/tensorflow_datasets).')
-    flags.DEFINE_string('manual_dir', None,
-                        'Folder with the source files of corpora that cannot be downloaded.')
-    flags.DEFINE_bool('overwrite', False,
-                      'Regenerate the records even if this version already exists.')
+    flags.DEFINE_string(
+        "data_dir",
+        None,
+        "Where TFDS writes the records (default: TFDS default, ~/tensorflow_datasets).",
+    )
+    flags.DEFINE_string(
+        "manual_dir", None, "Folder with the source files of corpora that cannot be downloaded."
+    )
+    flags.DEFINE_bool(
+        "overwrite", False, "Regenerate the records even if this version already exists."
+    )
     app.run(main)

@@ -29,8 +29,10 @@ flags.DEFINE_integer("fusion_epochs", 6, "Epochs of the fusion variants (initial
 
 def format_table(rows: list[dict]) -> str:
     """A plain-text table of the demo results."""
-    header = f"{'variant':<10} {'params':>9} {'val WA':>7} {'val UA':>7} {'best step':>9} " \
-             f"{'steps/s':>8} {'minutes':>7}"
+    header = (
+        f"{'variant':<10} {'params':>9} {'val WA':>7} {'val UA':>7} {'best step':>9} "
+        f"{'steps/s':>8} {'minutes':>7}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
@@ -66,8 +68,10 @@ def main(argv):
         rows.append({"variant": variant, "minutes": (time.time() - start) / 60, **result})
     table = format_table(rows)
     logging.info("Demo results:\n%s", table)
-    print(f"\nSynthetic AFEW-like corpus, validation split ({jax.device_count()} device(s)); "
-          f"checkpoint chosen on validation accuracy.\n{table}")
+    print(
+        f"\nSynthetic AFEW-like corpus, validation split ({jax.device_count()} device(s)); "
+        f"checkpoint chosen on validation accuracy.\n{table}"
+    )
 
 
 if __name__ == "__main__":

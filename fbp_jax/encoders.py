@@ -63,8 +63,11 @@ class FCNEncoder(nn.Module):
         Returns:
           (sequence [B, T', C_out], mask [B, T']).
         """
-        if not len(self.features) == len(self.kernel_sizes) == len(self.strides) == len(
-            self.pool_after
+        if (
+            not len(self.features)
+            == len(self.kernel_sizes)
+            == len(self.strides)
+            == len(self.pool_after)
         ):
             raise ValueError("features, kernel_sizes, strides and pool_after differ in length")
         x = x.astype(self.dtype) * mask[:, :, None, None]
@@ -72,8 +75,9 @@ class FCNEncoder(nn.Module):
             zip(self.features, self.kernel_sizes, self.strides, self.pool_after)
         ):
             pad = (k // 2, k // 2)
-            x = nn.Conv(feat, (k, k), (s, s), padding=(pad, pad), dtype=self.dtype,
-                        name=f"conv{i + 1}")(x)
+            x = nn.Conv(
+                feat, (k, k), (s, s), padding=(pad, pad), dtype=self.dtype, name=f"conv{i + 1}"
+            )(x)
             mask = ops.downsample_mask(mask, k, s, pad)
             x = nn.relu(x)
             if self.use_lrn:
@@ -129,7 +133,11 @@ class FaceFeatureReduction(nn.Module):
             raise ValueError(f"video reduction must be conv, dense or none, got {self.method!r}")
         b, length, d1 = v.shape
         out = nn.Conv(
-            self.filters, (self.kernel_size,), (self.stride,), padding="VALID", dtype=self.dtype,
+            self.filters,
+            (self.kernel_size,),
+            (self.stride,),
+            padding="VALID",
+            dtype=self.dtype,
             name="conv",
         )(v.reshape(b * length, d1, 1))
         return out.reshape(b, length, -1)

@@ -94,9 +94,9 @@ class FusionHead(nn.Module):
     ) -> tuple[Array, Array, dict[str, Array]]:
         """Returns (embedding [B, E], logits [B, N], extras such as mu / eta)."""
         name = self.variant
-        classify = lambda z, n="classifier": Classifier(self.num_classes, self.dropout_rate, name=n)(
-            z, train=train
-        )
+        classify = lambda z, n="classifier": Classifier(
+            self.num_classes, self.dropout_rate, name=n
+        )(z, train=train)
         extras = {}
         if a is not None and v is not None:
             mu, eta = ops.adaptive_weights(a.pooled, v.pooled)

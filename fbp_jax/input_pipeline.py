@@ -204,8 +204,9 @@ def create_eval_dataset(
     total = builder.info.splits[split].num_examples
     per_process = -(-total // jax.process_count())
     num_batches = -(-per_process // batch_size)
-    ds = builder.as_dataset(split=tfds.split_for_jax_process(split, drop_remainder=False),
-                            shuffle_files=False)
+    ds = builder.as_dataset(
+        split=tfds.split_for_jax_process(split, drop_remainder=False), shuffle_files=False
+    )
 
     def fn(ex):
         out = preprocess(ex, data_config=data_config, stats=stats, train=False)
@@ -231,10 +232,14 @@ def create_train_dataset(
     seed: int,
 ) -> tf.data.Dataset:
     """Endless shuffled batches of this process's shard of `split`, random crops."""
-    ds = builder.as_dataset(split=tfds.split_for_jax_process(split), shuffle_files=True,
-                            read_config=tfds.ReadConfig(shuffle_seed=seed))
-    ds = ds.map(lambda e: {k: e[k] for k in ("audio", "video", "video_valid", "label")},
-                tf.data.AUTOTUNE)
+    ds = builder.as_dataset(
+        split=tfds.split_for_jax_process(split),
+        shuffle_files=True,
+        read_config=tfds.ReadConfig(shuffle_seed=seed),
+    )
+    ds = ds.map(
+        lambda e: {k: e[k] for k in ("audio", "video", "video_valid", "label")}, tf.data.AUTOTUNE
+    )
     if data_config.cache:
         ds = ds.cache()
     ds = ds.repeat().shuffle(data_config.shuffle_buffer, seed=seed)

@@ -34,9 +34,7 @@ class AttentionPooling(nn.Module):
         """x: [B, T, C]; mask: boolean [B, T]. Returns ops.AttentionOutput."""
         keys = nn.Dense(x.shape[-1], dtype=self.dtype, name="proj")(x) if self.project else x
         query = self.param("query", nn.initializers.normal(stddev=0.05), (keys.shape[-1],))
-        return ops.attention_pooling(
-            x, keys, query.astype(self.dtype), mask, self.temperature
-        )
+        return ops.attention_pooling(x, keys, query.astype(self.dtype), mask, self.temperature)
 
 
 class FactorizedBilinearPooling(nn.Module):

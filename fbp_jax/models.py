@@ -79,8 +79,13 @@ class AVEmotionNet(nn.Module):
                 project = True
             elif vcfg.encoder == "face":  # per-frame face features [B, T, D1]
                 seq = encoders.FaceFeatureReduction(
-                    vcfg.reduction, vcfg.kernel_size, vcfg.stride, vcfg.filters,
-                    vcfg.dense_features, dtype=dtype, name="video_encoder",
+                    vcfg.reduction,
+                    vcfg.kernel_size,
+                    vcfg.stride,
+                    vcfg.filters,
+                    vcfg.dense_features,
+                    dtype=dtype,
+                    name="video_encoder",
                 )(video)
                 project = False  # Eq. 8 scores tanh(Conv(v_i)) directly.
             else:

@@ -60,7 +60,9 @@ def prefetch(iterator: Iterable[Any], size: int = 2) -> Iterator[Any]:
 def replicate(tree: Any) -> Any:
     """Copies a pytree onto every local device (leading axis = local devices)."""
     n = jax.local_device_count()
-    return device_put_sharded(jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n, *jnp.shape(x))), tree))
+    return device_put_sharded(
+        jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n, *jnp.shape(x))), tree)
+    )
 
 
 def unreplicate(tree: Any) -> Any:

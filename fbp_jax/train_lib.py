@@ -133,7 +133,9 @@ def create_train_state(
     """Initialises parameters and the optimiser state."""
     inputs = model_inputs(input_spec(config), config.model.fusion)
     params = jax.jit(functools.partial(model.init, train=False))(rng, inputs)["params"]
-    return TrainState.create(apply_fn=model.apply, params=params, tx=create_optimizer(config, lr_fn))
+    return TrainState.create(
+        apply_fn=model.apply, params=params, tx=create_optimizer(config, lr_fn)
+    )
 
 
 def train_step(
@@ -150,13 +152,16 @@ def train_step(
     Returns:
       (new state, TrainMetrics of this step gathered over devices).
     """
-    dropout_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(
-        parallel.AXIS))
+    dropout_rng = jax.random.fold_in(
+        jax.random.fold_in(rng, state.step), jax.lax.axis_index(parallel.AXIS)
+    )
     mask = batch["mask"].astype(jnp.float32)
 
     def loss_fn(params):
         out = state.apply_fn(
-            {"params": params}, model_inputs(batch, fusion), train=True,
+            {"params": params},
+            model_inputs(batch, fusion),
+            train=True,
             rngs={"dropout": dropout_rng},
         )
         loss = jnp.sum(ops.cross_entropy(out["logits"], batch["label"]) * mask)
@@ -174,9 +179,7 @@ def train_step(
     return new_state, step_metrics
 
 
-def eval_step(
-    state: TrainState, batch: dict[str, Array], *, fusion: str
-) -> EvalMetrics:
+def eval_step(state: TrainState, batch: dict[str, Array], *, fusion: str) -> EvalMetrics:
     """Metrics of one device's share of an evaluation batch; padding examples have mask 0."""
     out = state.apply_fn({"params": state.params}, model_inputs(batch, fusion), train=False)
     return EvalMetrics.gather_from_model_output(
@@ -225,13 +228,17 @@ logging.get_absl_logger().addFilter(_QuietLibraries())
 
 def create_checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
     """Keeps the latest checkpoint and the best one on validation accuracy."""
-    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
-        ocp.checkpoint_managers.LatestN(1),
-        ocp.checkpoint_managers.BestN(
-            get_metric_fn=lambda m: m["eval_accuracy"], reverse=False, n=1,
-            keep_checkpoints_without_metrics=False,
-        ),
-    ])
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+        [
+            ocp.checkpoint_managers.LatestN(1),
+            ocp.checkpoint_managers.BestN(
+                get_metric_fn=lambda m: m["eval_accuracy"],
+                reverse=False,
+                n=1,
+                keep_checkpoints_without_metrics=False,
+            ),
+        ]
+    )
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy,
         best_fn=lambda m: m["eval_accuracy"],  # Also makes orbax store the metrics.
@@ -240,8 +247,9 @@ def create_checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
         cleanup_tmp_directories=True,  # A save cut short by a kill is removed at restart.
         enable_async_checkpointing=False,
     )
-    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                                 options=options)
+    return ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"), options=options
+    )
 
 
 def best_step(manager: ocp.CheckpointManager) -> int | None:
@@ -267,13 +275,13 @@ def load_params(workdir: str, target: TrainState, which: str = "best") -> tuple[
     return restore_state(manager, step, target).params, step
 
 
-def init_from_single_modality(
-    config: ml_collections.ConfigDict, state: TrainState
-) -> TrainState:
+def init_from_single_modality(config: ml_collections.ConfigDict, state: TrainState) -> TrainState:
     """Copies encoder and attention parameters from single-modality runs (config.init)."""
     params = flax.core.unfreeze(state.params)
-    for stream, workdir in (("audio", config.init.audio_workdir),
-                            ("video", config.init.video_workdir)):
+    for stream, workdir in (
+        ("audio", config.init.audio_workdir),
+        ("video", config.init.video_workdir),
+    ):
         if not workdir:
             continue
         src_cfg = load_config(workdir)
@@ -329,8 +337,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if num_steps <= 0:
         num_steps = int(config.num_epochs * steps_per_epoch)
     eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
-    logging.info("%d train examples, %d steps per epoch, %d steps; fusion %s.",
-                 data.train_examples, steps_per_epoch, num_steps, config.model.fusion)
+    logging.info(
+        "%d train examples, %d steps per epoch, %d steps; fusion %s.",
+        data.train_examples,
+        steps_per_epoch,
+        num_steps,
+        config.model.fusion,
+    )
 
     model = models.get_model(config)
     lr_fn = create_learning_rate_fn(config, steps_per_epoch)
@@ -347,9 +360,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.write_hparams({"num_params": n_params, "fusion": config.model.fusion})
 
     fusion = config.model.fusion
-    p_train_step = parallel.pmap(
-        functools.partial(train_step, fusion=fusion), donate_state=True
-    )
+    p_train_step = parallel.pmap(functools.partial(train_step, fusion=fusion), donate_state=True)
     p_eval_step = parallel.pmap(functools.partial(eval_step, fusion=fusion))
     state = parallel.replicate(state)
     step_rng = parallel.replicate(rng)
@@ -373,8 +384,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         for hook in hooks:
             hook(step)
         if step % config.log_every_steps == 0 or step == num_steps:
-            merged = functools.reduce(lambda a, b: a.merge(b), map(parallel.unreplicate,
-                                                                   train_metrics))
+            merged = functools.reduce(
+                lambda a, b: a.merge(b), map(parallel.unreplicate, train_metrics)
+            )
             scalars = summarize(merged, "train_")
             scalars["learning_rate"] = float(lr_fn(step - 1))
             writer.write_scalars(step, scalars)
@@ -385,8 +397,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 em = evaluate(p_eval_step, state, parallel.prefetch(data.eval_batches()))
             last_eval = summarize(em, "eval_")
             writer.write_scalars(step, last_eval)
-            manager.save(step, args=ocp.args.StandardSave(parallel.unreplicate(state)),
-                         metrics=last_eval)
+            manager.save(
+                step, args=ocp.args.StandardSave(parallel.unreplicate(state)), metrics=last_eval
+            )
             if timer_start is not None:
                 eval_seconds += time.perf_counter() - eval_start
         elif step % config.checkpoint_every_steps == 0:
@@ -394,8 +407,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     manager.wait_until_finished()
     writer.flush()
 
-    result: dict[str, Any] = {"step": int(parallel.unreplicate(state.step)), **last_eval,
-                              "num_params": n_params}
+    result: dict[str, Any] = {
+        "step": int(parallel.unreplicate(state.step)),
+        **last_eval,
+        "num_params": n_params,
+    }
     if timer_start is not None and num_steps - start_step > 1:
         jax.block_until_ready(state)
         seconds = time.perf_counter() - timer_start - eval_seconds

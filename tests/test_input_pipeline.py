@@ -33,8 +33,9 @@ def test_train_batches_shapes_masks_and_sharding(tiny_data_dir):
 def test_evaluation_covers_every_example_once(tiny_data_dir):
     config = tiny_train_config(tiny_data_dir)
     builder = input_pipeline.get_builder(config.data)
-    ds = input_pipeline.create_eval_dataset(builder, config.data, "validation", 16, None,
-                                            keep_ids=True)
+    ds = input_pipeline.create_eval_dataset(
+        builder, config.data, "validation", 16, None, keep_ids=True
+    )
     batches = list(ds.as_numpy_iterator())
     ids = np.concatenate([b["clip_id"] for b in batches])
     mask = np.concatenate([b["mask"] for b in batches])
@@ -65,8 +66,9 @@ def test_eval_crop_is_centred_and_aligned(tiny_data_dir):
     out = input_pipeline.preprocess(example, data_config=config.data, stats=None, train=False)
     start_v = (25 - tv) // 2
     np.testing.assert_array_equal(out["video"].numpy()[:, 0], np.arange(start_v, start_v + tv) * 3)
-    np.testing.assert_array_equal(out["audio"].numpy()[:, 0],
-                                  np.arange(4 * start_v, 4 * start_v + ta) * 2)
+    np.testing.assert_array_equal(
+        out["audio"].numpy()[:, 0], np.arange(4 * start_v, 4 * start_v + ta) * 2
+    )
     assert out["audio_mask"].numpy().all() and out["video_mask"].numpy().all()
 
 
@@ -77,8 +79,9 @@ def test_statistics_come_from_the_training_split(tiny_data_dir, tmp_path):
     builder = input_pipeline.get_builder(config.data)
     stats = input_pipeline.load_or_compute_stats(builder, "train", str(tmp_path))
     cfg = builder.builder_config
-    audio = np.concatenate([synthetic.generate_example(cfg, "train", i)["audio"]
-                            for i in range(112)])
+    audio = np.concatenate(
+        [synthetic.generate_example(cfg, "train", i)["audio"] for i in range(112)]
+    )
     np.testing.assert_allclose(stats["audio_mean"], audio.mean(0), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(stats["audio_std"], audio.std(0), rtol=1e-3, atol=1e-4)
     cached = input_pipeline.load_or_compute_stats(None, "train", str(tmp_path))

@@ -38,12 +38,16 @@ def tiny_config(name="am_fbp", corpus="afew"):
 def random_batch(config, batch=3, seed=0, lengths=None):
     spec = train_lib.input_spec(config, batch)
     rng = np.random.default_rng(seed)
-    out = {k: rng.standard_normal(v.shape).astype(np.float32) if v.dtype != bool else
-           np.ones(v.shape, bool) for k, v in spec.items()}
+    out = {
+        k: rng.standard_normal(v.shape).astype(np.float32)
+        if v.dtype != bool
+        else np.ones(v.shape, bool)
+        for k, v in spec.items()
+    }
     ta, tv = out["audio"].shape[1], out["video"].shape[1]
     for i, frac in enumerate(lengths or []):
-        out["audio_mask"][i, int(frac * ta):] = False
-        out["video_mask"][i, int(frac * tv):] = False
+        out["audio_mask"][i, int(frac * ta) :] = False
+        out["video_mask"][i, int(frac * tv) :] = False
     return out
 
 
@@ -121,8 +125,10 @@ def test_clip_gives_same_output_with_more_padding():
 
 def _zero_fbp_biases(params):
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
-    flat = {k: (jnp.zeros_like(v) if "global_fbp" in k and k[-1] == "bias" else v)
-            for k, v in flat.items()}
+    flat = {
+        k: (jnp.zeros_like(v) if "global_fbp" in k and k[-1] == "bias" else v)
+        for k, v in flat.items()
+    }
     return flax.traverse_util.unflatten_dict(flat)
 
 
@@ -176,7 +182,14 @@ def test_core_runs_without_tensorflow():
         print('OK')
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": REPO})
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK" in proc.stdout

@@ -30,7 +30,10 @@ def test_lrn_matches_numpy(r, bias, alpha, beta):
     x = 3 * _rand(2, 5, 4, 9)
     np.testing.assert_allclose(
         ops.local_response_normalization(x, r, bias, alpha, beta),
-        _lrn_numpy(x, r, bias, alpha, beta), rtol=1e-5, atol=1e-6)
+        _lrn_numpy(x, r, bias, alpha, beta),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_lrn_matches_tensorflow():
@@ -38,10 +41,14 @@ def test_lrn_matches_tensorflow():
     x = 10 * _rand(2, 6, 5, 16, seed=1)
     for r, bias, alpha, beta in [(2, 2.0, 1e-4, 0.75), (3, 1.0, 1e-2, 0.6)]:
         expected = tf.nn.local_response_normalization(
-            x, depth_radius=r, bias=bias, alpha=alpha, beta=beta).numpy()
+            x, depth_radius=r, bias=bias, alpha=alpha, beta=beta
+        ).numpy()
         np.testing.assert_allclose(
-            ops.local_response_normalization(x, r, bias, alpha, beta), expected,
-            rtol=1e-5, atol=1e-6)
+            ops.local_response_normalization(x, r, bias, alpha, beta),
+            expected,
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 def test_masked_softmax_zero_on_padding_and_sums_to_one():
@@ -89,12 +96,13 @@ def test_fbp_equals_explicit_bilinear_form_without_bias():
     got = ops.factorized_bilinear_pooling(x, y, p, None, q, None, k, normalize=False)
     expected = np.zeros((2, o))
     for j in range(o):
-        lam = p[:, j * k:(j + 1) * k] @ q[:, j * k:(j + 1) * k].T  # [C, D] low-rank Lambda_j
+        lam = p[:, j * k : (j + 1) * k] @ q[:, j * k : (j + 1) * k].T  # [C, D] low-rank Lambda_j
         expected[:, j] = np.einsum("bc,cd,bd->b", x, lam, y)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     normed = ops.factorized_bilinear_pooling(x, y, p, None, q, None, k)
-    np.testing.assert_allclose(normed, expected / np.linalg.norm(expected, axis=-1, keepdims=True),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        normed, expected / np.linalg.norm(expected, axis=-1, keepdims=True), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_adaptive_fbp_equals_global_fbp_without_bias_and_differs_with_bias():
@@ -104,8 +112,11 @@ def test_adaptive_fbp_equals_global_fbp_without_bias_and_differs_with_bias():
     bp, bq = _rand(o * k, seed=4), _rand(o * k, seed=5)
     mu, eta = ops.adaptive_weights(x, y)
     np.testing.assert_allclose(mu + eta, 1.0, rtol=1e-6)
-    np.testing.assert_allclose(mu, np.linalg.norm(x, axis=-1) / (
-        np.linalg.norm(x, axis=-1) + np.linalg.norm(y, axis=-1)), rtol=1e-5)
+    np.testing.assert_allclose(
+        mu,
+        np.linalg.norm(x, axis=-1) / (np.linalg.norm(x, axis=-1) + np.linalg.norm(y, axis=-1)),
+        rtol=1e-5,
+    )
     g = ops.factorized_bilinear_pooling(x, y, p, None, q, None, k)
     ag = ops.factorized_bilinear_pooling(mu[:, None] * x, eta[:, None] * y, p, None, q, None, k)
     np.testing.assert_allclose(g, ag, rtol=1e-4, atol=1e-6)
@@ -118,14 +129,17 @@ def test_fbp_options():
     x, y = _rand(3, 4), _rand(3, 5, seed=1)
     p, q = _rand(4, 8, seed=2), _rand(5, 8, seed=3)
     raw = ops.factorized_bilinear_pooling(x, y, p, None, q, None, 2, normalize=False)
-    sq = ops.factorized_bilinear_pooling(x, y, p, None, q, None, 2, normalize=False,
-                                         use_signed_sqrt=True)
+    sq = ops.factorized_bilinear_pooling(
+        x, y, p, None, q, None, 2, normalize=False, use_signed_sqrt=True
+    )
     np.testing.assert_allclose(sq, np.sign(raw) * np.sqrt(np.abs(raw)), rtol=1e-4, atol=1e-5)
-    drop = ops.factorized_bilinear_pooling(x, y, p, None, q, None, 2, dropout_rate=0.5,
-                                           dropout_rng=jax.random.key(0), normalize=False)
+    drop = ops.factorized_bilinear_pooling(
+        x, y, p, None, q, None, 2, dropout_rate=0.5, dropout_rng=jax.random.key(0), normalize=False
+    )
     assert not np.allclose(drop, raw)
-    same = ops.factorized_bilinear_pooling(x, y, p, None, q, None, 2, dropout_rate=0.5,
-                                           dropout_rng=None, normalize=False)
+    same = ops.factorized_bilinear_pooling(
+        x, y, p, None, q, None, 2, dropout_rate=0.5, dropout_rng=None, normalize=False
+    )
     np.testing.assert_allclose(same, raw)
     with pytest.raises(ValueError, match="divisible"):
         ops.sum_pooling(jnp.ones((2, 7)), 2)
@@ -156,8 +170,11 @@ def test_multi_level_fbp_matches_per_trunk_loop():
     bp, bq = _rand(h, o * k, seed=4), _rand(h, o * k, seed=5)
     got = ops.multi_level_fbp(xt, yt, p, bp, q, bq, k, normalize=False)
     expected = sum(
-        ops.factorized_bilinear_pooling(xt[:, i], yt[:, i], p[i], bp[i], q[i], bq[i], k,
-                                        normalize=False) for i in range(h))
+        ops.factorized_bilinear_pooling(
+            xt[:, i], yt[:, i], p[i], bp[i], q[i], bq[i], k, normalize=False
+        )
+        for i in range(h)
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -173,25 +190,56 @@ def test_downsample_mask():
 
 def test_kernels_are_jit_consistent():
     x = _rand(2, 3, 4, 8)
-    np.testing.assert_allclose(jax.jit(ops.local_response_normalization)(x),
-                               ops.local_response_normalization(x), rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.jit(ops.local_response_normalization)(x), ops.local_response_normalization(x), rtol=1e-6
+    )
 
 
 def test_gradients_of_kernels():
     x = _rand(2, 3, 6)
-    check_grads(lambda x: ops.local_response_normalization(x, 2, 2.0, 0.1, 0.75), (x,), order=2,
-                modes=["rev"], atol=1e-2, rtol=1e-2)
+    check_grads(
+        lambda x: ops.local_response_normalization(x, 2, 2.0, 0.1, 0.75),
+        (x,),
+        order=2,
+        modes=["rev"],
+        atol=1e-2,
+        rtol=1e-2,
+    )
     mask = np.array([[1, 1, 1], [1, 1, 0]], bool)
-    check_grads(lambda z: ops.masked_softmax(z[..., 0], mask, 0.5), (x,), order=2, modes=["rev"],
-                atol=1e-2, rtol=1e-2)
+    check_grads(
+        lambda z: ops.masked_softmax(z[..., 0], mask, 0.5),
+        (x,),
+        order=2,
+        modes=["rev"],
+        atol=1e-2,
+        rtol=1e-2,
+    )
     keys, u = _rand(2, 3, 6, seed=1), _rand(6, seed=2)
-    check_grads(lambda x, k, u: ops.attention_pooling(x, k, u, mask, 0.3).pooled,
-                (x, keys, u), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
+    check_grads(
+        lambda x, k, u: ops.attention_pooling(x, k, u, mask, 0.3).pooled,
+        (x, keys, u),
+        order=1,
+        modes=["rev"],
+        atol=1e-2,
+        rtol=1e-2,
+    )
     a, b = _rand(2, 4, seed=3), _rand(2, 5, seed=4)
     p, q = _rand(4, 6, seed=5), _rand(5, 6, seed=6)
     bp, bq = _rand(6, seed=7), _rand(6, seed=8)
-    check_grads(lambda a, b, p, q: ops.factorized_bilinear_pooling(a, b, p, bp, q, bq, 3),
-                (a, b, p, q), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
-    check_grads(lambda a, b: ops.adaptive_weights(a, b)[0], (a, b), order=2, modes=["rev"],
-                atol=1e-2, rtol=1e-2)
+    check_grads(
+        lambda a, b, p, q: ops.factorized_bilinear_pooling(a, b, p, bp, q, bq, 3),
+        (a, b, p, q),
+        order=1,
+        modes=["rev"],
+        atol=1e-2,
+        rtol=1e-2,
+    )
+    check_grads(
+        lambda a, b: ops.adaptive_weights(a, b)[0],
+        (a, b),
+        order=2,
+        modes=["rev"],
+        atol=1e-2,
+        rtol=1e-2,
+    )
     check_grads(lambda e: ops.trunk_pooling(e, 2), (x,), order=1, modes=["rev"])

@@ -61,8 +61,9 @@ def _target(config):
 
     from fbp_jax import models
 
-    return train_lib.create_train_state(config, models.get_model(config), jax.random.key(0),
-                                        lambda _: 0.0)
+    return train_lib.create_train_state(
+        config, models.get_model(config), jax.random.key(0), lambda _: 0.0
+    )
 
 
 def _leaves(tree):
@@ -73,14 +74,22 @@ def _leaves(tree):
 
 def _train_cmd(data_dir, workdir, steps):
     return [
-        sys.executable, "train.py", "--config=configs/demo.py",
+        sys.executable,
+        "train.py",
+        "--config=configs/demo.py",
         f"--workdir={workdir}",
-        "--config.data.name=synthetic_av/tiny", f"--config.data.data_dir={data_dir}",
-        "--config.data.num_bins=40", "--config.data.video_shape=(32,)",
-        "--config.data.clip_seconds=1.2", "--config.model.fbp.num_trunks=3",
-        "--config.batch_size=16", f"--config.num_train_steps={steps}",
-        "--config.checkpoint_every_steps=5", "--config.eval_every_steps=1000",
-        "--config.log_every_steps=5", "--config.optim.learning_rate=3e-3",
+        "--config.data.name=synthetic_av/tiny",
+        f"--config.data.data_dir={data_dir}",
+        "--config.data.num_bins=40",
+        "--config.data.video_shape=(32,)",
+        "--config.data.clip_seconds=1.2",
+        "--config.model.fbp.num_trunks=3",
+        "--config.batch_size=16",
+        f"--config.num_train_steps={steps}",
+        "--config.checkpoint_every_steps=5",
+        "--config.eval_every_steps=1000",
+        "--config.log_every_steps=5",
+        "--config.optim.learning_rate=3e-3",
     ]
 
 
@@ -93,12 +102,19 @@ def test_killed_job_resumes_from_last_checkpoint(tiny_data_dir, tmp_path, repo_r
     env = {**os.environ, "PYTHONPATH": repo_root, "PYTHONUNBUFFERED": "1"}
     log1 = tmp_path / "first.log"
     with open(log1, "w") as f:
-        proc = subprocess.Popen(_train_cmd(tiny_data_dir, workdir, 60), cwd=repo_root, env=env,
-                                stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            _train_cmd(tiny_data_dir, workdir, 60),
+            cwd=repo_root,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
         ckpt = workdir / "checkpoints"
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
-            done = [int(p.name) for p in ckpt.glob("*") if p.name.isdigit()] if ckpt.exists() else []
+            done = (
+                [int(p.name) for p in ckpt.glob("*") if p.name.isdigit()] if ckpt.exists() else []
+            )
             if any(s >= 10 for s in done):
                 break
             time.sleep(0.2)
@@ -107,8 +123,15 @@ def test_killed_job_resumes_from_last_checkpoint(tiny_data_dir, tmp_path, repo_r
         proc.wait()
     killed_at = max(int(p.name) for p in ckpt.glob("*") if p.name.isdigit())
     assert 10 <= killed_at < 60
-    second = subprocess.run(_train_cmd(tiny_data_dir, workdir, 60), check=False, cwd=repo_root, env=env,
-                            capture_output=True, text=True, timeout=600)
+    second = subprocess.run(
+        _train_cmd(tiny_data_dir, workdir, 60),
+        check=False,
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"Resumed from step {killed_at}" in second.stderr
     result = json.loads((workdir / "result.json").read_text())
@@ -121,9 +144,18 @@ def test_killed_job_resumes_from_last_checkpoint(tiny_data_dir, tmp_path, repo_r
 
 def test_missing_corpus_exits_with_a_clear_message(tmp_path, repo_root):
     proc = subprocess.run(
-        [sys.executable, "train.py", "--config=configs/afew_amfbp.py",
-         f"--config.data.data_dir={tmp_path}", f"--workdir={tmp_path / 'w'}"],
-        check=False, cwd=repo_root, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "train.py",
+            "--config=configs/afew_amfbp.py",
+            f"--config.data.data_dir={tmp_path}",
+            f"--workdir={tmp_path / 'w'}",
+        ],
+        check=False,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "PYTHONPATH": repo_root},
     )
     assert proc.returncode != 0

@@ -35,13 +35,17 @@ def test_every_parameter_changes_after_one_step(name):
         config.optim.learning_rate = 1e-2
     state = make_state(config)
     step = parallel.pmap(functools.partial(train_lib.train_step, fusion=name))
-    new, metrics = step(parallel.replicate(state), parallel.shard(labelled_batch(config, 4)),
-                        rng=parallel.replicate(jax.random.key(1)))
+    new, metrics = step(
+        parallel.replicate(state),
+        parallel.shard(labelled_batch(config, 4)),
+        rng=parallel.replicate(jax.random.key(1)),
+    )
     new = parallel.unreplicate(new)
     unchanged = [
         jax.tree_util.keystr(path)
-        for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(state.params)[0],
-                                jax.tree.leaves(new.params))
+        for (path, a), b in zip(
+            jax.tree_util.tree_flatten_with_path(state.params)[0], jax.tree.leaves(new.params)
+        )
         if np.allclose(a, b)
     ]
     assert not unchanged, f"parameters not updated: {unchanged}"
@@ -67,11 +71,13 @@ def test_padded_evaluation_equals_unpadded():
 
     def batches(size):
         for i in range(0, 10, size):
-            b = {k: v[i:i + size] for k, v in data.items()}
+            b = {k: v[i : i + size] for k, v in data.items()}
             n = len(b["label"])
             if n < size:  # Pad with mask-0 copies of garbage.
-                b = {k: np.concatenate([v, np.full((size - n, *v.shape[1:]), 7, v.dtype)])
-                     for k, v in b.items()}
+                b = {
+                    k: np.concatenate([v, np.full((size - n, *v.shape[1:]), 7, v.dtype)])
+                    for k, v in b.items()
+                }
                 b["mask"][n:] = 0
             yield parallel.shard(b)
 
@@ -130,8 +136,15 @@ def test_pmap_on_four_devices_equals_one_device():
         print('OK', float(l4))
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": REPO})
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK" in proc.stdout
 
@@ -139,11 +152,13 @@ def test_pmap_on_four_devices_equals_one_device():
 def test_no_recompilation_over_steps_and_evaluations():
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
-        lambda event, _, **kw: compiles.append(event) if "backend_compile" in event else None)
+        lambda event, _, **kw: compiles.append(event) if "backend_compile" in event else None
+    )
     config = tiny_config("g_fbp")
     state = parallel.replicate(make_state(config))
-    p_train = parallel.pmap(functools.partial(train_lib.train_step, fusion="g_fbp"),
-                            donate_state=True)
+    p_train = parallel.pmap(
+        functools.partial(train_lib.train_step, fusion="g_fbp"), donate_state=True
+    )
     p_eval = parallel.pmap(functools.partial(train_lib.eval_step, fusion="g_fbp"))
     rng = parallel.replicate(jax.random.key(0))
     batches = [labelled_batch(config, 4, seed=i) for i in range(3)]
