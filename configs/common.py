@@ -101,6 +101,18 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     fbp.use_bias = True  # Projections with bias (else AG-FBP == G-FBP after the L2 norm).
     fbp.dropout_rate = 0.0  # Dropout on the bilinear product (MFB code); paper: none.
     fbp.signed_sqrt = False  # Power normalisation (MFB code); paper: none.
+    # CFN-SR comparison (fusion 'cfn_sr', Fu et al. 2021); sizes of the authors' code.
+    model.cfn = cfn = ml_collections.ConfigDict()
+    cfn.num_layers = 5  # Pre-LN Transformer encoder layers over the audio sequence.
+    cfn.num_heads = 8
+    cfn.model_dim = 0  # Width of the encoder; 0: the audio channel count (no input projection).
+    cfn.mlp_dim = 0  # 0: 4 x model_dim.
+    cfn.dropout_rate = 0.1  # On the residual branches and the MLP hidden layer.
+    cfn.attention_dropout_rate = 0.1  # On the self-attention weights.
+    cfn.cross_dim = 0  # Size of the cross-modal scoring space (W_v, W_a, u); 0: model_dim.
+    cfn.rescale_weights = False  # Cross-modal weights x valid frames in the residual (not paper).
+    cfn.audio_output = "summary"  # Concatenated: 'summary' (mean after self-attention) or
+    # 'encoder' (mean of the encoder sequence before it, as the authors' code concatenates).
 
     # ---- optimisation
     config.optim = optim = ml_collections.ConfigDict()

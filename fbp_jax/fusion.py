@@ -11,6 +11,17 @@ embedding is the fused vector the classifier sees (the paper's t-SNE plots it, F
   ag_fbp    FBP(mu e_a^g, eta e_v^g)                   Eq. 18
   m_fbp     [FBP(e_a^g, e_v^g), I^M]                   global + intra-trunk FBP (Eq. 14, 19)
   am_fbp    [FBP(mu e_a^g, eta e_v^g), I^M]            Eq. 18 + Eq. 19
+  cfn_sr    [mean_i SA(A)_i, mean_j (1 + w_j) v_j]     CFN-SR (Fu et al., arXiv 2111.02172)
+
+CFN-SR, the comparison: the audio sequence A goes through a Transformer encoder SA (masked
+self-attention); its masked mean a, the audio summary, scores every video frame,
+s_j = u^T tanh(W_v v_j + W_a a + b), w = softmax over valid frames; the frames are re-weighted
+with a residual, v'_j = v_j + w_j v_j, and mean-pooled; the classifier sees [a, pooled video].
+`model.cfn.audio_output = 'encoder'` concatenates the mean of A before self-attention instead
+(the "original representation" of the authors' code). Variants in SEQUENCE_FUSIONS read the
+encoder sequences themselves: models.py gives them uniform masked means instead of attention
+pooling, so `audio_attention` is those uniform weights; `video_attention` is w, and `mu`, `eta`
+are the norm ratios of the two concatenated parts.
 """
 
 from __future__ import annotations
@@ -27,12 +38,14 @@ Array = jax.Array
 
 
 class Stream(NamedTuple):
-    """A stream after attention: pooled [B, C], weighted [B, T, C], weights [B, T], mask [B, T]."""
+    """A stream after attention: pooled [B, C], weighted [B, T, C], weights [B, T], mask [B, T],
+    and sequence [B, T, C], the encoder output before pooling (read by SEQUENCE_FUSIONS)."""
 
     pooled: Array
     weighted: Array
     weights: Array
     mask: Array
+    sequence: Array | None = None
 
 
 class Classifier(nn.Module):
@@ -56,7 +69,9 @@ class FusionHead(nn.Module):
       fbp: ml_collections.ConfigDict of FBP sizes (global_dim, global_factor, multi_dim,
         multi_factor, num_trunks, use_bias, dropout_rate, signed_sqrt).
       dropout_rate: classifier dropout (0.3 in the paper).
-      dtype: computation dtype of the FBP projections.
+      dtype: computation dtype of the FBP projections (and of the CFN-SR blocks).
+      cfn: ml_collections.ConfigDict of the CFN-SR blocks (see `model.cfn` in configs/common.py);
+        only `cfn_sr` reads it.
     """
 
     variant: str
@@ -64,6 +79,7 @@ class FusionHead(nn.Module):
     fbp: Any
     dropout_rate: float = 0.3
     dtype: Any = jnp.float32
+    cfn: Any = None
 
     def _global_fbp(self, x: Array, y: Array, train: bool) -> Array:
         return layers.FactorizedBilinearPooling(
@@ -88,11 +104,40 @@ class FusionHead(nn.Module):
             name="multi_fbp",
         )(a.weighted, v.weighted, train=train)
 
+    def _cfn_sr(self, a: Stream, v: Stream, train: bool) -> tuple[Array, Array, Array]:
+        """CFN-SR on the sequences: (audio [B, C'], pooled video [B, D], cross-modal w [B, Tv])."""
+        c = self.cfn
+        if c.audio_output not in ("summary", "encoder"):
+            raise ValueError(f"cfn.audio_output must be summary or encoder, got {c.audio_output!r}")
+        model_dim = c.model_dim or a.sequence.shape[-1]
+        h = layers.TransformerEncoder(
+            c.num_layers,
+            c.num_heads,
+            model_dim,
+            c.mlp_dim or 4 * model_dim,
+            c.dropout_rate,
+            c.attention_dropout_rate,
+            dtype=self.dtype,
+            name="audio_self_attention",
+        )(a.sequence, a.mask, train=train)
+        summary = ops.masked_mean_pooling(h, a.mask).pooled
+        fused, weights = layers.CrossModalAttention(
+            c.cross_dim or model_dim, c.rescale_weights, dtype=self.dtype, name="cross_modal"
+        )(v.sequence, summary, v.mask)
+        video = ops.masked_mean_pooling(fused, v.mask).pooled
+        # a.pooled is the uniform mean of the encoder sequence here (models.py).
+        audio = summary if c.audio_output == "summary" else a.pooled
+        return audio.astype(jnp.float32), video.astype(jnp.float32), weights
+
     @nn.compact
     def __call__(
         self, a: Stream | None, v: Stream | None, *, train: bool
     ) -> tuple[Array, Array, dict[str, Array]]:
-        """Returns (embedding [B, E], logits [B, N], extras such as mu / eta)."""
+        """Returns (embedding [B, E], logits [B, N], extras such as mu / eta).
+
+        For `cfn_sr` the extras also hold `video_attention`, the cross-modal weights, which
+        replace the video stream's uniform weights in the model outputs.
+        """
         name = self.variant
         classify = lambda z, n="classifier": Classifier(
             self.num_classes, self.dropout_rate, name=n
@@ -120,6 +165,13 @@ class FusionHead(nn.Module):
             if name in ("m_fbp", "am_fbp"):
                 parts.append(self._multi_fbp(a, v, train))
             z = jnp.concatenate(parts, axis=-1)
+        elif name == "cfn_sr":
+            audio, video, weights = self._cfn_sr(a, v, train)
+            z = jnp.concatenate([audio, video], axis=-1)
+            # The streams' pooled vectors are plain means here; the ratio that says something
+            # is that of the two parts the classifier sees.
+            mu, eta = ops.adaptive_weights(audio, video)
+            extras = {"mu": mu, "eta": eta, "video_attention": weights}
         else:
             raise ValueError(f"unknown fusion {name!r}; valid: {sorted(FUSION_STREAMS)}")
         return z, classify(z), extras
@@ -135,7 +187,12 @@ FUSION_STREAMS = {
     "ag_fbp": ("audio", "video"),
     "m_fbp": ("audio", "video"),
     "am_fbp": ("audio", "video"),
+    "cfn_sr": ("audio", "video"),
 }
+
+# Variants that attend over the encoder sequences themselves (Stream.sequence): models.py gives
+# them uniform masked means instead of creating attention pooling parameters they would not use.
+SEQUENCE_FUSIONS = frozenset({"cfn_sr"})
 
 
 def streams_for(fusion: str) -> tuple[str, ...]:

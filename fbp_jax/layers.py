@@ -1,4 +1,5 @@
-"""Linen modules that own the parameters of AM-FBP and call the pure kernels of `ops`."""
+"""Linen modules that own the parameters of AM-FBP (and of the CFN-SR comparison) and call the
+pure kernels of `ops`."""
 
 from __future__ import annotations
 
@@ -121,3 +122,113 @@ class MultiLevelFBP(nn.Module):
             normalize=False,
         )
         return ops.l2_normalize(out.astype(jnp.float32))
+
+
+class TransformerEncoderBlock(nn.Module):
+    """Pre-LN Transformer encoder layer: x + MHSA(LN(x)), then x + MLP(LN(x)) (CFN-SR audio).
+
+    Attributes:
+      num_heads: attention heads (8 in CFN-SR).
+      mlp_dim: hidden size of the MLP.
+      dropout_rate: dropout on both residual branches and after the MLP activation.
+      attention_dropout_rate: dropout on the attention weights.
+      dtype: computation dtype.
+    """
+
+    num_heads: int = 8
+    mlp_dim: int = 256
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, *, train: bool = False) -> Array:
+        """x: [B, T, C]; mask: boolean [B, T] -> [B, T, C]."""
+        drop = lambda y: nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+        y = nn.LayerNorm(dtype=self.dtype, name="attention_norm")(x)
+        # Padded steps are never attended to; their own (query) rows are ignored downstream.
+        y = nn.MultiHeadDotProductAttention(
+            self.num_heads,
+            dtype=self.dtype,
+            dropout_rate=self.attention_dropout_rate,
+            deterministic=not train,
+            name="attention",
+        )(y, y, mask=nn.make_attention_mask(mask, mask))
+        x = x + drop(y)
+        y = nn.LayerNorm(dtype=self.dtype, name="mlp_norm")(x)
+        y = drop(nn.relu(nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in")(y)))
+        y = nn.Dense(x.shape[-1], dtype=self.dtype, name="mlp_out")(y)
+        return x + drop(y)
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of pre-LN encoder layers and a final LayerNorm (the intra-modal block of CFN-SR).
+
+    Attributes:
+      num_layers: encoder layers.
+      num_heads: attention heads.
+      model_dim: width of the stack; the input is projected to it when it differs.
+      mlp_dim: MLP hidden size.
+      dropout_rate, attention_dropout_rate, dtype: as in TransformerEncoderBlock.
+    """
+
+    num_layers: int = 5
+    num_heads: int = 8
+    model_dim: int = 256
+    mlp_dim: int = 1024
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, *, train: bool = False) -> Array:
+        """x: [B, T, C]; mask: boolean [B, T] -> [B, T, model_dim], zero on masked steps."""
+        x = x.astype(self.dtype)
+        if x.shape[-1] != self.model_dim:
+            x = nn.Dense(self.model_dim, dtype=self.dtype, name="input_proj")(x)
+        for i in range(self.num_layers):
+            x = TransformerEncoderBlock(
+                self.num_heads,
+                self.mlp_dim,
+                self.dropout_rate,
+                self.attention_dropout_rate,
+                dtype=self.dtype,
+                name=f"layer{i + 1}",
+            )(x, mask, train=train)
+        # Pre-LN leaves the residual stream unnormalised; the final norm is the usual fix.
+        x = nn.LayerNorm(dtype=self.dtype, name="output_norm")(x)
+        return x * mask[..., None].astype(x.dtype)
+
+
+class CrossModalAttention(nn.Module):
+    """Audio-guided attention over video frames with residual re-weighting (CFN-SR).
+
+    Owns W_v, b ('video_proj'), W_a ('audio_proj', no bias: b is already in W_v v_j + b) and
+    the scoring vector u ('query'); the math is `ops.cross_modal_attention`.
+
+    Attributes:
+      features: A, the size of the scoring space.
+      rescale: see `ops.cross_modal_attention`.
+      dtype: computation dtype.
+    """
+
+    features: int = 256
+    rescale: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, video: Array, audio: Array, mask: Array | None) -> tuple[Array, Array]:
+        """video: [B, T, D]; audio: [B, C]; mask: boolean [B, T] -> (fused [B, T, D], w [B, T])."""
+        video_proj = nn.Dense(self.features, dtype=self.dtype, name="video_proj")(video)
+        audio_proj = nn.Dense(self.features, use_bias=False, dtype=self.dtype, name="audio_proj")(
+            audio
+        )
+        query = self.param("query", nn.initializers.normal(stddev=0.05), (self.features,))
+        return ops.cross_modal_attention(
+            video.astype(self.dtype),
+            video_proj,
+            audio_proj,
+            query.astype(self.dtype),
+            mask,
+            rescale=self.rescale,
+        )

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fbp_jax import encoders, fusion, layers
+from fbp_jax import encoders, fusion, layers, ops
 
 Array = jax.Array
 
@@ -57,20 +57,29 @@ class AVEmotionNet(nn.Module):
         Returns:
           dict with `logits` [B, N], `embedding` [B, E] (fused vector before the classifier),
           per stream `{audio,video}_attention` [B, T'] and `{audio,video}_mask` [B, T'], and for
-          two-stream variants `mu`, `eta` [B] (Eq. 15-16).
+          two-stream variants `mu`, `eta` [B] (Eq. 15-16). For `cfn_sr`, `audio_attention` is
+          the uniform weights of the audio mean and `video_attention` the cross-modal weights.
         """
         cfg = self.config
         dtype = _DTYPES[cfg.dtype]
         streams = fusion.streams_for(cfg.fusion)
+        # Variants that attend over the sequences themselves get uniform masked means instead.
+        on_sequence = cfg.fusion in fusion.SEQUENCE_FUSIONS
         outputs: dict[str, Array] = {}
         a = v = None
+
+        def pool(seq, mask, temperature, project, name):
+            if on_sequence:
+                return ops.masked_mean_pooling(seq, mask)
+            return layers.AttentionPooling(temperature, project=project, dtype=dtype, name=name)(
+                seq, mask
+            )
+
         if "audio" in streams:
             x = batch["audio"][..., None]  # [B, T, F] -> [B, T, F, 1]
             seq, mask = _fcn(cfg.audio, dtype, "audio_encoder")(x, batch["audio_mask"])
-            att = layers.AttentionPooling(
-                cfg.audio.temperature, project=True, dtype=dtype, name="audio_attention"
-            )(seq, mask)
-            a = fusion.Stream(*att, mask)
+            att = pool(seq, mask, cfg.audio.temperature, True, "audio_attention")
+            a = fusion.Stream(*att, mask, seq)
         if "video" in streams:
             vcfg = cfg.video
             video, mask = batch["video"], batch["video_mask"]
@@ -90,17 +99,22 @@ class AVEmotionNet(nn.Module):
                 project = False  # Eq. 8 scores tanh(Conv(v_i)) directly.
             else:
                 raise ValueError(f"video encoder must be 'face' or 'fcn', got {vcfg.encoder!r}")
-            att = layers.AttentionPooling(
-                vcfg.temperature, project=project, dtype=dtype, name="video_attention"
-            )(seq, mask)
-            v = fusion.Stream(*att, mask)
+            att = pool(seq, mask, vcfg.temperature, project, "video_attention")
+            v = fusion.Stream(*att, mask, seq)
         embedding, logits, extras = fusion.FusionHead(
-            cfg.fusion, cfg.num_classes, cfg.fbp, cfg.dropout_rate, dtype, name="fusion"
+            cfg.fusion,
+            cfg.num_classes,
+            cfg.fbp,
+            cfg.dropout_rate,
+            dtype,
+            cfn=cfg.get("cfn"),  # Configs saved before CFN-SR have none.
+            name="fusion",
         )(a, v, train=train)
         outputs.update(extras, logits=logits, embedding=embedding)
         for key, s in (("audio", a), ("video", v)):
             if s is not None:
-                outputs[f"{key}_attention"] = s.weights
+                # A head's own weights (cfn_sr: the cross-modal ones) take precedence.
+                outputs.setdefault(f"{key}_attention", s.weights)
                 outputs[f"{key}_mask"] = s.mask
         return outputs
 

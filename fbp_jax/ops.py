@@ -133,6 +133,65 @@ def attention_pooling(
     return AttentionOutput(jnp.sum(weighted, axis=-2), weighted, weights)
 
 
+def masked_mean_pooling(values: Array, mask: Array | None = None) -> AttentionOutput:
+    """Mean over the valid steps, as an `AttentionOutput` with uniform weights.
+
+    weights_i = 1 / (number of valid steps) on valid steps, 0 on masked ones; a row with no valid
+    step pools to zeros (not NaN).
+
+    Args:
+      values: [B, T, C] elements to pool.
+      mask: boolean [B, T]; True for valid steps; None means all valid.
+
+    Returns:
+      AttentionOutput(pooled [B, C], weighted [B, T, C], weights [B, T]).
+    """
+    # Softmax of equal scores is uniform over the valid steps and handles empty rows.
+    weights = masked_softmax(jnp.zeros(values.shape[:-1], jnp.float32), mask)
+    weighted = weights[..., None].astype(values.dtype) * values
+    return AttentionOutput(jnp.sum(weighted, axis=-2), weighted, weights)
+
+
+def cross_modal_attention(
+    video: Array,
+    video_proj: Array,
+    audio_proj: Array,
+    query: Array,
+    mask: Array | None = None,
+    *,
+    rescale: bool = False,
+) -> tuple[Array, Array]:
+    """Audio-guided attention over video frames with a residual re-weighting (CFN-SR).
+
+    s_j = query^T tanh(video_proj_j + audio_proj), with video_proj_j = W_v v_j + b and
+    audio_proj = W_a a (a the audio summary); w = masked_softmax(s, mask); v'_j = v_j + w_j v_j.
+    The residual keeps every frame's original features, the attention only amplifies some.
+
+    Because w sums to 1, the attention term of the mean of v' over n valid frames is
+    (1 / n) sum_j w_j v_j: it shrinks as clips get longer. `rescale=True` multiplies w by n (its
+    mean over valid frames becomes 1), so that mean(v') = mean(v) + sum_j w_j v_j whatever n.
+
+    Args:
+      video: [B, T, D] video sequence v.
+      video_proj: [B, T, A] W_v v_j + b.
+      audio_proj: [B, A] W_a a.
+      query: [A] the scoring vector u.
+      mask: boolean [B, T]; True for valid frames; None means all valid.
+      rescale: scale the weights by the number of valid frames in the residual.
+
+    Returns:
+      (fused [B, T, D], zero on masked frames; weights [B, T], summing to 1 over valid frames
+      and zero on masked ones).
+    """
+    scores = jnp.tanh(video_proj + audio_proj[..., None, :]) @ query
+    weights = masked_softmax(scores, mask)
+    valid = jnp.ones(weights.shape, bool) if mask is None else jnp.broadcast_to(mask, weights.shape)
+    gain = weights * jnp.sum(valid, axis=-1, keepdims=True) if rescale else weights
+    # Masked frames are zeroed so that padding never reaches what pools the result.
+    scale = jnp.where(valid, 1.0 + gain, 0.0).astype(video.dtype)
+    return scale[..., None] * video, weights
+
+
 def sum_pooling(x: Array, factor: int) -> Array:
     """Sum over non-overlapping windows of `factor` consecutive features (Eq. 14).
 
