@@ -172,3 +172,24 @@ def test_no_recompilation_over_steps_and_evaluations():
     jax.block_until_ready(state)
     assert warmup_compiles >= 2
     assert compiles[warmup_compiles:] == [], "a step or evaluation compiled again"
+
+
+def test_bfloat16_step_runs_and_its_loss_is_close_to_float32():
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        config = tiny_config("am_fbp")
+        with config.unlocked():
+            config.model.dtype = dtype
+            config.model.dropout_rate = 0.0
+        state = make_state(config)
+        step = parallel.pmap(functools.partial(train_lib.train_step, fusion="am_fbp"))
+        new, metrics = step(
+            parallel.replicate(state),
+            parallel.shard(labelled_batch(config, 4)),
+            rng=parallel.replicate(jax.random.key(1)),
+        )
+        # Parameters and optimiser state stay float32.
+        assert all(x.dtype == np.float32 for x in jax.tree.leaves(new.params))
+        losses[dtype] = float(parallel.unreplicate(metrics).compute()["loss"])
+    assert np.isfinite(losses["bfloat16"])
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)

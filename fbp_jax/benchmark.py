@@ -1,0 +1,256 @@
+"""Speed of the model family on the devices present: a table and a JSON file.
+
+    python -m fbp_jax.benchmark                                   # demo sizes, all variants
+    python -m fbp_jax.benchmark --config=afew --fcn=alexnet --variants=am_fbp --batch_sizes=64
+    python -m fbp_jax.benchmark --dtypes=float32,bfloat16 --json=bench.json
+
+For each fusion variant, dtype and global batch size it measures, after warm-up and blocking on
+the results: train-step and inference examples/s (median over repeats, with min-max spread),
+compile time of the train step, FLOPs per example from XLA's cost analysis, the achieved FLOP/s
+and its ratio to the dense-matmul FLOP/s measured on the same device in the same run, and the
+peak device memory where JAX reports it (GPUs; on CPUs the compiled buffer sizes instead).
+Batches are in-memory arrays fed exactly as in training (sharded over the local devices, pmap),
+so the command needs no TensorFlow and runs unchanged on a CPU or a GPU.
+"""
+
+import functools
+import json
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+
+from configs import common
+from configs import demo as demo_config
+from fbp_jax import fusion, models, parallel, train_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("config", "demo", ["demo", "afew", "iemocap"], "Base config of the shapes.")
+flags.DEFINE_enum("fcn", None, list(common.FCN_PRESETS), "Audio FCN preset (default: config's).")
+flags.DEFINE_list("variants", sorted(fusion.FUSION_STREAMS), "Fusion variants.")
+flags.DEFINE_list("batch_sizes", ["32", "64"], "Global batch sizes.")
+flags.DEFINE_list("dtypes", ["float32"], "Computation dtypes (float32, bfloat16).")
+flags.DEFINE_float("clip_seconds", None, "Clip duration (default: the config's).")
+flags.DEFINE_integer("steps", 3, "Timed steps per repeat.")
+flags.DEFINE_integer("repeats", 3, "Repeats (the median is reported).")
+flags.DEFINE_string("json", None, "Write the rows as JSON here.")
+flags.DEFINE_integer("matmul_size", 2048, "Side of the square matmul measuring the peak.")
+flags.DEFINE_string(
+    "pipeline_data_dir",
+    None,
+    "Also measure the tf.data training pipeline alone on the prepared corpus of the config "
+    "under this TFDS data dir (needs TensorFlow).",
+)
+flags.DEFINE_integer("pipeline_batches", 60, "Batches timed for the pipeline measurement.")
+
+
+def get_config(name: str, fusion_name: str, dtype: str):
+    """The config whose shapes are benchmarked."""
+    config = (
+        demo_config.get_config(fusion_name)
+        if name == "demo"
+        else common.get_config(name, fusion_name)
+    )
+    with config.unlocked():
+        config.model.dtype = dtype
+        if FLAGS.fcn:
+            config.model.audio = common.fcn_config(FLAGS.fcn)
+        if FLAGS.clip_seconds:
+            config.data.clip_seconds = FLAGS.clip_seconds
+    return config
+
+
+def random_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A full batch of random inputs with valid masks and labels."""
+    rng = np.random.default_rng(seed)
+    batch = {}
+    for key, spec in train_lib.input_spec(config, batch_size).items():
+        batch[key] = (
+            np.ones(spec.shape, bool)
+            if spec.dtype == bool
+            else rng.standard_normal(spec.shape, dtype=np.float32)
+        )
+    batch["label"] = rng.integers(0, config.data.num_classes, batch_size).astype(np.int32)
+    batch["mask"] = np.ones(batch_size, np.int32)
+    return batch
+
+
+def _timed(fn, steps: int, repeats: int) -> list[float]:
+    """Seconds per call of `fn` (which returns something to block on), per repeat."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = fn()
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - start) / steps)
+    return times
+
+
+def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
+    """Dense matmul FLOP/s of one local device (best of `repeats`)."""
+    a = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(f(a))
+    best = min(_timed(lambda: f(a), 3, repeats))
+    return 2 * n**3 / best
+
+
+def _flops(compiled) -> float | None:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list):
+        analysis = analysis[0] if analysis else None
+    return float(analysis["flops"]) if analysis and "flops" in analysis else None
+
+
+def _memory_bytes(compiled) -> tuple[int | None, str]:
+    stats = jax.local_devices()[0].memory_stats()
+    if stats and "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"]), "peak"
+    m = compiled.memory_analysis()
+    if m is None:
+        return None, ""
+    total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+    return int(total - m.alias_size_in_bytes), "buffers"
+
+
+def benchmark_variant(variant: str, dtype: str, batch_size: int, peak: float) -> dict:
+    """Measures one (variant, dtype, batch size)."""
+    config = get_config(FLAGS.config, variant, dtype)
+    model = models.get_model(config)
+    state = train_lib.create_train_state(config, model, jax.random.key(0), lambda _: 1e-4)
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    state = parallel.replicate(state)
+    rng = parallel.replicate(jax.random.key(1))
+    batch = next(parallel.prefetch([random_batch(config, batch_size)]))
+    p_train = parallel.pmap(
+        functools.partial(train_lib.train_step, fusion=variant), donate_state=True
+    )
+    p_infer = parallel.pmap(functools.partial(train_lib.predict_step, fusion=variant))
+
+    start = time.perf_counter()
+    compiled = p_train.lower(state, batch, rng=rng).compile()
+    compile_s = time.perf_counter() - start
+    flops = _flops(compiled)  # Of one device's share of the batch.
+    memory, memory_kind = _memory_bytes(compiled)
+
+    box = {"state": state}
+
+    def train():
+        box["state"], metrics = p_train(box["state"], batch, rng=rng)
+        return metrics
+
+    jax.block_until_ready(train())  # Warm-up (and the jit cache of p_train).
+    train_times = _timed(train, FLAGS.steps, FLAGS.repeats)
+    infer = lambda: p_infer(box["state"], batch)["logits"]
+    jax.block_until_ready(infer())
+    infer_times = _timed(infer, FLAGS.steps, FLAGS.repeats)
+
+    step_s = statistics.median(train_times)
+    per_device = batch_size // jax.device_count()
+    row = {
+        "variant": variant,
+        "dtype": dtype,
+        "batch": batch_size,
+        "devices": jax.device_count(),
+        "params": n_params,
+        "compile_s": compile_s,
+        "train_ex_s": batch_size / step_s,
+        "train_ex_s_min": batch_size / max(train_times),
+        "train_ex_s_max": batch_size / min(train_times),
+        "infer_ex_s": batch_size / statistics.median(infer_times),
+        "train_gflop_per_ex": flops / per_device / 1e9 if flops else None,
+        "memory_mb": memory / 2**20 if memory is not None else None,
+        "memory_kind": memory_kind,
+    }
+    if flops:
+        achieved = flops * jax.local_device_count() / step_s
+        row["achieved_gflop_s"] = achieved / 1e9
+        row["matmul_peak_fraction"] = achieved / (peak * jax.local_device_count())
+    return row
+
+
+def pipeline_rate(batch_size: int) -> float:
+    """Examples/s of the training input pipeline alone (decode, crop, normalise, batch)."""
+    import tensorflow as tf
+
+    from fbp_jax import input_pipeline
+
+    tf.config.experimental.set_visible_devices([], "GPU")
+    config = get_config(FLAGS.config, FLAGS.variants[0], FLAGS.dtypes[0])
+    with config.unlocked():
+        config.data.data_dir = FLAGS.pipeline_data_dir
+        config.batch_size = batch_size
+    data = input_pipeline.create_datasets(config, None)
+    it = data.train_iter(seed=0)
+    for _ in range(data.train_examples // batch_size + 2):  # One epoch fills the cache.
+        next(it)
+    start = time.perf_counter()
+    for _ in range(FLAGS.pipeline_batches):
+        next(it)
+    return FLAGS.pipeline_batches * batch_size / (time.perf_counter() - start)
+
+
+def format_table(rows: list[dict], peaks: dict[str, float]) -> str:
+    """The rows as a plain-text table."""
+    head = (
+        f"{'variant':<9} {'dtype':<8} {'batch':>5} {'params':>10} {'compile s':>9} "
+        f"{'train ex/s (min-max)':>22} {'infer ex/s':>10} {'GFLOP/ex':>8} {'GFLOP/s':>8} "
+        f"{'% matmul':>8} {'mem MB':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        spread = f"{r['train_ex_s']:.1f} ({r['train_ex_s_min']:.1f}-{r['train_ex_s_max']:.1f})"
+        fmt = lambda v, f: format(v, f) if v is not None else "n/a"
+        lines.append(
+            f"{r['variant']:<9} {r['dtype']:<8} {r['batch']:>5} {r['params']:>10,} "
+            f"{r['compile_s']:>9.1f} {spread:>22} {r['infer_ex_s']:>10.1f} "
+            f"{fmt(r.get('train_gflop_per_ex'), '.3g'):>8} "
+            f"{fmt(r.get('achieved_gflop_s'), '.1f'):>8} "
+            f"{fmt(100 * r['matmul_peak_fraction'] if 'matmul_peak_fraction' in r else None, '.1f'):>8} "
+            f"{fmt(r['memory_mb'], '.0f'):>8}"
+        )
+    device = jax.local_devices()[0]
+    peak_txt = ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items())
+    lines.append(
+        f"{jax.device_count()} x {device.platform}:{device.device_kind}; dense matmul peak per "
+        f"device: {peak_txt}; memory: "
+        + ("peak in use" if rows and rows[0]["memory_kind"] == "peak" else "compiled buffers")
+    )
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    logging.info("Devices: %s", jax.local_devices())
+    peaks = {dtype: matmul_peak(dtype, FLAGS.matmul_size) for dtype in FLAGS.dtypes}
+    rows = []
+    for variant in FLAGS.variants:
+        fusion.streams_for(variant)
+        for dtype in FLAGS.dtypes:
+            for batch_size in map(int, FLAGS.batch_sizes):
+                row = benchmark_variant(variant, dtype, batch_size, peaks[dtype])
+                logging.info("%s", row)
+                rows.append(row)
+    table = format_table(rows, peaks)
+    result = {"rows": rows, "matmul_peak_flop_s": peaks}
+    if FLAGS.pipeline_data_dir:
+        rates = {b: pipeline_rate(b) for b in map(int, FLAGS.batch_sizes)}
+        result["pipeline_ex_s"] = rates
+        table += "\ntf.data training pipeline alone: " + ", ".join(
+            f"batch {b}: {r:.0f} examples/s" for b, r in rates.items()
+        )
+    result["table"] = table
+    print(table)
+    if FLAGS.json:
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
+        with open(FLAGS.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,51 @@
+"""The benchmark command runs without TensorFlow and writes the fields it promises."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.test_models import REPO
+
+
+def test_benchmark_command_writes_table_and_json(tmp_path):
+    out = tmp_path / "bench.json"
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'tensorflow':\n"
+        "            raise ImportError('blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from absl import app\n"
+        "from fbp_jax import benchmark\n"
+        "app.run(benchmark.main)\n"
+    )
+    args = [
+        "--variants=video,g_fbp",
+        "--batch_sizes=4",
+        "--dtypes=float32,bfloat16",
+        "--steps=1",
+        "--repeats=2",
+        "--fcn=tiny",
+        "--clip_seconds=0.64",
+        f"--json={out}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train ex/s" in proc.stdout and "matmul peak" in proc.stdout
+    result = json.loads(out.read_text())
+    assert len(result["rows"]) == 4
+    for row in result["rows"]:
+        assert row["train_ex_s"] > 0 and row["infer_ex_s"] > 0 and row["compile_s"] > 0
+        assert row["train_ex_s_min"] <= row["train_ex_s"] <= row["train_ex_s_max"]
+        assert row["train_gflop_per_ex"] > 0 and 0 < row["matmul_peak_fraction"]
+    assert set(result["matmul_peak_flop_s"]) == {"float32", "bfloat16"}
