@@ -1,6 +1,9 @@
 """Shared fixtures: the tiny synthetic corpus built once per test session, and its config."""
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -48,3 +51,33 @@ def tiny_train_config(data_dir: str, fusion: str = "am_fbp", **overrides):
 @pytest.fixture
 def repo_root():
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Prepended to a script run by `run_script`: makes TensorFlow (and TFDS) unimportable.
+BLOCK_TENSORFLOW = """
+import sys
+
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'tensorflow_datasets'):
+            raise ImportError('TensorFlow is blocked in this test')
+
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs Python code in a fresh interpreter at the repo root; fails the test if it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc

@@ -1,25 +1,15 @@
 """The benchmark command runs without TensorFlow and writes the fields it promises."""
 
 import json
-import os
-import subprocess
-import sys
 
-from tests.test_models import REPO
+from tests.conftest import BLOCK_TENSORFLOW, run_script
 
 
 def test_benchmark_command_writes_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     script = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'tensorflow':\n"
-        "            raise ImportError('blocked')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "from absl import app\n"
-        "from fbp_jax import benchmark\n"
-        "app.run(benchmark.main)\n"
+        BLOCK_TENSORFLOW
+        + "from absl import app\nfrom fbp_jax import benchmark\napp.run(benchmark.main)\n"
     )
     args = [
         "--variants=video,g_fbp",
@@ -29,18 +19,10 @@ def test_benchmark_command_writes_table_and_json(tmp_path):
         "--repeats=2",
         "--fcn=tiny",
         "--clip_seconds=0.64",
+        "--matmul_size=256",
         f"--json={out}",
     ]
-    proc = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": REPO},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_script(script, *args)
     assert "train ex/s" in proc.stdout and "matmul peak" in proc.stdout
     result = json.loads(out.read_text())
     assert len(result["rows"]) == 4

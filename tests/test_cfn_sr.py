@@ -2,10 +2,6 @@
 
 import functools
 import importlib
-import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +9,7 @@ import numpy as np
 import pytest
 
 from fbp_jax import fusion, models, ops, train_lib
-from tests.test_models import REPO, random_batch, tiny_config
+from tests.test_models import random_batch, tiny_config
 
 
 def cfn_config(corpus="afew", **cfn):
@@ -174,56 +170,3 @@ def test_configs_build(module):
     assert "input_proj" not in sa  # model_dim = 0: the audio channel count.
     c = config.model.audio.features[-1]  # 256 (AlexNet), 64 (demo's 'tiny').
     assert sa["layer1"]["mlp_in"]["kernel"].shape == (c, 4 * c)
-
-
-def test_pmap_on_four_devices_equals_one_device():
-    script = textwrap.dedent(
-        """
-        import os
-        os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
-        import functools, jax, numpy as np
-        from fbp_jax import parallel, train_lib
-        from tests.test_cfn_sr import cfn_config
-        from tests.test_train_steps import labelled_batch, make_state
-        assert jax.local_device_count() == 4
-        # Dropout masks differ per device by design.
-        config = cfn_config(dropout_rate=0.0, attention_dropout_rate=0.0)
-        with config.unlocked():
-            config.model.dropout_rate = 0.0
-        import optax
-        # SGD, so that parameter deltas are the averaged gradients (Adam's first step is
-        # about sign(g), which amplifies float noise in near-zero gradients).
-        state = make_state(config).replace(tx=optax.sgd(0.1))
-        state = state.replace(opt_state=state.tx.init(state.params))
-        batch = labelled_batch(config, 8)
-        step = functools.partial(train_lib.train_step, fusion='cfn_sr')
-        rng = jax.random.key(1)
-        four = parallel.pmap(step)
-        s4, m4 = four(parallel.replicate(state), parallel.shard(batch),
-                      rng=parallel.replicate(rng))
-        # The same step on one device: the named axis (size 1) comes from vmap.
-        one = jax.jit(jax.vmap(step, axis_name=parallel.AXIS))
-        s1, m1 = one(jax.tree.map(lambda x: np.asarray(x)[None], state),
-                     jax.tree.map(lambda x: x[None], batch), rng=rng[None])
-        for a, b in zip(jax.tree.leaves(s4.params), jax.tree.leaves(s1.params)):
-            assert a.shape[1:] == b.shape[1:], (a.shape, b.shape)
-            np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-7)
-            for i in range(1, 4):  # Replicas stay identical.
-                np.testing.assert_array_equal(a[0], a[i])
-        l4 = parallel.unreplicate(m4).compute()['loss']
-        l1 = parallel.unreplicate(m1).compute()['loss']
-        np.testing.assert_allclose(l4, l1, rtol=1e-5)
-        print('OK', float(l4))
-        """
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": REPO},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "OK" in proc.stdout

@@ -1,8 +1,5 @@
 """The model family: shapes, masking, AG-FBP vs G-FBP, the fusion registry, no TensorFlow."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import flax
@@ -13,9 +10,9 @@ import pytest
 
 from configs import common
 from fbp_jax import fusion, models, train_lib
+from tests.conftest import BLOCK_TENSORFLOW, run_script
 
 ALL = sorted(fusion.FUSION_STREAMS)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(name="am_fbp", corpus="afew"):
@@ -156,17 +153,9 @@ def test_unknown_fusion_lists_valid_names():
 
 def test_core_runs_without_tensorflow():
     """ops, layers, encoders, fusion, models and the step functions never import TensorFlow."""
-    script = textwrap.dedent(
+    script = BLOCK_TENSORFLOW + textwrap.dedent(
         """
-        import sys, functools
-
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split('.')[0] in ('tensorflow', 'tensorflow_datasets'):
-                    raise ImportError('TensorFlow is blocked in this test')
-
-        sys.meta_path.insert(0, Block())
-        import jax, numpy as np
+        import functools, jax, numpy as np
         from fbp_jax import ops, layers, encoders, fusion, models, parallel, train_lib
         from tests.test_models import tiny_config, random_batch
         config = tiny_config('am_fbp')
@@ -182,14 +171,4 @@ def test_core_runs_without_tensorflow():
         print('OK')
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": REPO},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "OK" in proc.stdout
+    assert "OK" in run_script(script, timeout=300).stdout

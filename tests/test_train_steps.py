@@ -2,17 +2,14 @@
 evaluation equals unpadded evaluation, the schedule, no recompilation."""
 
 import functools
-import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import numpy as np
 import pytest
 
 from fbp_jax import fusion, models, parallel, train_lib
-from tests.test_models import REPO, random_batch, tiny_config
+from tests.conftest import run_script
+from tests.test_models import random_batch, tiny_config
 
 
 def labelled_batch(config, n, seed=0):
@@ -97,26 +94,28 @@ def test_confusion_matrix_metric():
     assert float(m.compute()) == pytest.approx(8 / 9)
 
 
-def test_pmap_on_four_devices_equals_one_device():
-    script = textwrap.dedent(
-        """
-        import os
+@pytest.mark.parametrize("name", ["am_fbp", "cfn_sr"])
+def test_pmap_on_four_devices_equals_one_device(name):
+    script = """
+        import os, sys
         os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
-        import functools, jax, numpy as np
+        import functools, jax, numpy as np, optax
         from fbp_jax import parallel, train_lib
         from tests.test_models import tiny_config
         from tests.test_train_steps import labelled_batch, make_state
         assert jax.local_device_count() == 4
-        config = tiny_config('am_fbp')
-        with config.unlocked():
-            config.model.dropout_rate = 0.0  # Dropout masks differ per device by design.
-        import optax
+        name = sys.argv[1]
+        config = tiny_config(name)
+        with config.unlocked():  # Dropout masks differ per device by design.
+            config.model.dropout_rate = 0.0
+            config.model.cfn.dropout_rate = 0.0
+            config.model.cfn.attention_dropout_rate = 0.0
         # SGD, so that parameter deltas are the averaged gradients (Adam's first step is
         # about sign(g), which amplifies float noise in near-zero gradients).
         state = make_state(config).replace(tx=optax.sgd(0.1))
         state = state.replace(opt_state=state.tx.init(state.params))
         batch = labelled_batch(config, 8)
-        step = functools.partial(train_lib.train_step, fusion='am_fbp')
+        step = functools.partial(train_lib.train_step, fusion=name)
         rng = jax.random.key(1)
         four = parallel.pmap(step)
         s4, m4 = four(parallel.replicate(state), parallel.shard(batch),
@@ -135,18 +134,7 @@ def test_pmap_on_four_devices_equals_one_device():
         np.testing.assert_allclose(l4, l1, rtol=1e-5)
         print('OK', float(l4))
         """
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": REPO},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "OK" in proc.stdout
+    assert "OK" in run_script(script, name).stdout
 
 
 def test_no_recompilation_over_steps_and_evaluations():
