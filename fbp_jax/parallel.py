@@ -70,11 +70,6 @@ def unreplicate(tree: Any) -> Any:
     return flax.jax_utils.unreplicate(tree)
 
 
-def pmap(fn, *, donate_state: bool = False, static_broadcasted_argnums=()):
+def pmap(fn, *, donate_state: bool = False):
     """`jax.pmap` over the data axis; donating argument 0 (the train state) when asked."""
-    return jax.pmap(
-        fn,
-        axis_name=AXIS,
-        donate_argnums=(0,) if donate_state else (),
-        static_broadcasted_argnums=static_broadcasted_argnums,
-    )
+    return jax.pmap(fn, axis_name=AXIS, donate_argnums=(0,) if donate_state else ())
