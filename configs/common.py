@@ -17,6 +17,7 @@ FCN_PRESETS = {
 CLASSES = {
     "afew": ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"),
     "iemocap": ("neutral", "happy", "sad", "angry"),
+    "ravdess": ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
     "synthetic_av": ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"),
 }
 
@@ -63,7 +64,8 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     data.name = corpus  # TFDS dataset name, optionally with a builder config ('name/config').
     data.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: TFDS default.
     data.train_split = "train"  # TFDS split arithmetic allowed: 'session1+session2'.
-    data.eval_split = "validation"
+    data.eval_split = "validation"  # Chooses the checkpoint (a validation part, never test).
+    data.test_split = ""  # Held-out speakers of a fold, reported with the chosen checkpoint.
     data.clip_seconds = 6.4  # Both streams cropped / zero-padded to this duration.
     data.audio_fps = 100  # Spectrogram frames per second (hop 10 ms).
     data.video_fps = 25  # Video frames per second.
@@ -145,7 +147,7 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
         optim.lr_decay_epochs = (50,)  # "After 50 epochs, the learning rate was halved."
 
     if corpus == "iemocap":
-        data.name = "iemocap"
+        data.name = "iemocap/improvised"  # 'iemocap/improvised_exc': excited counted as happy.
         data.train_split = "session1+session2+session3+session4"
         data.eval_split = "session5"
         data.clip_seconds = 6.0  # 600 frames -> 19 encoder steps, one per trunk (H = 19).

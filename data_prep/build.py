@@ -19,13 +19,15 @@ from collections.abc import Sequence
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from data_prep import synthetic
+from data_prep import iemocap, ravdess, synthetic
 
 FLAGS = flags.FLAGS
 
 # Corpus name -> TFDS builder class. Add new corpora here.
 BUILDERS = {
     "synthetic_av": synthetic.SyntheticAV,
+    "ravdess": ravdess.Ravdess,
+    "iemocap": iemocap.Iemocap,
 }
 
 
@@ -53,7 +55,11 @@ def get_builder(name: str, data_dir: str | None = None):
 
 
 def build(
-    name: str, data_dir: str | None = None, manual_dir: str | None = None, overwrite: bool = False
+    name: str,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    overwrite: bool = False,
+    num_workers: int | None = None,
 ):
     """Generates the records of ``NAME[/CONFIG]`` (a no-op if they already exist).
 
@@ -62,11 +68,13 @@ def build(
       data_dir: where the records are written (``None``: TFDS default).
       manual_dir: source files of corpora that cannot be downloaded.
       overwrite: regenerate even if this version exists.
+      num_workers: extraction processes of the real corpora (None: all cores).
 
     Returns:
       The prepared ``tfds.core.DatasetBuilder``.
     """
     builder = get_builder(name, data_dir)
+    builder.num_workers = num_workers
     mode = (
         tfds.download.GenerateMode.FORCE_REDOWNLOAD
         if overwrite
@@ -107,7 +115,13 @@ def _human_size(num_bytes: int) -> str:
 def main(argv: Sequence[str]) -> None:
     if len(argv) != 2:
         raise app.UsageError(f"Expected one NAME[/CONFIG] argument; corpora: {sorted(BUILDERS)}.")
-    build(argv[1], data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, overwrite=FLAGS.overwrite)
+    build(
+        argv[1],
+        data_dir=FLAGS.data_dir,
+        manual_dir=FLAGS.manual_dir,
+        overwrite=FLAGS.overwrite,
+        num_workers=FLAGS.num_workers,
+    )
 
 
 if __name__ == "__main__":
@@ -123,5 +137,8 @@ if __name__ == "__main__":
     )
     flags.DEFINE_bool(
         "overwrite", False, "Regenerate the records even if this version already exists."
+    )
+    flags.DEFINE_integer(
+        "num_workers", None, "Feature-extraction processes (default: all cores; 0: in-process)."
     )
     app.run(main)

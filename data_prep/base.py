@@ -1,0 +1,130 @@
+"""`CorpusBuilder`: the TFDS builder every real corpus derives from (see `data_prep.corpus`).
+
+A subclass gives its features (`schema_features`), `list_clips(manual_dir)` and a picklable
+`extractor`; this class extracts in parallel into a cache, writes the records through TFDS and
+the build report beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+
+from data_prep import corpus
+
+_BYTES = tfds.features.Encoding.BYTES
+
+
+def schema_features(
+    class_names: Sequence[str], video_shape: Sequence[int], video_doc: str, num_bins: int = 200
+) -> tfds.features.FeaturesDict:
+    """The project's example schema (DESIGN.md, 'Data')."""
+    return tfds.features.FeaturesDict(
+        {
+            "clip_id": tfds.features.Text(doc="Corpus-unique clip id."),
+            "speaker": tfds.features.Text(doc="Speaker id."),
+            "label": tfds.features.ClassLabel(names=list(class_names)),
+            "audio": tfds.features.Tensor(
+                shape=(None, num_bins),
+                dtype=np.float32,
+                encoding=_BYTES,
+                doc="Log-power spectrogram, 100 frames/s (data_prep.audio).",
+            ),
+            "video": tfds.features.Tensor(
+                shape=(None, *video_shape), dtype=np.float32, encoding=_BYTES, doc=video_doc
+            ),
+            "video_valid": tfds.features.Tensor(
+                shape=(None,),
+                dtype=np.bool_,
+                encoding=_BYTES,
+                doc="False where the frame has no usable face / markers.",
+            ),
+            "duration_s": tfds.features.Scalar(dtype=np.float32, doc="Seconds."),
+        }
+    )
+
+
+class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Base of the real-corpus builders: parallel cached extraction, TFDS records, report.
+
+    Subclasses define `_info`, `list_clips` and `extractor`, and bump `EXTRACTION_VERSION`
+    when the extraction changes. `num_workers` (set by `data_prep.build`) picks the number of
+    extraction processes (None: all cores).
+    """
+
+    EXTRACTION_VERSION: ClassVar[str] = "1"
+    num_workers: int | None = None
+
+    # Nothing to download, so no checksums file to look up (tensorflow/datasets#11212).
+    @tfds.core.utils.classproperty
+    @classmethod
+    def url_infos(cls) -> None:
+        return None
+
+    def list_clips(self, manual_dir: str) -> tuple[list[corpus.ClipSource], list[corpus.Skipped]]:
+        """Finds the clips under `manual_dir`: usable sources, and entries skipped on sight."""
+        raise NotImplementedError
+
+    def extractor(self) -> corpus.Extractor:
+        """A picklable clip -> (example, notes) function (e.g. a functools.partial)."""
+        raise NotImplementedError
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        manual_dir = os.fspath(dl_manager.manual_dir)
+        sources, listing_skips = self.list_clips(manual_dir)
+        if not sources:
+            raise FileNotFoundError(
+                f"No clips of {self.name} found under {manual_dir}.\n"
+                f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+            )
+        version = f"{self.builder_config.name}-{self.EXTRACTION_VERSION}"
+        cache_dir = os.path.join(
+            os.fspath(dl_manager.download_dir), "extracted", self.name, version
+        )
+        extraction = corpus.extract_all(
+            sources,
+            self.extractor(),
+            cache_dir,
+            version,
+            num_workers=self.num_workers,
+            description=f"{self.name}/{self.builder_config.name}",
+        )
+        self._report = corpus.make_report(
+            f"{self.name}/{self.builder_config.name}", extraction, listing_skips
+        )
+        return {
+            split: self._generate_examples(clips, cache_dir, version)
+            for split, clips in sorted(extraction.clips.items())
+            if clips
+        }
+
+    def _generate_examples(self, clips: list[corpus.ClipSource], cache_dir: str, version: str):
+        for source in clips:
+            example = corpus.load_cached(cache_dir, source, version)
+            example.pop("__notes__", None)
+            yield source.clip_id, example
+
+    def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
+        """TFDS's, then the build report written beside the finished records."""
+        self._report = None
+        super().download_and_prepare(*args, **kwargs)
+        if self._report is not None:
+            path = os.path.join(self.data_dir, corpus.REPORT_FILE)
+            with open(path + ".tmp", "w") as f:
+                json.dump(self._report, f, indent=1)
+            os.replace(path + ".tmp", path)
+            logging.info("Build report (%s):\n%s", path, corpus.format_report(self._report))
+
+    def report(self) -> dict[str, Any] | None:
+        """The build report of the prepared records, if any."""
+        path = os.path.join(self.data_dir, corpus.REPORT_FILE)
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)

@@ -1,0 +1,241 @@
+r"""IEMOCAP (Busso et al., 2008): improvised dialogs, 4 classes, face markers, one split per session.
+
+Source layout (``IEMOCAP_full_release`` as distributed)::
+
+    MANUAL_DIR/SessionN/dialog/EmoEvaluation/<dialog>.txt     label lines
+    MANUAL_DIR/SessionN/sentences/wav/<dialog>/<turn>.wav     16 kHz audio of each turn
+    MANUAL_DIR/SessionN/sentences/MOCAP_rotated/<dialog>/<turn>.txt   face markers, 120 frames/s
+
+A label line reads ``[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5, 2.5, 2.5]``.
+Only improvised dialogs (``*_impro*``) and the classes neutral, happy, sad, angry are kept
+(``improvised_exc`` also counts excited as happy, as several papers do); the other IEMOCAP
+codes are left out silently, unknown codes are reported. A marker file has a header row
+``Frame# Time <marker>X <marker>Y <marker>Z ...`` (or marker names, then a row of X Y Z), then
+one row per frame; markers become [Tv, M, 3] resampled from 120 frames/s to the config's
+frame rate (nearest frame), rows with NaN are marked invalid and zeroed.
+
+    python -m data_prep.build iemocap --manual_dir=/path/IEMOCAP_full_release --data_dir=data
+
+Splits ``session1`` .. ``session5`` (leave-one-session-out: configs/iemocap_*.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import glob
+import math
+import os
+import re
+from typing import ClassVar
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_prep import audio as audio_lib
+from data_prep import base, corpus
+
+CLASSES = ("neutral", "happy", "sad", "angry")
+CODES = {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry"}
+# Every code of IEMOCAP's EmoEvaluation files; those not in CODES are left out silently.
+KNOWN_CODES = frozenset(
+    {"neu", "hap", "sad", "ang", "exc", "fru", "sur", "fea", "dis", "oth", "xxx"}
+)
+MOCAP_FPS = 120.0
+NUM_MARKERS = 55
+_LABEL_LINE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\t(\S+)\t(\S+)\t")
+
+
+@dataclasses.dataclass(eq=False)
+class IemocapConfig(tfds.core.BuilderConfig):
+    """Attributes: merge_excited: count 'exc' as happy; video_fps: marker frames per second
+    written; num_markers: markers per frame (55 in MOCAP_rotated)."""
+
+    merge_excited: bool = False
+    video_fps: int = 25
+    num_markers: int = NUM_MARKERS
+
+
+def read_labels(path: str) -> tuple[dict[str, str], list[str]]:
+    """Turn id -> emotion code of an EmoEvaluation file, and lines that could not be read."""
+    labels, problems = {}, []
+    with open(path, errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.startswith("["):
+                continue
+            match = _LABEL_LINE.match(line)
+            if not match:
+                problems.append(
+                    f"line {number}: not '[start - end] TAB turn TAB code TAB [v, a, d]'"
+                )
+                continue
+            labels[match.group(3)] = match.group(4)
+    return labels, problems
+
+
+def read_markers(path: str, num_markers: int) -> np.ndarray:
+    """Marker coordinates of a MOCAP_rotated file as float32 [frames, markers, 3] (NaN kept).
+
+    Raises:
+      corpus.BadClip: missing file, bad header, rows with missing columns, no rows.
+    """
+    if not os.path.isfile(path):
+        raise corpus.BadClip(path, "marker file not found")
+    with open(path, errors="replace") as f:
+        lines = [ln.split() for ln in f if ln.strip()]
+    if not lines or not lines[0] or not lines[0][0].lower().startswith("frame"):
+        raise corpus.BadClip(path, "no 'Frame# Time ...' header row")
+    header, rows = lines[0], lines[1:]
+    if rows and not _is_number(rows[0][0]):  # marker names, then a row of X Y Z
+        rows = rows[1:]
+    expected = 2 + 3 * num_markers
+    if len(header) not in (expected, 2 + num_markers):
+        raise corpus.BadClip(
+            path, f"header has {len(header) - 2} marker columns, expected {3 * num_markers}"
+        )
+    if not rows:
+        raise corpus.BadClip(path, "no marker rows")
+    short = [i for i, r in enumerate(rows) if len(r) != expected]
+    if short:
+        raise corpus.BadClip(
+            path,
+            f"{len(short)} rows with missing or extra columns (first: data row {short[0] + 1} "
+            f"has {len(rows[short[0]])} values, expected {expected})",
+        )
+    try:
+        values = np.array(rows, dtype=np.float64)[:, 2:]
+    except ValueError as e:
+        raise corpus.BadClip(path, f"non-numeric marker value ({e})") from e
+    return values.reshape(len(rows), num_markers, 3).astype(np.float32)
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def resample_markers(markers: np.ndarray, fps: float, source_fps: float = MOCAP_FPS):
+    """Nearest source frame for each output frame; returns (values, valid) with NaN rows zeroed."""
+    num = max(1, math.floor(len(markers) * fps / source_fps))
+    index = np.minimum(np.round(np.arange(num) * source_fps / fps).astype(int), len(markers) - 1)
+    out = markers[index]
+    valid = np.all(np.isfinite(out), axis=(1, 2))
+    return np.where(np.isfinite(out), out, 0.0).astype(np.float32), valid
+
+
+def extract(source: corpus.ClipSource, *, video_fps: int, num_markers: int):
+    """One turn -> schema example (spectrogram, markers [Tv, M, 3]) and conversion notes."""
+    path = source.files["audio"]
+    audio = audio_lib.load_audio(path)
+    notes = []
+    if audio.converted:
+        notes.append(
+            f"{path}: {audio.source_rate} Hz x {audio.source_channels} channels -> 16 kHz mono"
+        )
+    markers = read_markers(source.files["markers"], num_markers)
+    if not np.isfinite(markers).all(axis=(1, 2)).any():
+        raise corpus.BadClip(source.files["markers"], "every marker row has NaN values")
+    video, valid = resample_markers(markers, video_fps)
+    example = {
+        "clip_id": source.clip_id,
+        "speaker": source.speaker,
+        "label": source.label,
+        "audio": audio_lib.log_spectrogram(audio.samples),
+        "video": video,
+        "video_valid": valid,
+        "duration_s": np.float32(audio.duration_s),
+    }
+    return example, notes
+
+
+def list_clips(
+    manual_dir: str, config: IemocapConfig
+) -> tuple[list[corpus.ClipSource], list[corpus.Skipped]]:
+    """Label lines of the improvised dialogs joined with their audio and marker files."""
+    codes = dict(CODES, exc="happy") if config.merge_excited else CODES
+    sources, skipped = [], []
+    for session in range(1, 6):
+        root = os.path.join(manual_dir, f"Session{session}")
+        split = f"session{session}"
+        if not os.path.isdir(root):
+            continue
+        labels = {}
+        for path in sorted(glob.glob(os.path.join(root, "dialog", "EmoEvaluation", "*.txt"))):
+            if "_impro" not in os.path.basename(path):
+                continue
+            file_labels, problems = read_labels(path)
+            skipped += [corpus.Skipped("", split, path, p) for p in problems]
+            labels.update({turn: (code, path) for turn, code in file_labels.items()})
+        wav_dir = os.path.join(root, "sentences", "wav")
+        wavs = sorted(glob.glob(os.path.join(wav_dir, "*_impro*", "*.wav")))
+        turns = {os.path.splitext(os.path.basename(w))[0]: w for w in wavs}
+        for turn in sorted(set(turns) - set(labels)):
+            skipped.append(corpus.Skipped(turn, split, turns[turn], "no label line for this turn"))
+        for turn, (code, label_path) in sorted(labels.items()):
+            skip = functools.partial(corpus.Skipped, turn, split)
+            if code not in KNOWN_CODES:
+                skipped.append(skip(label_path, f"unknown emotion code {code!r}"))
+                continue
+            if code not in codes:
+                continue
+            dialog = turn.rsplit("_", 1)[0]
+            wav = turns.get(turn, os.path.join(wav_dir, dialog, f"{turn}.wav"))
+            mocap = os.path.join(root, "sentences", "MOCAP_rotated", dialog, f"{turn}.txt")
+            if turn not in turns:
+                skipped.append(skip(wav, "audio file missing"))
+            elif not os.path.isfile(mocap):
+                skipped.append(skip(mocap, "marker file missing"))
+            else:
+                sources.append(
+                    corpus.ClipSource(
+                        clip_id=turn,
+                        split=split,
+                        speaker=turn[:5] + turn.rsplit("_", 1)[1][0],  # e.g. Ses01F
+                        label=codes[code],
+                        files={"audio": wav, "markers": mocap},
+                    )
+                )
+    return sources, skipped
+
+
+class Iemocap(base.CorpusBuilder):
+    """IEMOCAP improvised turns, 4 classes, audio and face markers, one split per session."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS: ClassVar[list[IemocapConfig]] = [
+        IemocapConfig(name="improvised", description="Improvised; neutral, happy, sad, angry."),
+        IemocapConfig(
+            name="improvised_exc",
+            description="Improvised; neutral, happy + excited, sad, angry.",
+            merge_excited=True,
+        ),
+    ]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "IEMOCAP is licensed by USC SAIL (https://sail.usc.edu/iemocap/). Pass the folder "
+        "IEMOCAP_full_release (with Session1 .. Session5) as --manual_dir."
+    )
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        config = self.builder_config
+        return self.dataset_info_from_configs(
+            description=__doc__.split("\n\n")[0],
+            features=base.schema_features(
+                CLASSES,
+                (config.num_markers, 3),
+                f"Face marker coordinates (MOCAP_rotated), {config.video_fps} frames/s.",
+            ),
+            homepage="https://sail.usc.edu/iemocap/",
+        )
+
+    def list_clips(self, manual_dir):
+        return list_clips(manual_dir, self.builder_config)
+
+    def extractor(self):
+        config = self.builder_config
+        return functools.partial(
+            extract, video_fps=config.video_fps, num_markers=config.num_markers
+        )
