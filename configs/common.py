@@ -148,8 +148,6 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
 
     if corpus == "iemocap":
         data.name = "iemocap/improvised"  # 'iemocap/improvised_exc': excited counted as happy.
-        data.train_split = "session1+session2+session3+session4"
-        data.eval_split = "session5"
         data.clip_seconds = 6.0  # 600 frames -> 19 encoder steps, one per trunk (H = 19).
         data.video_shape = (55, 3)  # Face markers x (x, y, z).
         video.encoder = "fcn"

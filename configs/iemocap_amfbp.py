@@ -1,10 +1,11 @@
-"""IEMOCAP improvised, 4 classes, fusion 'am_fbp'; fold: train sessions 1-4, test session 5.
+"""IEMOCAP improvised, 4 classes, fusion 'am_fbp'; the argument picks the leave-one-session-out fold
+(test session 1-5, default 5; see iemocap_common.py).
 
-python train.py --config=configs/iemocap_amfbp.py
+python train.py --config=configs/iemocap_amfbp.py:5 --config.data.data_dir=data
 """
 
-from configs import common
+from configs import iemocap_common
 
 
-def get_config():
-    return common.get_config("iemocap", "am_fbp")
+def get_config(fold=None):
+    return iemocap_common.get_config("am_fbp", fold)

@@ -1,10 +1,11 @@
-"""IEMOCAP improvised, 4 classes, fusion 'cfn_sr'; fold: train sessions 1-4, test session 5.
+"""IEMOCAP improvised, 4 classes, fusion 'cfn_sr'; the argument picks the leave-one-session-out fold
+(test session 1-5, default 5; see iemocap_common.py).
 
-python train.py --config=configs/iemocap_cfnsr.py
+python train.py --config=configs/iemocap_cfnsr.py:5 --config.data.data_dir=data
 """
 
-from configs import common
+from configs import iemocap_common
 
 
-def get_config():
-    return common.get_config("iemocap", "cfn_sr")
+def get_config(fold=None):
+    return iemocap_common.get_config("cfn_sr", fold)

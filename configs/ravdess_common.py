@@ -9,7 +9,7 @@ The config argument picks the fold, e.g. `--config=configs/ravdess_amfbp.py:3`:
   so the test actors never take part in model selection.
 
 Differences from the paper's AFEW settings: 1,440 clips (719 in the dev copy) are too few for
-the AlexNet FCN, so the audio encoder is the 'small' preset with 3.6 s crops (the speech sits
+the AlexNet FCN, so the audio encoder is the 'tiny' preset with 3.2 s crops (the speech sits
 in the middle of 3-5 s clips), and the 35 clip-level facial features are reduced by a dense
 layer (they are not 4-divisible face-network features).
 """
@@ -18,6 +18,7 @@ from configs import common
 
 NUM_ACTORS = 24
 FOLD_SIZE = 4
+FOLDS = tuple(str(k) for k in range(1, NUM_ACTORS // FOLD_SIZE + 1))
 DEV_TRAIN_ACTORS = tuple(range(1, 11))
 DEV_EVAL_ACTORS = (11, 12)
 
@@ -30,12 +31,11 @@ def fold_actors(fold: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int,
     """(train, validation, test) actors of a fold: 'dev' or '1'..'6'."""
     if fold == "dev":
         return DEV_TRAIN_ACTORS, DEV_EVAL_ACTORS, ()
-    num_folds = NUM_ACTORS // FOLD_SIZE
-    if not fold.isdigit() or not 1 <= int(fold) <= num_folds:
-        raise ValueError(f"RAVDESS fold must be 'dev' or 1..{num_folds}, got {fold!r}.")
+    if fold not in FOLDS:
+        raise ValueError(f"RAVDESS fold must be 'dev' or one of {FOLDS}, got {fold!r}.")
     k = int(fold)
     test = tuple(range(FOLD_SIZE * (k - 1) + 1, FOLD_SIZE * k + 1))
-    k_val = k % num_folds + 1
+    k_val = k % len(FOLDS) + 1
     val = tuple(range(FOLD_SIZE * (k_val - 1) + 1, FOLD_SIZE * k_val + 1))
     train = tuple(a for a in range(1, NUM_ACTORS + 1) if a not in test + val)
     return train, val, test
@@ -46,16 +46,17 @@ def get_config(fusion: str, fold: str | None = None):
     config = common.get_config("ravdess", fusion)
     train, val, test = fold_actors(fold)
     with config.unlocked():
-        config.fold = fold
+        config.fold = fold  # This run's fold; `folds`: every fold of the protocol.
+        config.folds = FOLDS
         data = config.data
         data.name = "ravdess/speech"
         data.train_split = _splits(train)
         data.eval_split = _splits(val)
         data.test_split = _splits(test)
-        data.clip_seconds = 3.6
+        data.clip_seconds = 3.2
         data.video_shape = (35,)
         data.shuffle_buffer = 1024
-        config.model.audio = common.fcn_config("small")
+        config.model.audio = common.fcn_config("tiny")
         config.model.video.reduction = "dense"
         config.model.video.dense_features = 64
         config.batch_size = 32

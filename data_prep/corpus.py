@@ -162,7 +162,7 @@ def extract_all(
         os.remove(stale)
     start = time.time()
     todo = [s for s in sources if not any(map(os.path.exists, _cache_paths(cache_dir, s, version)))]
-    workers = os.cpu_count() or 1 if num_workers is None else num_workers
+    workers = (os.cpu_count() or 1) if num_workers is None else num_workers
     with tqdm.tqdm(total=len(todo), desc=description, unit="clip", dynamic_ncols=True) as bar:
         if workers == 0 or len(todo) <= 1:
             for s in todo:

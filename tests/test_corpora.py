@@ -338,3 +338,30 @@ def test_marker_header_with_names_then_xyz_row(tmp_path):
     markers = iemocap.read_markers(str(path), num_markers=2)
     np.testing.assert_array_equal(markers[0], [[1, 2, 3], [4, 5, 6]])
     assert markers.shape == (3, 2, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("corpus", ["ravdess", "iemocap"])
+def test_corpus_config_trains_on_the_built_records(tmp_path, corpus):
+    """The corpus's own config (shrunk) trains and evaluates on what its builder wrote."""
+    from configs import common, iemocap_amfbp, ravdess_amfbp
+    from fbp_jax import train_lib
+
+    write = {"ravdess": write_ravdess, "iemocap": write_iemocap}[corpus]
+    write(tmp_path / "src")
+    config = {"ravdess": ravdess_amfbp, "iemocap": iemocap_amfbp}[corpus].get_config(None)
+    build.build(config.data.name, str(tmp_path / "out"), str(tmp_path / "src"), num_workers=0)
+    with config.unlocked():
+        config.data.data_dir = str(tmp_path / "out")
+        config.data.train_split, config.data.eval_split = {
+            "ravdess": ("actor01+actor02", "actor02"),
+            "iemocap": ("session1", "session2"),
+        }[corpus]
+        config.data.clip_seconds = 1.2
+        config.model.audio = common.fcn_config("tiny")
+        config.model.video.fcn = common.fcn_config("tiny", first_stride=1)
+        config.model.fbp.num_trunks = 3
+        config.batch_size = 4
+        config.num_train_steps = 2
+    result = train_lib.train_and_evaluate(config, str(tmp_path / "work"))
+    assert result["step"] == 2 and np.isfinite(result["eval_loss"])
