@@ -35,6 +35,9 @@ class FCNEncoder(nn.Module):
       use_lrn: apply local response normalisation after each ReLU.
       lrn_depth_radius, lrn_bias, lrn_alpha, lrn_beta: LRN constants (TF convention).
       freq_pooling: 'mean' or 'max' over the F axis.
+      conv_impl: 'xla' (lax.conv_general_dilated), 'patches' (im2col + matmul,
+        `ops.conv2d_patches`: same parameters, faster to train on CPUs) or 'auto' (patches on
+        CPU, xla elsewhere).
       dtype: computation dtype.
     """
 
@@ -50,6 +53,7 @@ class FCNEncoder(nn.Module):
     lrn_alpha: float = 1e-4
     lrn_beta: float = 0.75
     freq_pooling: str = "mean"
+    conv_impl: str = "auto"
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -70,13 +74,25 @@ class FCNEncoder(nn.Module):
             == len(self.pool_after)
         ):
             raise ValueError("features, kernel_sizes, strides and pool_after differ in length")
+        impl = self.conv_impl
+        if impl == "auto":
+            impl = "patches" if jax.default_backend() == "cpu" else "xla"
+        if impl not in ("xla", "patches"):
+            raise ValueError(f"conv_impl must be 'auto', 'xla' or 'patches', got {impl!r}")
+        conv_fn = ops.conv2d_patches if impl == "patches" else None
         x = x.astype(self.dtype) * mask[:, :, None, None]
         for i, (feat, k, s, pool) in enumerate(
             zip(self.features, self.kernel_sizes, self.strides, self.pool_after)
         ):
             pad = (k // 2, k // 2)
             x = nn.Conv(
-                feat, (k, k), (s, s), padding=(pad, pad), dtype=self.dtype, name=f"conv{i + 1}"
+                feat,
+                (k, k),
+                (s, s),
+                padding=(pad, pad),
+                dtype=self.dtype,
+                conv_general_dilated=conv_fn,
+                name=f"conv{i + 1}",
             )(x)
             mask = ops.downsample_mask(mask, k, s, pad)
             x = nn.relu(x)
@@ -88,7 +104,7 @@ class FCNEncoder(nn.Module):
                 w, ps = self.pool_window, self.pool_stride
                 ppad = (w // 2, w // 2)
                 # Inputs are >= 0 after ReLU, so zero-valued masked steps never win the max.
-                x = nn.max_pool(x, (w, w), (ps, ps), padding=(ppad, ppad))
+                x = ops.max_pool_2d(x, w, ps, ppad)
                 mask = ops.downsample_mask(mask, w, ps, ppad)
             x = x * mask[:, :, None, None].astype(x.dtype)
         if self.freq_pooling == "mean":

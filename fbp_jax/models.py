@@ -30,6 +30,7 @@ def _fcn(cfg: ml_collections.ConfigDict, dtype: Any, name: str) -> encoders.FCNE
         lrn_alpha=cfg.lrn_alpha,
         lrn_beta=cfg.lrn_beta,
         freq_pooling=cfg.freq_pooling,
+        conv_impl=cfg.get("conv_impl", "auto"),
         dtype=dtype,
         name=name,
     )

@@ -1,5 +1,6 @@
 """Kernels of fbp_jax.ops against hand-written numpy and TensorFlow."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -243,3 +244,37 @@ def test_gradients_of_kernels():
         rtol=1e-2,
     )
     check_grads(lambda e: ops.trunk_pooling(e, 2), (x,), order=1, modes=["rev"])
+
+
+@pytest.mark.parametrize(
+    "shape,k,stride,pad",
+    [((2, 23, 17, 1), 11, 4, 5), ((2, 9, 7, 5), 3, 1, 1), ((1, 8, 6, 3), 5, 2, 2)],
+)
+def test_conv2d_patches_equals_lax_conv_with_gradients(shape, k, stride, pad):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(k, k, shape[-1], 4)), jnp.float32)
+    padding = ((pad, pad), (pad, pad))
+
+    def ref(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    def ours(x, w):
+        return ops.conv2d_patches(x, w, (stride, stride), padding)
+
+    np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-4, atol=1e-4)
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+    for a, b in zip(jax.grad(loss(ours), (0, 1))(x, w), jax.grad(loss(ref), (0, 1))(x, w)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(2, 11, 7, 3), (1, 10, 8, 2)])
+def test_max_pool_2d_equals_flax_max_pool(shape):
+    x = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32)
+    ref = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    np.testing.assert_array_equal(ops.max_pool_2d(x, 3, 2, (1, 1)), ref)
+    g_ours = jax.grad(lambda x: jnp.sum(ops.max_pool_2d(x, 3, 2, (1, 1)) ** 2))(x)
+    g_ref = jax.grad(lambda x: jnp.sum(nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))) ** 2))(x)
+    np.testing.assert_allclose(g_ours, g_ref, rtol=1e-6)
