@@ -41,6 +41,7 @@ def fcn_config(preset: str = "alexnet", *, first_stride: int = 4) -> ml_collecti
             "lrn_alpha": 1e-4,
             "lrn_beta": 0.75,
             "freq_pooling": "mean",  # Pools the frequency (or marker) axis to 1 (Eq. 2).
+            "conv_impl": "auto",  # 'xla', 'patches' (im2col + matmul) or 'auto' (patches on CPU).
             "temperature": 0.3,  # lambda_a of the attention softmax (Eq. 4).
         }
     )
