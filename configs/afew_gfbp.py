@@ -1,10 +1,11 @@
 """AFEW 8.0 (EmotiW 2019), fusion 'g_fbp', with the paper's hyperparameters.
 
-python train.py --config=configs/afew_gfbp.py
+python train.py --config=configs/afew_gfbp.py            # afew/fer (D1 = 128)
+python train.py --config=configs/afew_gfbp.py:1024       # afew/features, your 1024-d features
 """
 
-from configs import common
+from configs import afew_common
 
 
-def get_config():
-    return common.get_config("afew", "g_fbp")
+def get_config(features=None):
+    return afew_common.get_config("g_fbp", features)

@@ -16,6 +16,7 @@ FCN_PRESETS = {
 # Classes of each corpus (order = label ids written by data_prep).
 CLASSES = {
     "afew": ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"),
+    "cremad": ("angry", "disgust", "fear", "happy", "neutral", "sad"),
     "iemocap": ("neutral", "happy", "sad", "angry"),
     "ravdess": ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
     "synthetic_av": ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"),

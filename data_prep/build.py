@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from data_prep import iemocap, ravdess, synthetic
+from data_prep import afew, cremad, iemocap, ravdess, synthetic
 
 FLAGS = flags.FLAGS
 
@@ -28,6 +28,8 @@ BUILDERS = {
     "synthetic_av": synthetic.SyntheticAV,
     "ravdess": ravdess.Ravdess,
     "iemocap": iemocap.Iemocap,
+    "afew": afew.Afew,
+    "cremad": cremad.CremaD,
 }
 
 
@@ -60,6 +62,7 @@ def build(
     manual_dir: str | None = None,
     overwrite: bool = False,
     num_workers: int | None = None,
+    face_features_dir: str | None = None,
 ):
     """Generates the records of ``NAME[/CONFIG]`` (a no-op if they already exist).
 
@@ -69,12 +72,16 @@ def build(
       manual_dir: source files of corpora that cannot be downloaded.
       overwrite: regenerate even if this version exists.
       num_workers: extraction processes of the real corpora (None: all cores).
+      face_features_dir: per-clip .npy face features of the AFEW / CREMA-D 'features'
+        config (None: MANUAL_DIR/face_features).
 
     Returns:
       The prepared ``tfds.core.DatasetBuilder``.
     """
     builder = get_builder(name, data_dir)
     builder.num_workers = num_workers
+    if face_features_dir is not None:
+        builder.face_features_dir = face_features_dir
     mode = (
         tfds.download.GenerateMode.FORCE_REDOWNLOAD
         if overwrite
@@ -121,6 +128,7 @@ def main(argv: Sequence[str]) -> None:
         manual_dir=FLAGS.manual_dir,
         overwrite=FLAGS.overwrite,
         num_workers=FLAGS.num_workers,
+        face_features_dir=FLAGS.face_features_dir,
     )
 
 
@@ -140,5 +148,11 @@ if __name__ == "__main__":
     )
     flags.DEFINE_integer(
         "num_workers", None, "Feature-extraction processes (default: all cores; 0: in-process)."
+    )
+    flags.DEFINE_string(
+        "face_features_dir",
+        None,
+        "AFEW / CREMA-D 'features' config: folder of <clip_id>.npy [frames, D1] face features "
+        "(default: MANUAL_DIR/face_features).",
     )
     app.run(main)
