@@ -46,6 +46,10 @@ generation order. ``generate_example`` needs only numpy; the TFDS builder ``Synt
 defined when ``tensorflow_datasets`` is installed (the JAX-only GPU machines can still generate
 examples in memory).
 
+Configs: ``afew`` (the demo) and ``tiny`` (tests) have ``train`` / ``validation`` splits of
+disjoint speakers; ``folds`` and ``tiny_folds`` have speaker folds ``fold1`` .. ``foldK``
+instead, for cross-validation (``configs/synthetic_cv_common.py``).
+
 Usage::
 
     python -m data_prep.build synthetic_av/afew --data_dir=/tmp/synth_data
@@ -200,6 +204,10 @@ class SyntheticAVConfig(_ConfigBase):
       bad_face_prob: range of the per-speaker probability that the face is absent, occluded or
         a bystander's.
       seed: everything (speakers, encoder, clips) derives from it.
+      num_folds: 0 gives the splits ``train`` and ``validation``; K > 0 gives instead the
+        speaker folds ``fold1`` .. ``foldK`` for cross-validation: the ``num_train_speakers``
+        (a multiple of K) are cut into K consecutive groups, and each fold holds
+        ``num_train // K`` clips of its group (``num_validation`` is unused).
     """
 
     class_names: tuple[str, ...] = AFEW_CLASSES
@@ -216,6 +224,7 @@ class SyntheticAVConfig(_ConfigBase):
     noisy_audio_prob: tuple[float, float] = (0.15, 0.30)
     bad_face_prob: tuple[float, float] = (0.15, 0.30)
     seed: int = 0
+    num_folds: int = 0
 
 
 AFEW_CONFIG = SyntheticAVConfig(
@@ -235,7 +244,51 @@ TINY_CONFIG = SyntheticAVConfig(
     min_duration_s=0.4,
     max_duration_s=1.2,
 )
-CONFIGS = {c.name: c for c in (AFEW_CONFIG, TINY_CONFIG)}
+FOLDS_CONFIG = SyntheticAVConfig(
+    name="folds",
+    description="Cross-validation: 7 classes, 200 bins x 1024-d faces, 5 speaker folds of 6 "
+    "speakers and 150 clips each, 1-3 s.",
+    class_prior=AFEW_CLASS_PRIOR,
+    num_train=750,
+    num_validation=0,
+    num_train_speakers=30,
+    num_validation_speakers=0,
+    max_duration_s=3.0,
+    num_folds=5,
+)
+TINY_FOLDS_CONFIG = SyntheticAVConfig(
+    name="tiny_folds",
+    description="Tests: 7 classes, 200 bins x 32-d faces, 3 speaker folds of 2 speakers and 16 "
+    "clips each, 0.4-1.2 s.",
+    face_dim=32,
+    num_train=48,
+    num_validation=0,
+    num_train_speakers=6,
+    num_validation_speakers=0,
+    min_duration_s=0.4,
+    max_duration_s=1.2,
+    num_folds=3,
+)
+CONFIGS = {c.name: c for c in (AFEW_CONFIG, TINY_CONFIG, FOLDS_CONFIG, TINY_FOLDS_CONFIG)}
+
+
+def split_names(config: SyntheticAVConfig) -> tuple[str, ...]:
+    """The splits of a corpus: ``('train', 'validation')``, or ``fold1`` .. ``foldK``.
+
+    Args:
+      config: corpus configuration.
+
+    Returns:
+      The split names, in order.
+    """
+    if config.num_folds <= 0:
+        return SPLITS
+    if config.num_train_speakers % config.num_folds:
+        raise ValueError(
+            f"num_train_speakers ({config.num_train_speakers}) must be a multiple of "
+            f"num_folds ({config.num_folds})."
+        )
+    return tuple(f"fold{k}" for k in range(1, config.num_folds + 1))
 
 
 def speakers_for_split(config: SyntheticAVConfig, split: str) -> list[str]:
@@ -243,7 +296,7 @@ def speakers_for_split(config: SyntheticAVConfig, split: str) -> list[str]:
 
     Args:
       config: corpus configuration.
-      split: ``'train'`` or ``'validation'``.
+      split: ``'train'``, ``'validation'`` or a fold (``split_names``).
 
     Returns:
       The list of speaker ids, e.g. ``['spk00', 'spk01', ...]``.
@@ -257,12 +310,14 @@ def num_examples(config: SyntheticAVConfig, split: str) -> int:
 
     Args:
       config: corpus configuration.
-      split: ``'train'`` or ``'validation'``.
+      split: ``'train'``, ``'validation'`` or a fold (``split_names``).
 
     Returns:
       The number of clips.
     """
-    _check_split(split)
+    _check_split(split, config)
+    if config.num_folds > 0:
+        return config.num_train // config.num_folds
     return config.num_train if split == "train" else config.num_validation
 
 
@@ -293,7 +348,7 @@ def generate_example(
 
     Args:
       config: corpus configuration.
-      split: ``'train'`` or ``'validation'``.
+      split: ``'train'``, ``'validation'`` or a fold (``split_names``).
       index: clip number within the split.
       with_metadata: also return a ``metadata`` dict (true arousal / valence, intensity,
         condition, noise type and SNR, face problem, salient span), for analyses; it is not
@@ -304,7 +359,9 @@ def generate_example(
       ``audio`` float32 [Ta, num_bins], ``video`` float32 [Tv, face_dim], ``video_valid`` bool
       [Tv], ``duration_s`` float32, with Ta == 4 * Tv.
     """
-    split_id = SPLITS.index(_check_split(split))
+    # Folds get their own stream ids after train (0) and validation (1).
+    split_id = split_names(config).index(_check_split(split, config))
+    split_id += len(SPLITS) if config.num_folds > 0 else 0
     rng = np.random.default_rng([config.seed, split_id, index])
     class_names = tuple(config.class_names)
     prior = np.ones(len(class_names)) if config.class_prior is None else config.class_prior
@@ -394,14 +451,18 @@ def generate_example(
 # Internals.
 
 
-def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}; valid splits: {SPLITS}.")
+def _check_split(split: str, config: SyntheticAVConfig | None = None) -> str:
+    valid = SPLITS if config is None else split_names(config)
+    if split not in valid:
+        raise ValueError(f"Unknown split {split!r}; valid splits: {valid}.")
     return split
 
 
 def _speaker_range(config: SyntheticAVConfig, split: str) -> tuple[int, int]:
-    _check_split(split)
+    _check_split(split, config)
+    if config.num_folds > 0:
+        per_fold = config.num_train_speakers // config.num_folds
+        return split_names(config).index(split) * per_fold, per_fold
     if split == "train":
         return 0, config.num_train_speakers
     return config.num_train_speakers, config.num_validation_speakers
@@ -733,7 +794,7 @@ if tfds is not None:
 
         VERSION = tfds.core.Version("1.0.0")
         RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
-        BUILDER_CONFIGS: ClassVar[list[SyntheticAVConfig]] = [AFEW_CONFIG, TINY_CONFIG]
+        BUILDER_CONFIGS: ClassVar[list[SyntheticAVConfig]] = list(CONFIGS.values())
 
         # Nothing to download, so no checksums file to look up. Looking for one next to the
         # code fails on TFDS 4.9.10 without the undeclared `importlib_resources` package
@@ -779,7 +840,9 @@ if tfds is not None:
 
         def _split_generators(self, dl_manager: tfds.download.DownloadManager):
             del dl_manager  # nothing to download
-            return {split: self._generate_examples(split) for split in SPLITS}
+            return {
+                split: self._generate_examples(split) for split in split_names(self.builder_config)
+            }
 
         def _generate_examples(self, split: str):
             for index in range(num_examples(self.builder_config, split)):

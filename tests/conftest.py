@@ -81,3 +81,57 @@ def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.Comple
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+# Trained workdirs shared by the evaluation, report, predict, export and cross-validation tests
+# (each trains in seconds; session-scoped so that every module reuses them).
+
+
+@pytest.fixture(scope="session")
+def tiny_folds_data_dir(tmp_path_factory):
+    """A TFDS data dir holding `synthetic_av/tiny_folds` (3 speaker folds, 200 bins)."""
+    from data_prep import build
+
+    data_dir = str(tmp_path_factory.mktemp("tfds_folds"))
+    build.build("synthetic_av/tiny_folds", data_dir=data_dir)
+    return data_dir
+
+
+def tiny_folds_config(data_dir: str, fusion: str, fold: str = "1", **overrides):
+    """`tiny_train_config` on the tiny speaker folds: fold k tests on fold k, validates on the
+    next one and trains on the third."""
+    from configs import synthetic_cv_common
+
+    train, val, test = synthetic_cv_common.fold_splits(fold, num_folds=3)
+    config = tiny_train_config(data_dir, fusion, **overrides)
+    with config.unlocked():
+        config.fold = fold
+        config.folds = ("1", "2", "3")
+        config.data.name = "synthetic_av/tiny_folds"
+        config.data.num_bins = 200
+        config.data.train_split = train
+        config.data.eval_split = val
+        config.data.test_split = test
+    return config
+
+
+@pytest.fixture(scope="session")
+def amfbp_workdir(tiny_data_dir, tmp_path_factory):
+    """AM-FBP trained 8 steps on the tiny corpus, evaluated every 4 (two checkpoints)."""
+    from fbp_jax import train_lib
+
+    workdir = str(tmp_path_factory.mktemp("amfbp"))
+    config = tiny_train_config(tiny_data_dir, "am_fbp", num_train_steps=8, eval_every_steps=4)
+    train_lib.train_and_evaluate(config, workdir)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def audio_workdir(tiny_folds_data_dir, tmp_path_factory):
+    """An audio-only model on 200-bin spectrograms (what data_prep computes from a file)."""
+    from fbp_jax import train_lib
+
+    workdir = str(tmp_path_factory.mktemp("audio"))
+    config = tiny_folds_config(tiny_folds_data_dir, "audio", num_train_steps=2, eval_every_steps=2)
+    train_lib.train_and_evaluate(config, workdir)
+    return workdir

@@ -1,0 +1,129 @@
+"""Cross-validation: speaker folds of the synthetic corpus, the fold runner (model chosen on each
+fold's validation speakers, test fold reported, resumable), the table files and --compare."""
+
+import csv
+import json
+import os
+import textwrap
+
+import numpy as np
+import pytest
+
+from data_prep import synthetic
+from fbp_jax import cross_validation as cv
+from fbp_jax import evaluation, train_lib
+from tests.conftest import REPO
+
+TINY_FOLDS = synthetic.TINY_FOLDS_CONFIG
+AMFBP_CV = os.path.join(REPO, "configs", "synthetic_cv_amfbp.py")
+
+
+def test_synthetic_folds_are_disjoint_speaker_groups():
+    names = synthetic.split_names(TINY_FOLDS)
+    assert names == ("fold1", "fold2", "fold3")
+    speakers = [set(synthetic.speakers_for_split(TINY_FOLDS, f)) for f in names]
+    assert all(len(s) == 2 for s in speakers)
+    assert len(set.union(*speakers)) == 6  # disjoint
+    for fold, spk in zip(names, speakers, strict=True):
+        assert synthetic.num_examples(TINY_FOLDS, fold) == 16
+        for i in (0, 5, 15):
+            ex = synthetic.generate_example(TINY_FOLDS, fold, i)
+            assert ex["speaker"] in spk and ex["clip_id"] == f"{fold}_{i:05d}"
+            assert ex["audio"].shape[1] == 200
+    with pytest.raises(ValueError, match="valid splits"):
+        synthetic.generate_example(TINY_FOLDS, "train", 0)
+    # The train / validation configs are untouched.
+    assert synthetic.split_names(synthetic.TINY_CONFIG) == ("train", "validation")
+
+
+def test_fold_configs_never_select_on_the_test_speakers():
+    from configs import synthetic_cv_common
+
+    folds = cv.load_folds(AMFBP_CV)
+    assert [f.name for f in folds] == list(synthetic_cv_common.FOLDS)
+    tests = [f.splits["test"] for f in folds]
+    assert sorted(tests) == [f"fold{k}" for k in range(1, 6)]  # every fold tested once
+    for f in folds:
+        parts = {k: cv.split_parts(v) for k, v in f.splits.items()}
+        assert len(parts["train"]) == 3 and len(parts["validation"]) == 1
+        assert not (parts["test"] & (parts["train"] | parts["validation"]))
+    with pytest.raises(cv.CrossValidationError, match="define the folds"):
+        cv.load_folds(AMFBP_CV, {"data.test_split": "fold1"})
+    with pytest.raises(cv.CrossValidationError, match="without a fold argument"):
+        cv.load_folds(AMFBP_CV + ":2")
+    with pytest.raises(cv.CrossValidationError, match="declares no folds"):
+        cv.load_folds(os.path.join(REPO, "configs", "demo.py"))
+    bad = cv.Fold("x", folds[0].config.copy_and_resolve_references())
+    with bad.config.unlocked():
+        bad.config.data.eval_split = "fold1+fold2"
+        bad.config.data.test_split = "fold2"
+    with pytest.raises(cv.CrossValidationError, match="validation and test splits share"):
+        cv.check_fold(bad)
+
+
+PROTOCOL = """
+from tests.conftest import tiny_folds_config
+
+FOLDS = ("1", "2", "3")
+
+
+def get_config(fold=None):
+    return tiny_folds_config({data_dir!r}, "video", fold or "1", num_train_steps=2,
+                             eval_every_steps=1).lock()
+"""
+
+
+@pytest.mark.slow
+def test_runner_runs_every_fold_resumes_and_writes_the_table(tiny_folds_data_dir, tmp_path):
+    config_file = tmp_path / "tiny_protocol.py"
+    config_file.write_text(textwrap.dedent(PROTOCOL.format(data_dir=tiny_folds_data_dir)))
+    workdir = str(tmp_path / "cv")
+    folds = cv.load_folds(str(config_file), {"optim.learning_rate": 0.01})
+    assert [f.config.optim.learning_rate for f in folds] == [0.01] * 3
+
+    first = cv.run_cross_validation(folds, workdir, only=["2"], config_file=str(config_file))
+    assert not first["complete"] and first["missing"] == ["1", "3"]
+    assert not os.path.exists(os.path.join(workdir, cv.RESULTS_JSON))  # nothing looks finished
+    fold2 = os.path.join(workdir, "fold2", cv.FOLD_RESULT)
+    stamp = os.path.getmtime(fold2)
+
+    summary = cv.run_cross_validation(folds, workdir, config_file=str(config_file))
+    assert os.path.getmtime(fold2) == stamp  # fold 2 was not run again
+    assert summary["complete"] and [r["fold"] for r in summary["folds"]] == ["1", "2", "3"]
+    for r in summary["folds"]:
+        # The reported checkpoint is the best on the fold's validation speakers.
+        manager = train_lib.create_checkpoint_manager(os.path.join(workdir, f"fold{r['fold']}"))
+        val = {s: manager.metrics(s)["eval_accuracy"] for s in manager.all_steps()}
+        manager.close()
+        assert r["validation_accuracy"] == max(val.values()) == val[r["best_step"]]
+        assert r["splits"]["test"] == f"fold{r['fold']}" and r["test_examples"] == 16
+        test = evaluation.read_predictions(
+            os.path.join(workdir, f"fold{r['fold']}", "test", evaluation.PREDICTIONS_FILE)
+        )
+        assert {c.split("_")[0] for c in test.clip_ids} == {f"fold{r['fold']}"}
+        assert test.metrics()["weighted_accuracy"] == pytest.approx(r["test_accuracy"])
+    accs = [r["test_accuracy"] for r in summary["folds"]]
+    assert summary["mean"]["test_accuracy"] == pytest.approx(np.mean(accs))
+    assert summary["std"]["test_accuracy"] == pytest.approx(np.std(accs, ddof=1))
+
+    pooled = evaluation.read_predictions(os.path.join(workdir, cv.POOLED_PREDICTIONS))
+    assert len(pooled.clip_ids) == 48  # every clip of the corpus once
+    correct = sum(r["test_accuracy"] * r["test_examples"] for r in summary["folds"])
+    assert summary["pooled"]["weighted_accuracy"] == pytest.approx(correct / 48)
+    with open(os.path.join(workdir, cv.RESULTS_JSON)) as f:
+        assert json.load(f)["complete"]
+    with open(os.path.join(workdir, cv.RESULTS_CSV)) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["fold"] for r in rows] == ["1", "2", "3", "mean", "std", "pooled"]
+    table = cv.format_summary(summary)
+    assert "mean+-sd" in table and "pooled" in table
+
+    # A run with itself: no discordant clip, p = 1.
+    text = cv.compare([workdir, workdir])
+    assert "only cv right 0" in text and "two-sided 1" in text
+
+    # Resuming with other settings is refused, naming the differing field.
+    changed = cv.load_folds(str(config_file), {"optim.learning_rate": 0.02})
+    os.remove(os.path.join(workdir, "fold1", cv.FOLD_RESULT))
+    with pytest.raises(cv.CrossValidationError, match=r"optim.learning_rate"):
+        cv.run_cross_validation(changed, workdir, config_file=str(config_file))

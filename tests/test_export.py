@@ -1,0 +1,42 @@
+"""Export: the serialized model (jax.export), reloaded without the model code, gives the outputs
+of the original model, at any batch size."""
+
+import os
+
+import numpy as np
+import pytest
+
+from fbp_jax import evaluation, export
+
+pytestmark = pytest.mark.slow
+
+
+def _real_batch(workdir, n):
+    """The first n clips of the validation split, as the evaluation pipeline feeds them."""
+    from fbp_jax import input_pipeline
+
+    loaded = evaluation.load_model(workdir)
+    builder = input_pipeline.get_builder(loaded.config.data)
+    ds = input_pipeline.create_eval_dataset(
+        builder, loaded.config.data, "validation", n, loaded.stats
+    )
+    batch = next(iter(ds.as_numpy_iterator()))
+    return loaded, {k: batch[k] for k in ("audio", "audio_mask", "video", "video_mask")}
+
+
+def test_exported_model_equals_the_original(amfbp_workdir, tmp_path):
+    out = str(tmp_path / "export")
+    export.export_model(amfbp_workdir, out)
+    assert sorted(os.listdir(out)) == sorted([export.MODEL_FILE, export.STATS_FILE, "serving.json"])
+    served = export.load_exported(out)
+    assert served.fusion == "am_fbp" and len(served.class_names) == 7
+    loaded, batch = _real_batch(amfbp_workdir, 16)  # the evaluation tests' batch shape
+    want = loaded.apply_fn(batch)
+    for n in (16, 3):  # the batch dimension is symbolic
+        got = served.apply({k: v[:n] for k, v in batch.items()})
+        assert set(got) == set(want)
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key][:n], rtol=1e-5, atol=1e-6, err_msg=key)
+    np.testing.assert_array_equal(served.stats["audio_mean"], loaded.stats["audio_mean"])
+    with pytest.raises(FileExistsError, match="exists"):
+        export.export_model(amfbp_workdir, out)

@@ -1,0 +1,182 @@
+"""predict: a generated audio file through data_prep's features, the training statistics and the
+evaluation crop gives the posteriors that `evaluate` gives for the same clip; refusals are clear."""
+
+import io
+import math
+import os
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import soundfile
+
+from data_prep import audio as audio_lib
+from fbp_jax import evaluation, export, predict
+from fbp_jax.predict import PredictError
+
+pytestmark = pytest.mark.slow
+CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+CLIP_SECONDS = {"long": 2.13, "short": 0.71}  # longer and shorter than the 1.2 s crop
+
+
+def speech_like(seconds, seed):
+    """A harmonic signal with a gliding f0 and a syllable-rate envelope, 16 kHz."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * 16000)) / 16000
+    f0 = 120 + 40 * np.sin(2 * np.pi * 0.8 * t + seed)
+    phase = 2 * np.pi * np.cumsum(f0) / 16000
+    voice = sum(np.sin(k * phase) / k for k in range(1, 15))
+    envelope = 0.3 + 0.7 * np.sin(2 * np.pi * 3.5 * t) ** 2
+    return (0.2 * voice * envelope + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Generated .wav / .flac files, their labels, and a TFDS dataset of the same clips."""
+    import tensorflow_datasets as tfds
+
+    from data_prep import base
+
+    folder = tmp_path_factory.mktemp("clips")
+    files, examples = {}, []
+    for i, (name, seconds) in enumerate(CLIP_SECONDS.items()):
+        ext = ".wav" if i == 0 else ".flac"
+        path = str(folder / f"{name}{ext}")
+        soundfile.write(path, speech_like(seconds, i), 16000)
+        files[name] = path
+        spec = audio_lib.log_spectrogram(audio_lib.load_audio(path).samples)
+        frames = math.ceil(len(spec) / 4)
+        examples.append(
+            {
+                "clip_id": name,
+                "speaker": "gen",
+                "label": i,
+                "audio": spec,
+                "video": np.zeros((frames, 32), np.float32),
+                "video_valid": np.ones(frames, bool),
+                "duration_s": np.float32(seconds),
+            }
+        )
+
+    class GeneratedClips(tfds.core.GeneratorBasedBuilder):
+        """The generated files in the corpus schema (features from data_prep.audio)."""
+
+        VERSION = tfds.core.Version("1.0.0")
+        RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Test clips."}
+
+        @tfds.core.utils.classproperty
+        @classmethod
+        def url_infos(cls):
+            return None
+
+        def _info(self):
+            features = base.schema_features(CLASSES, (32,), "zeros")
+            # Not dataset_info_from_configs: it looks for metadata files beside the module.
+            return tfds.core.DatasetInfo(builder=self, description="test", features=features)
+
+        def _split_generators(self, dl_manager):
+            return {"test": self._generate_examples()}
+
+        def _generate_examples(self):
+            for ex in examples:
+                yield ex["clip_id"], ex
+
+    data_dir = str(tmp_path_factory.mktemp("tfds_generated"))
+    GeneratedClips(data_dir=data_dir).download_and_prepare()
+    return {"files": files, "data_dir": data_dir, "folder": str(folder)}
+
+
+@pytest.fixture(scope="module")
+def audio_export(audio_workdir, tmp_path_factory):
+    """The audio model exported for serving."""
+    return export.export_model(audio_workdir, str(tmp_path_factory.mktemp("export") / "e"))
+
+
+def test_predict_matches_evaluate_on_generated_clips(audio_workdir, audio_export, clips):
+    evaluated = evaluation.evaluate(
+        audio_workdir,
+        "test",
+        data_dir=clips["data_dir"],
+        data_name="generated_clips",
+        batch_size=16,  # one padded batch
+    )
+    by_id = dict(zip(evaluated.clip_ids, evaluated.probabilities, strict=True))
+    model = predict.load_model(audio_workdir)
+    assert model.class_names == CLASSES
+    exported = export.load_exported(audio_export)
+    for name, path in clips["files"].items():
+        r = predict.predict_file(model, path, span_seconds=0.5)
+        probs = np.array([r["probabilities"][c] for c in CLASSES])
+        assert probs.sum() == pytest.approx(1.0, abs=1e-5)
+        np.testing.assert_allclose(probs, by_id[name], atol=1e-5)
+        assert r["prediction"] == CLASSES[int(np.argmax(by_id[name]))]
+        start, end, weight = r["audio_span"]
+        assert 0 <= start < end <= CLIP_SECONDS[name] + 1e-6 and 0 < weight <= 1 + 1e-6
+        if name == "long":  # centre crop of 1.2 s out of 2.13 s
+            assert r["crop_start_s"] == pytest.approx(0.44)
+            assert start >= r["crop_start_s"] - 1e-9
+        # The exported model serves the same prediction without the model code.
+        e = predict.predict_file(exported, path, span_seconds=0.5)
+        for c in CLASSES:
+            assert e["probabilities"][c] == pytest.approx(r["probabilities"][c], abs=1e-5)
+
+
+def test_a_directory_gives_a_csv_with_errors_named(audio_workdir, clips, tmp_path):
+    folder = tmp_path / "media"
+    folder.mkdir()
+    for path in clips["files"].values():
+        os.symlink(path, folder / os.path.basename(path))
+    (folder / "broken.wav").write_bytes(b"RIFF....WAVEnot audio")
+    (folder / "notes.txt").write_text("ignored")
+    model = predict.load_model(audio_workdir)
+    files = predict.find_media([str(folder)])
+    assert [os.path.basename(f) for f in files] == ["broken.wav", "long.wav", "short.flac"]
+    rows = []
+    for f in files:
+        try:
+            rows.append((f, predict.predict_file(model, f)))
+        except PredictError as e:
+            rows.append((f, str(e)))
+    out = io.StringIO()
+    predict.rows_to_csv(model, rows, out)
+    lines = out.getvalue().strip().splitlines()
+    assert lines[0].startswith("file,prediction,confidence,duration_s,prob_angry")
+    assert len(lines) == 4 and "broken.wav: unreadable audio" in lines[1]
+    assert lines[2].split(",")[1] in CLASSES
+
+
+def test_refusals_name_the_file_and_the_reason(amfbp_workdir, audio_workdir, clips, tmp_path):
+    av_model = predict.load_model(amfbp_workdir)
+    wav = clips["files"]["long"]
+    with pytest.raises(PredictError, match=r"long.wav: audio-only file, but the model \(am_fbp"):
+        predict.predict_file(av_model, wav)
+    if predict._video_hook() is None:
+        with pytest.raises(PredictError, match=r"clip.mp4: video files are not supported yet"):
+            predict.predict_file(av_model, str(tmp_path / "clip.mp4"))
+    audio_model = predict.load_model(audio_workdir)
+    with pytest.raises(PredictError, match=r"x.mp3: unsupported file type .mp3"):
+        predict.predict_file(audio_model, str(tmp_path / "x.mp3"))
+    with pytest.raises(PredictError, match=r"missing.wav: file not found"):
+        predict.predict_file(audio_model, str(tmp_path / "missing.wav"))
+    with pytest.raises(PredictError, match=r"neither a training workdir"):
+        predict.load_model(str(tmp_path))
+
+
+def test_predict_and_the_export_need_no_tensorflow(audio_workdir, audio_export, clips, monkeypatch):
+    from tests.conftest import BLOCK_TENSORFLOW, run_script
+
+    # etils asks importlib whether TensorFlow is installed, which the blocker would answer with
+    # an ImportError; on a machine without TensorFlow the answer is simply no.
+    monkeypatch.setenv("EPATH_USE_TF", "0")
+    script = (
+        BLOCK_TENSORFLOW
+        + """
+from fbp_jax import predict
+for model in sys.argv[1:3]:
+    r = predict.predict_file(predict.load_model(model), sys.argv[3])
+    print(r["prediction"], round(sum(r["probabilities"].values()), 5))
+"""
+    )
+    proc = run_script(script, audio_workdir, audio_export, clips["files"]["long"])
+    lines = proc.stdout.split("\n")
+    assert lines[0] == lines[1] and lines[0].endswith(" 1.0"), proc.stdout
