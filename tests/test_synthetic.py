@@ -293,6 +293,6 @@ def test_get_builder_names():
         "synthetic_av"
     )
     with pytest.raises(ValueError, match="valid corpora"):
-        build.get_builder("ravdess/foo")
+        build.get_builder("nosuchcorpus/foo")
     with pytest.raises(ValueError, match="valid configs"):
         build.get_builder("synthetic_av/huge")
