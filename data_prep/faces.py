@@ -391,6 +391,29 @@ class FacePipeline:
         )
 
 
+_PREDICT_PIPELINE: FacePipeline | None = None
+
+
+def clip_features(path: str) -> dict[str, np.ndarray | float]:
+    """Schema features of one video file for `fbp_jax.predict`: the builders' face pipeline.
+
+    Clips without any face are kept (every frame whole, all invalid), as the paper does.
+
+    Returns:
+      dict with `audio` [Ta, 200], `video` [Tv, D1], `video_valid` [Tv], `duration_s`.
+    """
+    global _PREDICT_PIPELINE
+    if _PREDICT_PIPELINE is None:
+        _PREDICT_PIPELINE = FacePipeline(require_face=False)
+    f = _PREDICT_PIPELINE(path)
+    return {
+        "audio": f.spectrogram,
+        "video": f.features,
+        "video_valid": f.valid,
+        "duration_s": f.duration_s,
+    }
+
+
 def features_from_file(
     npy_path: str, video_path: str, audio_path: str | None = None
 ) -> FaceFeatures:

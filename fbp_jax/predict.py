@@ -16,11 +16,11 @@ else stdout); a file that cannot be used gets its error in the `error` column.
 
 Audio files: .wav, .flac, .ogg. Video files (.mp4, .avi, .flv, .mkv): an audio-only model reads
 their audio track (`data_prep.video.read_video`); a model that needs the face stream needs the
-face pipeline, which is looked up as `data_prep.video.clip_features(path) -> {'audio': [Ta,
-200], 'video': [Tv, ...], 'video_valid': [Tv]}`; until that exists such files are refused with a
-message. A model that needs video refuses an audio-only file.
+face pipeline of the AFEW / CREMA-D builders, `data_prep.faces.clip_features(path)` (MTCNN,
+alignment, FER2013 encoder; it needs TensorFlow for MTCNN). A model that needs video refuses
+an audio-only file, and a video model trained on other face features than the pipeline's.
 
-Needs no TensorFlow.
+Audio files need no TensorFlow.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from fbp_jax import fusion as fusion_lib
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".flv", ".mkv")
 # The face pipeline's entry point for video files, when it exists (see the module docstring).
-VIDEO_FEATURES_HOOK = ("data_prep.video", "clip_features")
+VIDEO_FEATURES_HOOK = ("data_prep.faces", "clip_features")
 SERVING_FILE = "serving.json"
 DATA_FIELDS = (
     "clip_seconds",
@@ -192,6 +192,13 @@ def read_features(path: str, model: ServingModel) -> dict[str, Any]:
         features["audio"] = audio_lib.log_spectrogram(samples)
         features["duration_s"] = len(samples) / audio_lib.SAMPLE_RATE
     features.setdefault("duration_s", len(features["audio"]) / model.data["audio_fps"])
+    if "video" in features and needs_video:
+        shape = tuple(features["video"].shape[1:])
+        if shape != tuple(model.data["video_shape"]):
+            raise PredictError(
+                f"{path}: the model ({model.source}) takes video features of shape "
+                f"{tuple(model.data['video_shape'])} per frame, the face pipeline gives {shape}"
+            )
     bins = features["audio"].shape[-1]
     if bins != model.data["num_bins"]:
         raise PredictError(
