@@ -3,6 +3,7 @@
     python -m fbp_jax.benchmark                                   # demo sizes, all variants
     python -m fbp_jax.benchmark --config=afew --fcn=alexnet --variants=am_fbp --batch_sizes=64
     python -m fbp_jax.benchmark --dtypes=float32,bfloat16 --json=bench.json
+    python -m fbp_jax.benchmark --scaling=1,2,4 --variants=am_fbp   # emulated CPU devices
 
 For each fusion variant, dtype and global batch size it measures, after warm-up and blocking on
 the results: train-step and inference examples/s (median over repeats, with min-max spread),
@@ -11,12 +12,23 @@ and its ratio to the dense-matmul FLOP/s measured on the same device in the same
 peak device memory where JAX reports it (GPUs; on CPUs the compiled buffer sizes instead).
 Batches are in-memory arrays fed exactly as in training (sharded over the local devices, pmap),
 so the command needs no TensorFlow and runs unchanged on a CPU or a GPU.
+
+`--scaling=1,2,4` measures data-parallel scaling instead: it reruns itself in one subprocess per
+device count N with N emulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N)
+and a global batch of N x `--scaling_batch`, and reports the train examples/s of each N and the
+efficiency rate_N / (N x rate_1). Emulated devices share the machine's cores, so on a small CPU
+this measures the overhead of the data-parallel step (sharding, pmean of the gradients), not
+the speed-up that N real devices would give.
 """
 
 import functools
 import json
 import os
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -46,6 +58,12 @@ flags.DEFINE_string(
     "under this TFDS data dir (needs TensorFlow).",
 )
 flags.DEFINE_integer("pipeline_batches", 60, "Batches timed for the pipeline measurement.")
+flags.DEFINE_list(
+    "scaling",
+    [],
+    "Emulated CPU device counts (e.g. 1,2,4): measure scaling at a fixed per-device batch.",
+)
+flags.DEFINE_integer("scaling_batch", 16, "Per-device batch of the scaling measurement.")
 
 
 def get_config(name: str, fusion_name: str, dtype: str):
@@ -224,8 +242,90 @@ def format_table(rows: list[dict], peaks: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def _run_with_devices(devices: int, batch_size: int) -> list[dict]:
+    """The benchmark rows of a subprocess with `devices` emulated CPU devices."""
+    xla_flags = re.sub(
+        r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", "")
+    )
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"{xla_flags} --xla_force_host_platform_device_count={devices}".strip(),
+        "PYTHONPATH": os.pathsep.join(
+            [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+            + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+    }
+    forwarded = ("config", "fcn", "variants", "dtypes", "clip_seconds", "steps", "repeats")
+    args = [
+        f"--{name}={','.join(value) if isinstance(value, list) else value}"
+        for name in forwarded
+        if (value := FLAGS[name].value) is not None
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rows.json")
+        cmd = [sys.executable, "-m", "fbp_jax.benchmark", *args, f"--batch_sizes={batch_size}"]
+        cmd += [f"--matmul_size={min(FLAGS.matmul_size, 256)}", f"--json={out}"]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode:
+            raise RuntimeError(f"benchmark with {devices} devices failed:\n{proc.stderr[-3000:]}")
+        with open(out) as f:
+            return json.load(f)["rows"]
+
+
+def scaling(device_counts: list[int], per_device_batch: int) -> tuple[list[dict], str]:
+    """Train examples/s over emulated device counts and the efficiency against one device."""
+    if not device_counts or min(device_counts) < 1:
+        raise ValueError(f"--scaling needs positive device counts, got {device_counts}")
+    counts = sorted(set(device_counts) | {1})
+    runs = {n: _run_with_devices(n, n * per_device_batch) for n in counts}
+    rows = []
+    for base in runs[1]:
+        key = (base["variant"], base["dtype"])
+        for n in counts:
+            (r,) = [r for r in runs[n] if (r["variant"], r["dtype"]) == key]
+            if r["devices"] != n:
+                raise RuntimeError(f"asked for {n} emulated devices, the run had {r['devices']}")
+            rows.append(
+                {
+                    "variant": key[0],
+                    "dtype": key[1],
+                    "devices": n,
+                    "batch": r["batch"],
+                    "train_ex_s": r["train_ex_s"],
+                    "speedup": r["train_ex_s"] / base["train_ex_s"],
+                    "efficiency": r["train_ex_s"] / (n * base["train_ex_s"]),
+                }
+            )
+    head = (
+        f"{'variant':<9} {'dtype':<8} {'devices':>7} {'batch':>5} {'train ex/s':>10} "
+        f"{'speed-up':>8} {'eff.':>6}"
+    )
+    lines = [head, "-" * len(head)]
+    lines += [
+        f"{r['variant']:<9} {r['dtype']:<8} {r['devices']:>7} {r['batch']:>5} "
+        f"{r['train_ex_s']:>10.1f} {r['speedup']:>8.2f} {r['efficiency']:>6.2f}"
+        for r in rows
+    ]
+    lines.append(
+        f"emulated CPU devices on {os.cpu_count()} cores, {per_device_batch} examples per "
+        "device; speed-up = rate_N / rate_1, efficiency = rate_N / (N x rate_1). The devices "
+        "share the cores, so a speed-up of 1 (efficiency 1/N) means no data-parallel overhead; "
+        "this is not what N real devices would give."
+    )
+    return rows, "\n".join(lines)
+
+
 def main(argv):
     del argv
+    if FLAGS.scaling:
+        rows, table = scaling([int(n) for n in FLAGS.scaling], FLAGS.scaling_batch)
+        print(table)
+        if FLAGS.json:
+            os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
+            with open(FLAGS.json, "w") as f:
+                json.dump({"scaling": rows, "table": table}, f, indent=2)
+        return
     logging.info("Devices: %s", jax.local_devices())
     peaks = {dtype: matmul_peak(dtype, FLAGS.matmul_size) for dtype in FLAGS.dtypes}
     rows = []

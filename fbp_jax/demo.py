@@ -1,6 +1,6 @@
 """The demo: synthetic corpus -> audio, video, G-FBP and AM-FBP -> one table.
 
-    python -m fbp_jax.demo [--data_dir=data] [--workdir=workdirs/demo]
+    python -m fbp_jax.demo [--data_dir=data] [--workdir=workdirs/demo] [--dtype=bfloat16]
 
 Builds the synthetic corpus if it is missing (data_prep/synthetic.py), trains the two
 single-modality systems, then G-FBP and AM-FBP with their encoders initialised from those
@@ -25,6 +25,12 @@ flags.DEFINE_string("workdir", os.path.join("workdirs", "demo"), "Parent of the 
 flags.DEFINE_list("variants", ["audio", "video", "g_fbp", "am_fbp"], "Fusion variants to train.")
 flags.DEFINE_integer("num_epochs", None, "Override the demo config's epochs (all variants).")
 flags.DEFINE_integer("fusion_epochs", 6, "Epochs of the fusion variants (initialised runs).")
+flags.DEFINE_enum(
+    "dtype",
+    "float32",
+    ["float32", "bfloat16"],
+    "Computation dtype of every run (model.dtype); parameters and optimiser state stay float32.",
+)
 
 
 def format_table(rows: list[dict]) -> str:
@@ -54,6 +60,7 @@ def main(argv):
         config = demo_config.get_config(variant)
         with config.unlocked():
             config.data.data_dir = FLAGS.data_dir
+            config.model.dtype = FLAGS.dtype
             if FLAGS.num_epochs:
                 config.num_epochs = FLAGS.num_epochs
             if variant not in ("audio", "video"):
@@ -69,7 +76,8 @@ def main(argv):
     table = format_table(rows)
     logging.info("Demo results:\n%s", table)
     print(
-        f"\nSynthetic AFEW-like corpus, validation split ({jax.device_count()} device(s)); "
+        f"\nSynthetic AFEW-like corpus, validation split ({jax.device_count()} device(s), "
+        f"{FLAGS.dtype}); "
         f"checkpoint chosen on validation accuracy.\n{table}"
     )
 

@@ -7,15 +7,64 @@ the axis `AXIS`). Keeping this in one module keeps a move to `jit` + `NamedShard
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 AXIS = "batch"
+
+# Environment variables a multi-process launcher sets to the number of processes it started.
+LAUNCHER_PROCESS_COUNTS = ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE")
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    enable: bool | None = None,
+) -> bool:
+    """Starts JAX's multi-process runtime (`jax.distributed.initialize`) when there is one.
+
+    Call it first, before anything touches a device. Values not given come from the environment
+    variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID; JAX detects what
+    is still missing from SLURM, Open MPI, Kubernetes or Cloud TPU. With `enable=None` the
+    runtime starts when any of the three values is set or a launcher started several processes
+    (srun: SLURM_STEP_NUM_TASKS > 1, mpirun: OMPI_COMM_WORLD_SIZE > 1); `True` always starts it
+    (pure auto-detection), `False` never. Returns whether it started.
+    """
+    coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+    if num_processes is None:
+        num_processes = _env_int("JAX_NUM_PROCESSES")
+    if process_id is None:
+        process_id = _env_int("JAX_PROCESS_ID")
+    given = (coordinator_address, num_processes, process_id)
+    if enable is None:
+        launched = any((_env_int(name) or 1) > 1 for name in LAUNCHER_PROCESS_COUNTS)
+        enable = launched or any(v is not None for v in given)
+    if not enable:
+        return False
+    if num_processes is not None and num_processes < 1:
+        raise ValueError(f"the number of processes must be positive, got {num_processes}")
+    if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
+        raise ValueError(f"process id {process_id} is not in [0, {num_processes})")
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
+    return True
 
 
 def local_batch_size(global_batch_size: int) -> int:
@@ -66,8 +115,19 @@ def replicate(tree: Any) -> Any:
 
 
 def unreplicate(tree: Any) -> Any:
-    """Takes the first device's copy of a replicated pytree."""
-    return flax.jax_utils.unreplicate(tree)
+    """Takes the first local device's copy of a replicated pytree (never another host's)."""
+    return jax.tree.map(
+        lambda x: x.addressable_data(0)[0] if isinstance(x, jax.Array) else x[0], tree
+    )
+
+
+def host_copy(tree: Any) -> Any:
+    """The first local copy of a replicated pytree as numpy arrays: what checkpoints store.
+
+    Orbax refuses host-local device arrays when there are several processes; numpy arrays it
+    writes from process 0 only, and every process restores them.
+    """
+    return jax.device_get(unreplicate(tree))
 
 
 def pmap(fn, *, donate_state: bool = False):

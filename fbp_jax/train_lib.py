@@ -260,8 +260,11 @@ def best_step(manager: ocp.CheckpointManager) -> int | None:
 
 
 def restore_state(manager: ocp.CheckpointManager, step: int, target: TrainState) -> TrainState:
-    """Restores the unreplicated state saved at `step` into the structure of `target`."""
-    return manager.restore(step, args=ocp.args.StandardRestore(target))
+    """Restores the unreplicated state saved at `step` into the structure of `target`.
+
+    Leaves come back as numpy arrays, which every process of a multi-process run can read.
+    """
+    return manager.restore(step, args=ocp.args.StandardRestore(jax.device_get(target)))
 
 
 def load_params(workdir: str, target: TrainState, which: str = "best") -> tuple[Any, int]:
@@ -327,7 +330,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     from fbp_jax import input_pipeline
 
     os.makedirs(workdir, exist_ok=True)
-    save_config(config, workdir)
+    if jax.process_index() == 0:  # Files outside the checkpoints: written by process 0 only.
+        save_config(config, workdir)
     writer = metric_writers.create_default_writer(
         workdir, just_logging=jax.process_index() > 0, asynchronous=False
     )
@@ -398,12 +402,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             last_eval = summarize(em, "eval_")
             writer.write_scalars(step, last_eval)
             manager.save(
-                step, args=ocp.args.StandardSave(parallel.unreplicate(state)), metrics=last_eval
+                step, args=ocp.args.StandardSave(parallel.host_copy(state)), metrics=last_eval
             )
             if timer_start is not None:
                 eval_seconds += time.perf_counter() - eval_start
         elif step % config.checkpoint_every_steps == 0:
-            manager.save(step, args=ocp.args.StandardSave(parallel.unreplicate(state)))
+            manager.save(step, args=ocp.args.StandardSave(parallel.host_copy(state)))
     manager.wait_until_finished()
     writer.flush()
 
@@ -420,7 +424,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if best is not None:
         result["best_step"] = best
         result.update({f"best_{k}": v for k, v in manager.metrics(best).items()})
-    with open(os.path.join(workdir, "result.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "result.json"), "w") as f:
+            json.dump(result, f, indent=2)
     manager.close()
     return result

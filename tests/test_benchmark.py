@@ -31,3 +31,25 @@ def test_benchmark_command_writes_table_and_json(tmp_path):
         assert row["train_ex_s_min"] <= row["train_ex_s"] <= row["train_ex_s_max"]
         assert row["train_gflop_per_ex"] > 0 and 0 < row["matmul_peak_fraction"]
     assert set(result["matmul_peak_flop_s"]) == {"float32", "bfloat16"}
+
+
+def test_scaling_reruns_itself_per_device_count(tmp_path):
+    out = tmp_path / "scaling.json"
+    script = "from absl import app\nfrom fbp_jax import benchmark\napp.run(benchmark.main)\n"
+    args = [
+        "--scaling=2",  # One device is always measured too: it is the reference.
+        "--scaling_batch=4",
+        "--variants=video",
+        "--steps=1",
+        "--repeats=1",
+        "--fcn=tiny",
+        "--clip_seconds=0.64",
+        f"--json={out}",
+    ]
+    proc = run_script(script, *args)
+    assert "efficiency = rate_N / (N x rate_1)" in proc.stdout
+    rows = json.loads(out.read_text())["scaling"]
+    assert [(r["devices"], r["batch"]) for r in rows] == [(1, 4), (2, 8)]
+    one, two = rows
+    assert one["efficiency"] == one["speedup"] == 1.0 and one["train_ex_s"] > 0
+    assert two["speedup"] == two["train_ex_s"] / one["train_ex_s"] == 2 * two["efficiency"]
