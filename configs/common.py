@@ -41,6 +41,7 @@ def fcn_config(preset: str = "alexnet", *, first_stride: int = 4) -> ml_collecti
             "lrn_bias": 2.0,
             "lrn_alpha": 1e-4,
             "lrn_beta": 0.75,
+            "lrn_after": (),  # Per layer; empty: after every conv (paper). AlexNet: conv1, 2.
             "freq_pooling": "mean",  # Pools the frequency (or marker) axis to 1 (Eq. 2).
             "conv_impl": "auto",  # 'xla', 'patches' (im2col + matmul) or 'auto' (patches on CPU).
             "temperature": 0.3,  # lambda_a of the attention softmax (Eq. 4).
@@ -75,6 +76,9 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     data.video_shape = (1024,)  # Per-frame video feature shape: (D1,) or (markers, 3).
     data.num_classes = len(CLASSES.get(corpus, CLASSES["afew"]))
     data.normalize = True  # Standardise with statistics of the training split.
+    data.speaker_norm = False  # Standardise with each speaker's own statistics instead.
+    data.frontend = "linear"  # Audio view: 'linear' (the stored bins, paper) or 'mel'.
+    data.num_mel = 64  # Mel channels of the 'mel' view (over the same 0-4 kHz band).
     data.use_video_valid = False  # Also mask frames without a detected face (paper: no).
     data.cache = True  # Cache decoded examples in memory.
     data.shuffle_buffer = 2048
@@ -86,14 +90,19 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     model.num_classes = data.get_ref("num_classes")
     model.dtype = "float32"  # 'bfloat16' computes in bf16 with float32 parameters.
     model.dropout_rate = 0.3  # Before the classifier.
+    model.encoder_dropout = 0.0  # On the encoder sequences, before attention (paper: none).
+    model.modality_dropout = 0.0  # Training: share of examples with one stream zeroed.
     model.audio = fcn_config("alexnet")
     model.video = video = ml_collections.ConfigDict()
-    video.encoder = "face"  # 'face': per-frame features [T, D1]; 'fcn': markers [T, M, 3].
+    video.encoder = "face"  # 'face': per-frame features [T, D1]; 'fcn': markers [T, M, 3];
+    # 'clip': one clip-level vector repeated over the frames, encoded once (no attention).
+    video.clip_hidden = ()  # Hidden layer sizes of the 'clip' encoder (MLP).
+    video.clip_dropout = 0.0  # Dropout after its hidden layers.
     video.reduction = "conv"  # Eq. 8: kernel 4, stride 4 over the D1 features.
     video.kernel_size = 4
     video.stride = 4
     video.filters = 1  # 1024 / 4 * 1 = 256 = D.
-    video.dense_features = 128  # Output size when reduction = 'dense'.
+    video.dense_features = 128  # Output size of the 'dense' reduction and 'clip' encoder.
     video.temperature = 1.0  # lambda_v (Eq. 9).
     video.fcn = fcn_config("alexnet", first_stride=1)  # Used when encoder = 'fcn'.
     model.fbp = fbp = ml_collections.ConfigDict()
@@ -128,6 +137,19 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     optim.warmup_epochs = 0.0
     optim.weight_decay = 0.0  # > 0 switches Adam to AdamW.
     optim.grad_clip_norm = 0.0  # 0: no clipping.
+    optim.label_smoothing = 0.0  # Of the training targets (paper: none).
+    optim.ema_decay = 0.0  # > 0: evaluate an exponential moving average of the weights.
+
+    # ---- input augmentation, training only (paper: none)
+    config.augment = augment = ml_collections.ConfigDict()
+    augment.gain_db = 0.0  # Random gain in [-g, g] dB on the stored log power.
+    augment.noise_prob = 0.0  # Share of clips with additive white noise ...
+    augment.noise_snr_db = (10.0, 30.0)  # ... at an SNR drawn in this range.
+    augment.time_masks = 0  # SpecAugment: masks along time ...
+    augment.time_mask_frames = 0  # ... of up to this many frames;
+    augment.freq_masks = 0  # masks along the audio features ...
+    augment.freq_mask_bins = 0  # ... of up to this many bins / mel channels.
+    augment.mixup_alpha = 0.0  # > 0: mixup of both streams, lam ~ Beta(alpha, alpha).
 
     # ---- loop
     config.batch_size = 64  # Global batch over all devices and hosts.
@@ -153,7 +175,9 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
         data.clip_seconds = 6.0  # 600 frames -> 19 encoder steps, one per trunk (H = 19).
         data.video_shape = (55, 3)  # Face markers x (x, y, z).
         video.encoder = "fcn"
-        video.temperature = 0.5  # lambda_v on IEMOCAP.
+        # lambda_v = 0.5 is the paper's IEMOCAP video-only system; its fusion systems use
+        # lambda_a = 0.3 and lambda_v = 1 on both corpora (Section IV).
+        video.temperature = 0.5 if fusion == "video" else 1.0
         fbp.num_trunks = 19
         if fusion == "video":
             optim.learning_rate = 2e-4

@@ -101,23 +101,28 @@ def _set(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
     config[last] = value
 
 
+def _fold_argument(fold: str, options: Sequence[str]) -> str:
+    return ",".join([fold, *options])
+
+
 def load_folds(config_file: str, overrides: dict[str, Any] | None = None) -> list[Fold]:
     """Every fold config a config file declares.
 
     Args:
       config_file: a config file whose `get_config(fold)` gives one fold's config with
-        `folds` (all fold names) and `data.test_split`.
+        `folds` (all fold names) and `data.test_split`, optionally followed by `:ARG`, the
+        argument of the base config (`FOLD[,OPTION...]`): its `folds` name the protocol, and
+        each fold's config is `get_config('<fold>,OPTION...')`, e.g.
+        `configs/ravdess_amfbp.py:dev,paper` runs folds dev1..dev6 with the paper recipe.
       overrides: {'optim.learning_rate': 3e-4, ...} applied to every fold.
 
     Returns:
       The folds of the protocol, in the order of `config.folds`.
     """
-    if ":" in config_file:
-        raise CrossValidationError(
-            f"{config_file}: give the config file without a fold argument; --folds picks folds"
-        )
-    module = _load_config_module(config_file)
-    base = module.get_config()
+    path, _, argument = config_file.partition(":")
+    options = [p for p in argument.split(",")[1:] if p]
+    module = _load_config_module(path)
+    base = module.get_config(argument) if argument else module.get_config()
     all_folds = tuple(str(f) for f in (base.get("folds") or ()))
     if not all_folds:
         raise CrossValidationError(
@@ -130,7 +135,7 @@ def load_folds(config_file: str, overrides: dict[str, Any] | None = None) -> lis
         raise CrossValidationError(f"{bad} define the folds of {config_file}; do not override them")
     folds = []
     for name in all_folds:
-        config = module.get_config(name)
+        config = module.get_config(_fold_argument(name, options))
         with config.unlocked():
             for key, value in overrides.items():
                 _set(config, key, value)
@@ -208,6 +213,42 @@ def _check_protocol(workdir: str, folds: Sequence[Fold], config_file: str) -> No
         evaluation.write_json(protocol, path)
 
 
+def _with_fold_init(fold: Fold) -> Fold:
+    """Resolves `init.{audio,video}_workdir` given as cross-validation workdirs to this fold's
+    run in them, after checking that the run trained on this fold's training speakers only."""
+    init = fold.config.get("init")
+    if not init:
+        return fold
+    config = ml_collections.ConfigDict(fold.config.to_dict())
+    changed = False
+    for key in ("audio_workdir", "video_workdir"):
+        path = init.get(key, "")
+        if not path or not os.path.isfile(os.path.join(path, PROTOCOL_FILE)):
+            continue
+        source = fold_dir(path, fold.name)
+        if not train_lib_finished(source):
+            raise CrossValidationError(
+                f"{path}: fold {fold.name} has no finished run to initialise {key} from; "
+                "run its cross-validation first"
+            )
+        saved = train_lib.load_config(source).data
+        if (saved.train_split, saved.eval_split) != (
+            fold.config.data.train_split,
+            fold.config.data.eval_split,
+        ):
+            raise CrossValidationError(
+                f"{source}: trained on {saved.train_split} / {saved.eval_split}, not on fold "
+                f"{fold.name}'s {fold.config.data.train_split} / {fold.config.data.eval_split}"
+            )
+        config.init[key] = source
+        changed = True
+    return Fold(fold.name, config.lock()) if changed else fold
+
+
+def train_lib_finished(directory: str) -> bool:
+    return os.path.isfile(os.path.join(directory, FOLD_RESULT)) or _training_finished(directory)
+
+
 def run_fold(fold: Fold, workdir: str, eval_batch_size: int | None = None) -> dict[str, Any]:
     """Trains one fold (or resumes it), then evaluates its best-on-validation checkpoint on the
     test split. Returns the fold result (also written to fold<k>/fold_result.json, last)."""
@@ -220,6 +261,7 @@ def run_fold(fold: Fold, workdir: str, eval_batch_size: int | None = None) -> di
             raise CrossValidationError(f"{result_path}: written for other splits than fold's")
         logging.info("Fold %s: done already (%s).", fold.name, result_path)
         return result
+    fold = _with_fold_init(fold)
     _check_same_config(fold, directory)
     start = time.time()
     if _training_finished(directory):
@@ -494,7 +536,10 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     config_flags.DEFINE_config_file(
-        "config", None, "Config file declaring the folds (no ':fold' argument).", lock_config=True
+        "config",
+        None,
+        "Config file declaring the folds, optionally with the base argument (FILE:ARG).",
+        lock_config=True,
     )
     flags.DEFINE_string("workdir", None, "The cross-validation workdir (one fold<k>/ per fold).")
     flags.DEFINE_list("folds", [], "Run only these folds (default: all); a rerun resumes.")

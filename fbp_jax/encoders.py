@@ -21,9 +21,10 @@ class FCNEncoder(nn.Module):
     Input is an image [B, T, F, C_in] with time first: a spectrogram [B, T, 200, 1] or a marker
     sequence [B, T, M, 3]. Each layer is conv -> ReLU -> LRN (-> 3x3/2 max-pool). Padding is
     explicit and symmetric (k // 2), so output step i always covers the same input window
-    whatever the clip length, and steps beyond the clip are zeroed after every layer: a clip gives
-    the same encoding whether or not it is padded. Finally the F axis is pooled to 1, giving the
-    sequence A = {a_1..a_T'} of Eq. 2.
+    whatever the clip length, and steps beyond the clip are zeroed before every op that reads
+    neighbouring steps (each conv and each max-pool): a clip gives the same encoding whether
+    or not padding follows it. Finally the F axis is pooled to 1, giving the sequence
+    A = {a_1..a_T'} of Eq. 2.
 
     Attributes:
       features: output channels per conv layer (AlexNet: 96, 256, 384, 384, 256).
@@ -32,7 +33,9 @@ class FCNEncoder(nn.Module):
       pool_after: whether a max-pool follows each layer.
       pool_window: max-pool window (3 in AlexNet).
       pool_stride: max-pool stride (2 in AlexNet).
-      use_lrn: apply local response normalisation after each ReLU.
+      use_lrn: apply local response normalisation (False: none at all, Table I's ablation).
+      lrn_after: per layer, whether LRN follows its ReLU; empty: every layer (the paper's
+        reading); AlexNet itself has it after conv1 and conv2 only, (True, True, False, ...).
       lrn_depth_radius, lrn_bias, lrn_alpha, lrn_beta: LRN constants (TF convention).
       freq_pooling: 'mean' or 'max' over the F axis.
       conv_impl: 'xla' (lax.conv_general_dilated), 'patches' (im2col + matmul,
@@ -52,6 +55,7 @@ class FCNEncoder(nn.Module):
     lrn_bias: float = 2.0
     lrn_alpha: float = 1e-4
     lrn_beta: float = 0.75
+    lrn_after: Sequence[bool] = ()
     freq_pooling: str = "mean"
     conv_impl: str = "auto"
     dtype: Dtype = jnp.float32
@@ -74,6 +78,9 @@ class FCNEncoder(nn.Module):
             == len(self.pool_after)
         ):
             raise ValueError("features, kernel_sizes, strides and pool_after differ in length")
+        lrn_after = tuple(self.lrn_after) or (True,) * len(self.features)
+        if len(lrn_after) != len(self.features):
+            raise ValueError(f"lrn_after has {len(lrn_after)} entries for {len(self.features)} layers")
         impl = self.conv_impl
         if impl == "auto":
             impl = "patches" if jax.default_backend() == "cpu" else "xla"
@@ -96,17 +103,19 @@ class FCNEncoder(nn.Module):
             )(x)
             mask = ops.downsample_mask(mask, k, s, pad)
             x = nn.relu(x)
-            if self.use_lrn:
+            if self.use_lrn and lrn_after[i]:
                 x = ops.local_response_normalization(
                     x, self.lrn_depth_radius, self.lrn_bias, self.lrn_alpha, self.lrn_beta
                 )
+            # Zero the steps beyond the clip before the next op reads them (pool or conv).
+            x = x * mask[:, :, None, None].astype(x.dtype)
             if pool:
                 w, ps = self.pool_window, self.pool_stride
                 ppad = (w // 2, w // 2)
                 # Inputs are >= 0 after ReLU, so zero-valued masked steps never win the max.
                 x = ops.max_pool_2d(x, w, ps, ppad)
                 mask = ops.downsample_mask(mask, w, ps, ppad)
-            x = x * mask[:, :, None, None].astype(x.dtype)
+                x = x * mask[:, :, None, None].astype(x.dtype)
         if self.freq_pooling == "mean":
             seq = jnp.mean(x, axis=2)
         elif self.freq_pooling == "max":
@@ -157,3 +166,30 @@ class FaceFeatureReduction(nn.Module):
             name="conv",
         )(v.reshape(b * length, d1, 1))
         return out.reshape(b, length, -1)
+
+
+class ClipFeatureEncoder(nn.Module):
+    """Encoder of one clip-level feature vector (e.g. RAVDESS's OpenFace AU row): an MLP.
+
+    Hidden layers are Dense -> ReLU -> dropout; the output layer is Dense to `features`.
+
+    Attributes:
+      hidden: sizes of the hidden layers (empty: one linear layer).
+      features: output size.
+      dropout_rate: dropout after each hidden layer (training only).
+      dtype: computation dtype.
+    """
+
+    hidden: Sequence[int] = ()
+    features: int = 64
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
+        """x: [B, D1] -> [B, features]."""
+        x = x.astype(self.dtype)
+        for i, h in enumerate(self.hidden):
+            x = nn.relu(nn.Dense(h, dtype=self.dtype, name=f"hidden{i + 1}")(x))
+            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        return nn.Dense(self.features, dtype=self.dtype, name="out")(x)

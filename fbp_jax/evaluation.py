@@ -510,7 +510,7 @@ def load_model(workdir: str, step: str | int = "best") -> LoadedModel:
     )
     manager = train_lib.create_checkpoint_manager(workdir)
     try:
-        params = train_lib.restore_state(manager, step, target).params
+        params = train_lib.restore_state(manager, step, target).eval_params
     finally:
         manager.close()
     stats = None

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from fbp_jax import models, parallel
+from fbp_jax import frontend, parallel
 
 BATCH_KEYS = ("audio", "audio_mask", "video", "video_mask", "label", "mask")
 
@@ -89,39 +89,146 @@ def _crop_or_pad(x: tf.Tensor, start: tf.Tensor, length: int) -> tuple[tf.Tensor
     return tf.pad(x, paddings), tf.sequence_mask(n, length)
 
 
+class Normalizer:
+    """Standardises both streams with global statistics or each speaker's own.
+
+    `stats` holds `{audio,video}_{mean,std}`: [F] arrays (statistics of the training split), or,
+    with `speakers` (a [S] array of ids), [S, F] arrays, one row per speaker, looked up by the
+    example's `speaker` (per-speaker standardisation; the ids of the split being read).
+    """
+
+    def __init__(self, stats: dict[str, np.ndarray]):
+        self.stats = stats
+        self.by_speaker = "speakers" in stats
+        self._table = None
+        if self.by_speaker:
+            keys = tf.constant([str(s) for s in stats["speakers"]])
+            init = tf.lookup.KeyValueTensorInitializer(keys, tf.range(len(keys), dtype=tf.int64))
+            self._table = tf.lookup.StaticHashTable(init, default_value=-1)
+
+    def __call__(self, audio, video, speaker=None):
+        s = self.stats
+        if self.by_speaker:
+            i = self._table.lookup(speaker)
+            with tf.control_dependencies(
+                [tf.debugging.assert_non_negative(i, message="speaker without statistics")]
+            ):
+                i = tf.identity(i)
+            pick = lambda k: tf.gather(tf.constant(s[k]), i)
+        else:
+            pick = lambda k: tf.constant(s[k])
+        audio = (audio - pick("audio_mean")) / pick("audio_std")
+        video = (video - pick("video_mean")) / pick("video_std")
+        return audio, video
+
+
+def _as_normalizer(stats) -> Normalizer | None:
+    if stats is None or isinstance(stats, Normalizer):
+        return stats
+    return Normalizer(stats)
+
+
+def audio_view(audio: tf.Tensor, data_config: ml_collections.ConfigDict) -> tf.Tensor:
+    """The model's view of the stored log-power spectrogram (frontend.audio_view, in tf)."""
+    if data_config.get("frontend", "linear") == "linear":
+        return audio
+    frontend.audio_feature_size(data_config)  # Validates the name.
+    fb = tf.constant(frontend.mel_matrix(data_config.num_bins, data_config.num_mel))
+    return tf.math.log(tf.maximum(tf.matmul(tf.exp(audio), fb), frontend.MEL_FLOOR))
+
+
+def _augment_log_power(audio: tf.Tensor, aug, seed: tf.Tensor) -> tf.Tensor:
+    """Random gain and additive white noise on a [T, bins] natural-log power spectrogram."""
+    s_gain, s_noise, s_snr, s_draw = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+    if aug.gain_db:
+        gain = tf.random.stateless_uniform([], s_gain, -aug.gain_db, aug.gain_db)
+        audio = audio + gain * (np.log(10.0) / 10.0)  # dB of power -> natural log.
+    if aug.noise_prob > 0:
+        lo, hi = aug.noise_snr_db
+        snr = tf.random.stateless_uniform([], s_snr, lo, hi)
+        power = tf.exp(audio)
+        noise_power = tf.reduce_mean(power) / tf.pow(10.0, snr / 10.0)
+        # The periodogram of white noise is exponentially distributed around its power.
+        u = tf.random.stateless_uniform(tf.shape(audio), s_noise, 1e-7, 1.0)
+        noisy = tf.math.log(power + noise_power * -tf.math.log(u))
+        apply = tf.random.stateless_uniform([], s_draw) < aug.noise_prob
+        audio = tf.where(apply, noisy, audio)
+    return audio
+
+
+def _mask_spans(x: tf.Tensor, axis: int, count: int, max_width: int, limit, seed) -> tf.Tensor:
+    """Zeroes `count` spans of width U[0, max_width] along `axis` (0: time, 1: features),
+    starting in [0, limit - width] (SpecAugment)."""
+    n = tf.shape(x)[axis]
+    pos = tf.range(n)
+    keep = tf.ones([n], tf.bool)
+    for s in tf.unstack(tf.random.experimental.stateless_split(seed, count)):
+        s_w, s_start = tf.unstack(tf.random.experimental.stateless_split(s, 2))
+        width = tf.random.stateless_uniform([], s_w, 0, max_width + 1, dtype=tf.int32)
+        width = tf.minimum(width, limit)
+        start = tf.random.stateless_uniform([], s_start, 0, limit - width + 1, dtype=tf.int32)
+        keep &= ~((pos >= start) & (pos < start + width))
+    keep = keep[:, None] if axis == 0 else keep[None, :]
+    return tf.where(keep, x, tf.zeros_like(x))
+
+
+def _uses_log_power_augment(aug) -> bool:
+    return aug is not None and (aug.get("gain_db", 0) or aug.get("noise_prob", 0) > 0)
+
+
 def preprocess(
     example: dict[str, tf.Tensor],
     *,
     data_config: ml_collections.ConfigDict,
-    stats: dict[str, np.ndarray] | None,
+    stats: dict[str, np.ndarray] | Normalizer | None,
     train: bool,
     seed: tf.Tensor | None = None,
+    augment: ml_collections.ConfigDict | None = None,
 ) -> dict[str, tf.Tensor]:
     """Crops both streams at the same instant, pads, standardises and adds masks.
 
     The crop starts on a video frame, so that audio frame 4k and video frame k stay aligned.
     Training crops at a random offset (from a stateless `seed`); evaluation crops the centre.
+    With `augment` (training only): random gain and additive noise on the stored log power
+    (before the frontend and the standardisation), then SpecAugment time and frequency masks
+    on the standardised, cropped audio (masked values are 0, the mean).
     """
     d = data_config
     ratio = d.audio_fps // d.video_fps
-    ta, tv = models.clip_frames(d)
+    ta, tv = frontend.clip_frames(d)
     audio, video = example["audio"], example["video"]
-    if stats is not None:
-        audio = (audio - stats["audio_mean"]) / stats["audio_std"]
-        video = (video - stats["video_mean"]) / stats["video_std"]
+    aug = augment if train else None
+    if train:
+        seed_crop, seed_aug, seed_mask = tf.unstack(
+            tf.random.experimental.stateless_split(seed, 3)
+        )
+    if _uses_log_power_augment(aug):
+        audio = _augment_log_power(audio, aug, seed_aug)
+    audio = audio_view(audio, d)
+    normalizer = _as_normalizer(stats)
+    if normalizer is not None:
+        audio, video = normalizer(audio, video, example.get("speaker"))
     n_units = tf.minimum(tf.shape(video)[0], -(-tf.shape(audio)[0] // ratio))
     slack = tf.maximum(n_units - tv, 0)
     if train:
-        start = tf.random.stateless_uniform([], seed, 0, slack + 1, dtype=tf.int32)
+        start = tf.random.stateless_uniform([], seed_crop, 0, slack + 1, dtype=tf.int32)
     else:
         start = slack // 2
     audio, audio_mask = _crop_or_pad(audio, start * ratio, ta)
     video, video_mask = _crop_or_pad(video, start, tv)
+    if aug is not None and (aug.time_masks or aug.freq_masks):
+        s_time, s_freq = tf.unstack(tf.random.experimental.stateless_split(seed_mask, 2))
+        valid = tf.reduce_sum(tf.cast(audio_mask, tf.int32))
+        if aug.time_masks:
+            audio = _mask_spans(audio, 0, aug.time_masks, aug.time_mask_frames, valid, s_time)
+        if aug.freq_masks:
+            bins = frontend.audio_feature_size(d)
+            audio = _mask_spans(audio, 1, aug.freq_masks, aug.freq_mask_bins, bins, s_freq)
     if d.use_video_valid:
         valid, _ = _crop_or_pad(example["video_valid"], start, tv)
         video_mask = tf.logical_and(video_mask, valid)
     return {
-        "audio": tf.ensure_shape(audio, [ta, d.num_bins]),
+        "audio": tf.ensure_shape(audio, [ta, frontend.audio_feature_size(d)]),
         "audio_mask": audio_mask,
         "video": tf.ensure_shape(video, [tv, *d.video_shape]),
         "video_mask": video_mask,
@@ -130,36 +237,78 @@ def preprocess(
     }
 
 
-def compute_stats(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np.ndarray]:
-    """Per-feature mean and std of audio and video frames over a (training) split."""
-    sums: dict[str, list[np.ndarray]] = {}
+def compute_stats(
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    data_config: ml_collections.ConfigDict | None = None,
+    *,
+    by_speaker: bool = False,
+) -> dict[str, np.ndarray]:
+    """Per-feature mean and std of audio (in the config's frontend view) and video frames.
+
+    Args:
+      builder: prepared TFDS builder.
+      split: TFDS split (arithmetic allowed).
+      data_config: `config.data` (its frontend); None reads the stored features as they are.
+      by_speaker: one row of statistics per speaker of the split (no labels are read), with
+        the speaker ids in `speakers`; else one over the whole split.
+
+    Returns:
+      `{audio,video}_{mean,std}` float32 arrays ([F], or [S, F] with `speakers` [S]).
+    """
+    sums: dict[str, dict[str, list]] = {}
     ds = builder.as_dataset(split=split, shuffle_files=False)
-    ds = ds.map(lambda e: {"audio": e["audio"], "video": e["video"]}, tf.data.AUTOTUNE)
+    view = (lambda a: audio_view(a, data_config)) if data_config is not None else tf.identity
+    ds = ds.map(
+        lambda e: {"audio": view(e["audio"]), "video": e["video"], "speaker": e["speaker"]},
+        tf.data.AUTOTUNE,
+    )
     for ex in tfds.as_numpy(ds):
-        for key in ("audio", "video"):
-            x = ex[key].astype(np.float64)
-            s = sums.setdefault(key, [0, 0.0, 0.0])
+        key = ex["speaker"].decode() if by_speaker else ""
+        acc = sums.setdefault(key, {})
+        for stream in ("audio", "video"):
+            x = ex[stream].astype(np.float64)
+            s = acc.setdefault(stream, [0, 0.0, 0.0])
             s[0] += x.shape[0]
             s[1] = s[1] + x.sum(0)
             s[2] = s[2] + np.square(x).sum(0)
-    stats = {}
-    for key, (n, s1, s2) in sums.items():
-        mean = s1 / max(n, 1)
-        std = np.sqrt(np.maximum(s2 / max(n, 1) - mean**2, 0.0))
-        stats[f"{key}_mean"] = mean.astype(np.float32)
-        stats[f"{key}_std"] = np.maximum(std, 1e-3).astype(np.float32)
+    if not sums:
+        raise ValueError(f"split {split!r} of {builder.name} has no examples")
+
+    def finish(acc):
+        out = {}
+        for stream, (n, s1, s2) in acc.items():
+            mean = s1 / max(n, 1)
+            std = np.sqrt(np.maximum(s2 / max(n, 1) - mean**2, 0.0))
+            out[f"{stream}_mean"] = mean.astype(np.float32)
+            out[f"{stream}_std"] = np.maximum(std, 1e-3).astype(np.float32)
+        return out
+
+    if not by_speaker:
+        return finish(sums[""])
+    speakers = sorted(sums)
+    rows = [finish(sums[s]) for s in speakers]
+    stats = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    stats["speakers"] = np.array(speakers)
     return stats
 
 
 def load_or_compute_stats(
-    builder: tfds.core.DatasetBuilder, split: str, workdir: str | None
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    workdir: str | None,
+    data_config: ml_collections.ConfigDict | None = None,
 ) -> dict[str, np.ndarray]:
-    """Statistics cached in `workdir/norm_stats.npz`, so evaluation and resumes reuse them."""
+    """Statistics cached in `workdir/norm_stats.npz`, so evaluation and resumes reuse them.
+
+    With `data.speaker_norm` they are per speaker of `split` (the training speakers).
+    """
     path = os.path.join(workdir, "norm_stats.npz") if workdir else None
     if path and os.path.exists(path):
         with np.load(path) as f:
             return dict(f)
-    stats = compute_stats(builder, split)
+    by_speaker = bool(data_config is not None and data_config.get("speaker_norm", False))
+    stats = compute_stats(builder, split, data_config, by_speaker=by_speaker)
     if path and jax.process_index() == 0:
         tmp = path + ".tmp.npz"
         np.savez(tmp, **stats)
@@ -167,10 +316,24 @@ def load_or_compute_stats(
     return stats
 
 
+def split_stats(
+    builder: tfds.core.DatasetBuilder,
+    data_config: ml_collections.ConfigDict,
+    split: str,
+    train_stats: dict[str, np.ndarray] | None,
+) -> dict[str, np.ndarray] | None:
+    """The statistics that standardise `split`: the training split's, or, with
+    `data.speaker_norm`, those of the split's own speakers (computed from its unlabelled
+    features: per-speaker standardisation needs several clips of each speaker)."""
+    if train_stats is None or not data_config.get("speaker_norm", False):
+        return train_stats
+    return compute_stats(builder, split, data_config, by_speaker=True)
+
+
 def _padding_example(d: ml_collections.ConfigDict) -> dict[str, tf.Tensor]:
-    ta, tv = models.clip_frames(d)
+    ta, tv = frontend.clip_frames(d)
     return {
-        "audio": tf.zeros([ta, d.num_bins]),
+        "audio": tf.zeros([ta, frontend.audio_feature_size(d)]),
         "audio_mask": tf.zeros([ta], tf.bool),
         "video": tf.zeros([tv, *d.video_shape]),
         "video_mask": tf.zeros([tv], tf.bool),
@@ -204,12 +367,13 @@ def create_eval_dataset(
     total = builder.info.splits[split].num_examples
     per_process = -(-total // jax.process_count())
     num_batches = -(-per_process // batch_size)
+    normalizer = _as_normalizer(split_stats(builder, data_config, split, stats))
     ds = builder.as_dataset(
         split=tfds.split_for_jax_process(split, drop_remainder=False), shuffle_files=False
     )
 
     def fn(ex):
-        out = preprocess(ex, data_config=data_config, stats=stats, train=False)
+        out = preprocess(ex, data_config=data_config, stats=normalizer, train=False)
         if keep_ids:
             out["clip_id"] = ex["clip_id"]
         return out
@@ -230,23 +394,27 @@ def create_train_dataset(
     batch_size: int,
     stats: dict[str, np.ndarray] | None,
     seed: int,
+    augment: ml_collections.ConfigDict | None = None,
 ) -> tf.data.Dataset:
-    """Endless shuffled batches of this process's shard of `split`, random crops."""
+    """Endless shuffled batches of this process's shard of `split`, random crops, and the
+    input augmentations of `augment` (config.augment)."""
+    normalizer = _as_normalizer(stats)
     ds = builder.as_dataset(
         split=tfds.split_for_jax_process(split),
         shuffle_files=True,
         read_config=tfds.ReadConfig(shuffle_seed=seed),
     )
-    ds = ds.map(
-        lambda e: {k: e[k] for k in ("audio", "video", "video_valid", "label")}, tf.data.AUTOTUNE
-    )
+    keys = ("audio", "video", "video_valid", "label", "speaker")
+    ds = ds.map(lambda e: {k: e[k] for k in keys}, tf.data.AUTOTUNE)
     if data_config.cache:
         ds = ds.cache()
     ds = ds.repeat().shuffle(data_config.shuffle_buffer, seed=seed)
     # One stateless seed per example, derived from the pipeline seed: reproducible crops.
     ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed).batch(2))
     ds = ds.map(
-        lambda ex, s: preprocess(ex, data_config=data_config, stats=stats, train=True, seed=s),
+        lambda ex, s: preprocess(
+            ex, data_config=data_config, stats=normalizer, train=True, seed=s, augment=augment
+        ),
         tf.data.AUTOTUNE,
     )
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
@@ -256,11 +424,13 @@ def create_datasets(config: ml_collections.ConfigDict, workdir: str | None) -> D
     """Training and evaluation data of a config; statistics cached in `workdir`."""
     d = config.data
     builder = get_builder(d)
-    stats = load_or_compute_stats(builder, d.train_split, workdir) if d.normalize else None
+    stats = load_or_compute_stats(builder, d.train_split, workdir, d) if d.normalize else None
     batch = parallel.local_batch_size(config.batch_size)
 
     def train_iter(seed: int):
-        ds = create_train_dataset(builder, d, d.train_split, batch, stats, seed)
+        ds = create_train_dataset(
+            builder, d, d.train_split, batch, stats, seed, config.get("augment")
+        )
         return iter(tfds.as_numpy(ds))
 
     eval_ds = create_eval_dataset(builder, d, d.eval_split, batch, stats)  # Cached once.

@@ -29,6 +29,7 @@ def _fcn(cfg: ml_collections.ConfigDict, dtype: Any, name: str) -> encoders.FCNE
         lrn_bias=cfg.lrn_bias,
         lrn_alpha=cfg.lrn_alpha,
         lrn_beta=cfg.lrn_beta,
+        lrn_after=tuple(cfg.get("lrn_after", ())),
         freq_pooling=cfg.freq_pooling,
         conv_impl=cfg.get("conv_impl", "auto"),
         dtype=dtype,
@@ -76,32 +77,42 @@ class AVEmotionNet(nn.Module):
                 seq, mask
             )
 
+        encoder_dropout = nn.Dropout(cfg.get("encoder_dropout", 0.0), deterministic=not train)
         if "audio" in streams:
             x = batch["audio"][..., None]  # [B, T, F] -> [B, T, F, 1]
             seq, mask = _fcn(cfg.audio, dtype, "audio_encoder")(x, batch["audio_mask"])
+            seq = encoder_dropout(seq)
             att = pool(seq, mask, cfg.audio.temperature, True, "audio_attention")
             a = fusion.Stream(*att, mask, seq)
         if "video" in streams:
             vcfg = cfg.video
             video, mask = batch["video"], batch["video_mask"]
-            if vcfg.encoder == "fcn":  # marker sequences [B, T, M, 3] (IEMOCAP)
-                seq, mask = _fcn(vcfg.fcn, dtype, "video_encoder")(video, mask)
-                project = True
-            elif vcfg.encoder == "face":  # per-frame face features [B, T, D1]
-                seq = encoders.FaceFeatureReduction(
-                    vcfg.reduction,
-                    vcfg.kernel_size,
-                    vcfg.stride,
-                    vcfg.filters,
-                    vcfg.dense_features,
-                    dtype=dtype,
-                    name="video_encoder",
-                )(video)
-                project = False  # Eq. 8 scores tanh(Conv(v_i)) directly.
+            if vcfg.encoder == "clip":  # one clip-level vector (RAVDESS AU row): one step
+                v = self._clip_stream(video, mask, vcfg, dtype, train)
             else:
-                raise ValueError(f"video encoder must be 'face' or 'fcn', got {vcfg.encoder!r}")
-            att = pool(seq, mask, vcfg.temperature, project, "video_attention")
-            v = fusion.Stream(*att, mask, seq)
+                if vcfg.encoder == "fcn":  # marker sequences [B, T, M, 3] (IEMOCAP)
+                    seq, mask = _fcn(vcfg.fcn, dtype, "video_encoder")(video, mask)
+                    project = True
+                elif vcfg.encoder == "face":  # per-frame face features [B, T, D1]
+                    seq = encoders.FaceFeatureReduction(
+                        vcfg.reduction,
+                        vcfg.kernel_size,
+                        vcfg.stride,
+                        vcfg.filters,
+                        vcfg.dense_features,
+                        dtype=dtype,
+                        name="video_encoder",
+                    )(video)
+                    project = False  # Eq. 8 scores tanh(Conv(v_i)) directly.
+                else:
+                    raise ValueError(
+                        f"video encoder must be 'face', 'fcn' or 'clip', got {vcfg.encoder!r}"
+                    )
+                seq = encoder_dropout(seq)
+                att = pool(seq, mask, vcfg.temperature, project, "video_attention")
+                v = fusion.Stream(*att, mask, seq)
+        if a is not None and v is not None and train and cfg.get("modality_dropout", 0.0) > 0:
+            a, v = _drop_modality(a, v, cfg.modality_dropout, self.make_rng("dropout"))
         embedding, logits, extras = fusion.FusionHead(
             cfg.fusion,
             cfg.num_classes,
@@ -119,11 +130,44 @@ class AVEmotionNet(nn.Module):
                 outputs[f"{key}_mask"] = s.mask
         return outputs
 
+    def _clip_stream(self, video, mask, vcfg, dtype, train: bool) -> fusion.Stream:
+        """A clip-level feature vector (repeated over the clip's frames) as one step.
 
-def clip_frames(data_config: ml_collections.ConfigDict) -> tuple[int, int]:
-    """(audio frames, video frames) of a clip of `data_config.clip_seconds`."""
-    d = data_config
-    return round(d.clip_seconds * d.audio_fps), round(d.clip_seconds * d.video_fps)
+        The vector is read once (the mean of the valid frames, which are all equal), encoded
+        by `encoders.ClipFeatureEncoder`, and is the pooled vector itself: there is nothing to
+        attend over. For the trunks of M-FBP it is spread evenly over the clip's valid frames,
+        so each trunk gets its share of the clip's time.
+        """
+        m = mask.astype(dtype)
+        n = jnp.maximum(m.sum(axis=1, keepdims=True), 1.0)
+        clip = jnp.einsum("bt...,bt->b...", video.astype(dtype), m) / n
+        pooled = encoders.ClipFeatureEncoder(
+            tuple(vcfg.get("clip_hidden", ())),
+            vcfg.dense_features,
+            vcfg.get("clip_dropout", 0.0),
+            dtype=dtype,
+            name="video_encoder",
+        )(clip.reshape(clip.shape[0], -1), train=train)
+        weights = m / n  # [B, Tv], sums to 1 over valid frames
+        weighted = weights[:, :, None] * pooled[:, None, :]
+        return fusion.Stream(pooled, weighted, weights, mask, weighted * n[:, :, None])
+
+
+def _drop_modality(a: fusion.Stream, v: fusion.Stream, rate: float, rng) -> tuple:
+    """Zeroes one stream of an example with probability `rate` (audio or video, even odds), so
+    that fusion (and AG-FBP's mu) learns to lean on the other stream when one is uninformative.
+    """
+    u = jax.random.uniform(rng, (a.pooled.shape[0],))
+    keep_a = (u >= rate / 2).astype(a.pooled.dtype)
+    keep_v = ((u < rate / 2) | (u >= rate)).astype(v.pooled.dtype)
+
+    def scale(s: fusion.Stream, keep) -> fusion.Stream:
+        seq = None if s.sequence is None else s.sequence * keep[:, None, None]
+        return s._replace(
+            pooled=s.pooled * keep[:, None], weighted=s.weighted * keep[:, None, None], sequence=seq
+        )
+
+    return scale(a, keep_a), scale(v, keep_v)
 
 
 def get_model(config: ml_collections.ConfigDict) -> AVEmotionNet:

@@ -486,9 +486,3 @@ def downsample_mask(mask: Array, window: int, stride: int, padding: tuple[int, i
     centre = jnp.arange(t_out) * stride - padding[0] + (window - 1) // 2
     inside = (centre >= 0) & (centre < t)
     return jnp.take(mask, jnp.clip(centre, 0, t - 1), axis=-1) & inside
-
-
-def cross_entropy(logits: Array, labels: Array) -> Array:
-    """Per-example softmax cross-entropy with integer labels: [B, N], [B] -> [B]."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-    return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]

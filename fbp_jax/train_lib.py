@@ -25,14 +25,26 @@ from clu import metrics
 from flax.training import train_state
 
 from fbp_jax import fusion as fusion_lib
-from fbp_jax import models, ops, parallel
+from fbp_jax import frontend, models, parallel
 
 Array = jax.Array
 STREAM_KEYS = {"audio": ("audio", "audio_mask"), "video": ("video", "video_mask")}
 
 
 class TrainState(train_state.TrainState):
-    """Flax TrainState; the dropout key is derived from the step, so nothing else is needed."""
+    """Flax TrainState plus an exponential moving average of the parameters.
+
+    `ema_params` is None unless `optim.ema_decay` > 0; when set, evaluation, checkpoint
+    selection, prediction and export use it instead of `params`. The dropout key is derived
+    from the step, so nothing else is needed.
+    """
+
+    ema_params: Any = None
+
+    @property
+    def eval_params(self) -> Any:
+        """The parameters a model is evaluated with: the average when there is one."""
+        return self.params if self.ema_params is None else self.ema_params
 
 
 @flax.struct.dataclass
@@ -118,9 +130,9 @@ def create_optimizer(config: ml_collections.ConfigDict, lr_fn) -> optax.Gradient
 def input_spec(config: ml_collections.ConfigDict, batch_size: int = 1) -> dict[str, Any]:
     """Zero arrays shaped like one batch, for initialising parameters."""
     d = config.data
-    ta, tv = models.clip_frames(d)
+    ta, tv = frontend.clip_frames(d)
     return {
-        "audio": jnp.zeros((batch_size, ta, d.num_bins), jnp.float32),
+        "audio": jnp.zeros((batch_size, ta, frontend.audio_feature_size(d)), jnp.float32),
         "audio_mask": jnp.ones((batch_size, ta), bool),
         "video": jnp.zeros((batch_size, tv, *d.video_shape), jnp.float32),
         "video_mask": jnp.ones((batch_size, tv), bool),
@@ -133,13 +145,65 @@ def create_train_state(
     """Initialises parameters and the optimiser state."""
     inputs = model_inputs(input_spec(config), config.model.fusion)
     params = jax.jit(functools.partial(model.init, train=False))(rng, inputs)["params"]
+    ema = params if config.optim.get("ema_decay", 0.0) > 0 else None
     return TrainState.create(
-        apply_fn=model.apply, params=params, tx=create_optimizer(config, lr_fn)
+        apply_fn=model.apply, params=params, tx=create_optimizer(config, lr_fn), ema_params=ema
     )
 
 
+def step_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The keyword arguments of `train_step` a config sets (its training recipe)."""
+    return {
+        "fusion": config.model.fusion,
+        "mixup_alpha": config.get("augment", {}).get("mixup_alpha", 0.0),
+        "label_smoothing": config.optim.get("label_smoothing", 0.0),
+        "ema_decay": config.optim.get("ema_decay", 0.0),
+    }
+
+
+def cross_entropy(logits: Array, labels: Array, label_smoothing: float = 0.0) -> Array:
+    """Per-example softmax cross-entropy with integer labels, optionally smoothed: [B]."""
+    logits = logits.astype(jnp.float32)
+    if not label_smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def mixup(batch: dict[str, Array], inputs: dict[str, Array], alpha: float, rng: Array):
+    """Mixes every example with another of the device's batch (both streams, same partner).
+
+    Each example i gets lam_i ~ Beta(alpha, alpha), folded to >= 0.5 so that its own label
+    stays the main one: x_i <- lam_i x_i + (1 - lam_i) x_p(i) for the audio and video
+    features; a step is valid where either clip's is. Returns (mixed inputs, partner labels,
+    lam [b]); the loss is lam CE(y_i) + (1 - lam) CE(y_p(i)).
+    """
+    n = batch["label"].shape[0]
+    k_perm, k_lam = jax.random.split(rng)
+    perm = jax.random.permutation(k_perm, n)
+    lam = jax.random.beta(k_lam, alpha, alpha, (n,))
+    lam = jnp.maximum(lam, 1.0 - lam)
+    # Padding examples (mask 0) must not leak into real ones.
+    lam = jnp.where(batch["mask"][perm] > 0, lam, 1.0)
+    mixed = {}
+    for key, x in inputs.items():
+        if key.endswith("_mask"):
+            mixed[key] = x | x[perm]
+        else:
+            w = lam.reshape((n,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+            mixed[key] = w * x + (1 - w) * x[perm]
+    return mixed, batch["label"][perm], lam
+
+
 def train_step(
-    state: TrainState, batch: dict[str, Array], *, fusion: str, rng: Array
+    state: TrainState,
+    batch: dict[str, Array],
+    *,
+    fusion: str,
+    rng: Array,
+    mixup_alpha: float = 0.0,
+    label_smoothing: float = 0.0,
+    ema_decay: float = 0.0,
 ) -> tuple[TrainState, TrainMetrics]:
     """One optimisation step on one device's share of the batch (call it under `pmap`).
 
@@ -147,43 +211,60 @@ def train_step(
       state: replicated TrainState.
       batch: dict with the model inputs, `label` [b] and `mask` [b] (1 = real example).
       fusion: the fusion variant, to select the inputs.
-      rng: base PRNG key; dropout keys are folded with the step and the device index.
+      rng: base PRNG key; dropout and mixup keys are folded with the step and device index.
+      mixup_alpha: > 0 mixes the examples of the batch (`mixup`).
+      label_smoothing: smoothing of the training targets (0: none, the paper).
+      ema_decay: > 0 updates `state.ema_params` (decay warmed up as min(d, (1+t)/(10+t))).
 
     Returns:
-      (new state, TrainMetrics of this step gathered over devices).
+      (new state, TrainMetrics of this step gathered over devices; accuracy and loss are those
+      of the unmixed labels).
     """
-    dropout_rng = jax.random.fold_in(
+    step_rng = jax.random.fold_in(
         jax.random.fold_in(rng, state.step), jax.lax.axis_index(parallel.AXIS)
     )
+    dropout_rng, mixup_rng = jax.random.split(step_rng)
     mask = batch["mask"].astype(jnp.float32)
+    inputs = model_inputs(batch, fusion)
+    labels = batch["label"]
+    if mixup_alpha > 0:
+        inputs, partner, lam = mixup(batch, inputs, mixup_alpha, mixup_rng)
+    else:
+        partner, lam = labels, jnp.ones(labels.shape, jnp.float32)
 
     def loss_fn(params):
-        out = state.apply_fn(
-            {"params": params},
-            model_inputs(batch, fusion),
-            train=True,
-            rngs={"dropout": dropout_rng},
-        )
-        loss = jnp.sum(ops.cross_entropy(out["logits"], batch["label"]) * mask)
-        return loss / jnp.maximum(jnp.sum(mask), 1.0), out["logits"]
+        out = state.apply_fn({"params": params}, inputs, train=True, rngs={"dropout": dropout_rng})
+        ce = lam * cross_entropy(out["logits"], labels, label_smoothing)
+        ce += (1 - lam) * cross_entropy(out["logits"], partner, label_smoothing)
+        return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0), out["logits"]
 
     (_, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = jax.lax.pmean(grads, parallel.AXIS)
     new_state = state.apply_gradients(grads=grads)
+    if ema_decay > 0:
+        t = state.step.astype(jnp.float32)
+        decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))
+        new_state = new_state.replace(
+            ema_params=jax.tree.map(
+                lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, new_state.params
+            )
+        )
     step_metrics = TrainMetrics.gather_from_model_output(
-        loss=ops.cross_entropy(logits, batch["label"]),
+        loss=cross_entropy(logits, labels),
         logits=logits,
-        labels=batch["label"],
+        labels=labels,
         mask=batch["mask"].astype(bool),
     )
     return new_state, step_metrics
 
 
 def eval_step(state: TrainState, batch: dict[str, Array], *, fusion: str) -> EvalMetrics:
-    """Metrics of one device's share of an evaluation batch; padding examples have mask 0."""
-    out = state.apply_fn({"params": state.params}, model_inputs(batch, fusion), train=False)
+    """Metrics of one device's share of an evaluation batch; padding examples have mask 0.
+
+    Uses the parameter average when the state has one (`TrainState.eval_params`)."""
+    out = state.apply_fn({"params": state.eval_params}, model_inputs(batch, fusion), train=False)
     return EvalMetrics.gather_from_model_output(
-        loss=ops.cross_entropy(out["logits"], batch["label"]),
+        loss=cross_entropy(out["logits"], batch["label"]),
         logits=out["logits"],
         labels=batch["label"],
         mask=batch["mask"].astype(bool),
@@ -192,7 +273,9 @@ def eval_step(state: TrainState, batch: dict[str, Array], *, fusion: str) -> Eva
 
 def predict_step(state: TrainState, batch: dict[str, Array], *, fusion: str) -> dict[str, Array]:
     """Model outputs (logits, attention weights, mu, eta, embedding) for one device's batch."""
-    return state.apply_fn({"params": state.params}, model_inputs(batch, fusion), train=False)
+    return state.apply_fn(
+        {"params": state.eval_params}, model_inputs(batch, fusion), train=False
+    )
 
 
 def evaluate(p_eval_step: Callable, state: TrainState, batches: Iterable[Any]) -> EvalMetrics:
@@ -275,7 +358,7 @@ def load_params(workdir: str, target: TrainState, which: str = "best") -> tuple[
         step = manager.latest_step()
     if step is None:
         raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}")
-    return restore_state(manager, step, target).params, step
+    return restore_state(manager, step, target).eval_params, step
 
 
 def init_from_single_modality(config: ml_collections.ConfigDict, state: TrainState) -> TrainState:
@@ -295,7 +378,8 @@ def init_from_single_modality(config: ml_collections.ConfigDict, state: TrainSta
             if name in src and name in params:
                 params[name] = src[name]
         logging.info("Initialised the %s stream from %s (step %d).", stream, workdir, step)
-    return state.replace(params=params)
+    ema = None if state.ema_params is None else params
+    return state.replace(params=params, ema_params=ema)
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -364,7 +448,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.write_hparams({"num_params": n_params, "fusion": config.model.fusion})
 
     fusion = config.model.fusion
-    p_train_step = parallel.pmap(functools.partial(train_step, fusion=fusion), donate_state=True)
+    p_train_step = parallel.pmap(
+        functools.partial(train_step, **step_options(config)), donate_state=True
+    )
     p_eval_step = parallel.pmap(functools.partial(eval_step, fusion=fusion))
     state = parallel.replicate(state)
     step_rng = parallel.replicate(rng)

@@ -1,0 +1,77 @@
+"""Views of the stored features that the model reads, computed at input time (numpy, no TF).
+
+The records hold the paper's features: a log-power spectrogram of 200 linear bins (0-4 kHz,
+20 Hz apart, natural log) at 100 frames/s, and per-frame video features at 25 frames/s. The
+model can read them as they are (`data.frontend = 'linear'`, the paper) or as a log-mel view
+(`'mel'`): the power of the stored bins summed by `data.num_mel` triangular mel filters over
+the same 0-4 kHz band, then the natural log again. No rebuild of the records is needed, and the
+training pipeline (tf.data) and prediction (numpy) share the same filter matrix.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import ml_collections
+import numpy as np
+
+SAMPLE_RATE = 16000
+NFFT = 800  # The DFT size of data_prep.audio: bin k is at k * 20 Hz.
+MEL_FLOOR = 1e-10  # Power floor before the log, as data_prep.audio's LOG_FLOOR.
+FRONTENDS = ("linear", "mel")
+
+
+def _hz_to_mel(f):
+    return 2595.0 * np.log10(1.0 + np.asarray(f, np.float64) / 700.0)
+
+
+def _mel_to_hz(m):
+    return 700.0 * (10.0 ** (np.asarray(m, np.float64) / 2595.0) - 1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_matrix(num_bins: int, num_mel: int) -> np.ndarray:
+    """Triangular mel filters (HTK mel scale) over linear bins k * 20 Hz, k < num_bins.
+
+    The filters' centres are equally spaced in mel between 0 Hz and the top bin's frequency;
+    every filter is widened to cover at least one bin, so none is empty at low frequencies.
+
+    Returns:
+      float32 [num_bins, num_mel], each column summing to 1 (a weighted mean of bin powers).
+    """
+    if num_mel < 1 or num_mel > num_bins:
+        raise ValueError(f"num_mel must be in [1, {num_bins}], got {num_mel}")
+    freqs = np.arange(num_bins) * SAMPLE_RATE / NFFT
+    edges = _mel_to_hz(np.linspace(0.0, _hz_to_mel(freqs[-1]), num_mel + 2))
+    bin_width = SAMPLE_RATE / NFFT
+    fb = np.zeros((num_bins, num_mel))
+    for m in range(num_mel):
+        lo, centre, hi = edges[m], edges[m + 1], edges[m + 2]
+        lo, hi = min(lo, centre - bin_width), max(hi, centre + bin_width)
+        up = (freqs - lo) / (centre - lo)
+        down = (hi - freqs) / (hi - centre)
+        fb[:, m] = np.maximum(0.0, np.minimum(up, down))
+    return (fb / fb.sum(axis=0, keepdims=True)).astype(np.float32)
+
+
+def audio_feature_size(data_config: ml_collections.ConfigDict) -> int:
+    """Feature size of the audio stream the model reads: bins, or mel channels."""
+    frontend = data_config.get("frontend", "linear")
+    if frontend not in FRONTENDS:
+        raise ValueError(f"data.frontend must be one of {FRONTENDS}, got {frontend!r}")
+    return data_config.num_mel if frontend == "mel" else data_config.num_bins
+
+
+def audio_view(log_power: np.ndarray, data_config: ml_collections.ConfigDict) -> np.ndarray:
+    """[T, bins] stored log-power spectrogram -> [T, audio_feature_size] model view."""
+    if data_config.get("frontend", "linear") == "linear":
+        return np.asarray(log_power, np.float32)
+    fb = mel_matrix(data_config.num_bins, data_config.num_mel)
+    power = np.exp(np.asarray(log_power, np.float64))
+    return np.log(np.maximum(power @ fb, MEL_FLOOR)).astype(np.float32)
+
+
+def clip_frames(data_config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """(audio frames, video frames) of a clip of `data_config.clip_seconds`."""
+    d = data_config
+    return round(d.clip_seconds * d.audio_fps), round(d.clip_seconds * d.video_fps)
