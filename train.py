@@ -18,7 +18,8 @@ import tensorflow as tf
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fbp_jax import input_pipeline, parallel, train_lib
+from fbp_jax import input_pipeline, parallel
+from fbp_jax.training import train_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)

@@ -54,7 +54,7 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
 
     Args:
       corpus: 'afew', 'iemocap' or 'synthetic_av'.
-      fusion: a fusion variant name (see fbp_jax.fusion.FUSION_STREAMS).
+      fusion: a fusion variant name (see fbp_jax.model.fusion.FUSION_STREAMS).
 
     Returns:
       A locked ConfigDict.

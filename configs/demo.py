@@ -1,7 +1,7 @@
 """Demo on the embedded synthetic corpus (data_prep/synthetic.py, config 'afew': AFEW-like
 sizes, 7 classes, 200-bin spectrograms, 1024-d face features), sized for 2 CPU cores.
 
-    python -m fbp_jax.demo                       # builds the corpus, trains 4 variants, table
+    python -m fbp_jax.tools.demo                       # builds the corpus, trains 4 variants, table
     python train.py --config=configs/demo.py --config.model.fusion=am_fbp \
         --config.data.data_dir=data
 

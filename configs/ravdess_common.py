@@ -4,7 +4,7 @@ The config argument is `FOLD[,RECIPE]`, e.g. `--config=configs/ravdess_amfbp.py:
 
 * `dev` (default): the development copy (actors 01-12 only); train on 01-10, choose the
   checkpoint on 11-12 (no test split). `config.folds` lists `dev1` .. `dev6`, so
-  `python -m fbp_jax.cross_validation --config=configs/ravdess_amfbp.py:dev` runs them.
+  `python -m fbp_jax.evaluation.cross_validation --config=configs/ravdess_amfbp.py:dev` runs them.
 * `dev1` .. `dev6`: speaker-independent cross-validation on the development copy, 6 folds of
   2 actors: fold k tests on actors 2k-1 and 2k, chooses its checkpoint on the next pair and
   trains on the other 8. Every recipe decision is taken on the mean over these folds.

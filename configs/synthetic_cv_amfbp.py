@@ -1,6 +1,6 @@
 """Synthetic speaker folds, fusion 'am_fbp'; the argument picks the fold (synthetic_cv_common.py).
 
-python -m fbp_jax.cross_validation --config=configs/synthetic_cv_amfbp.py --workdir=workdirs/cv/am_fbp
+python -m fbp_jax.evaluation.cross_validation --config=configs/synthetic_cv_amfbp.py --workdir=workdirs/cv/am_fbp
 python train.py --config=configs/synthetic_cv_amfbp.py:1 --config.data.data_dir=data
 """
 

@@ -6,7 +6,7 @@ tests on fold k's speakers, chooses its checkpoint on the next fold (k mod 5 + 1
 the other three, so the test speakers never take part in model selection. All folds at once:
 
     python -m data_prep.build synthetic_av/folds --data_dir=data
-    python -m fbp_jax.cross_validation --config=configs/synthetic_cv_amfbp.py \
+    python -m fbp_jax.evaluation.cross_validation --config=configs/synthetic_cv_amfbp.py \
         --workdir=workdirs/cv/am_fbp
 
 Settings otherwise those of the demo (configs/demo.py: 'tiny' FCN, 3.2 s crops, learning rate

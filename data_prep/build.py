@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from data_prep import afew, cremad, iemocap, ravdess, synthetic
+from data_prep.builders import afew, cremad, iemocap, ravdess, synthetic
 
 FLAGS = flags.FLAGS
 

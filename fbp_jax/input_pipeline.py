@@ -21,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from fbp_jax import frontend, parallel
+from fbp_jax.model import frontend
+from fbp_jax import parallel
 
 BATCH_KEYS = ("audio", "audio_mask", "video", "video_mask", "label", "mask")
 

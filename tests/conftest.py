@@ -118,7 +118,7 @@ def tiny_folds_config(data_dir: str, fusion: str, fold: str = "1", **overrides):
 @pytest.fixture(scope="session")
 def amfbp_workdir(tiny_data_dir, tmp_path_factory):
     """AM-FBP trained 8 steps on the tiny corpus, evaluated every 4 (two checkpoints)."""
-    from fbp_jax import train_lib
+    from fbp_jax.training import train_lib
 
     workdir = str(tmp_path_factory.mktemp("amfbp"))
     config = tiny_train_config(tiny_data_dir, "am_fbp", num_train_steps=8, eval_every_steps=4)
@@ -129,7 +129,7 @@ def amfbp_workdir(tiny_data_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def audio_workdir(tiny_folds_data_dir, tmp_path_factory):
     """An audio-only model on 200-bin spectrograms (what data_prep computes from a file)."""
-    from fbp_jax import train_lib
+    from fbp_jax.training import train_lib
 
     workdir = str(tmp_path_factory.mktemp("audio"))
     config = tiny_folds_config(tiny_folds_data_dir, "audio", num_train_steps=2, eval_every_steps=2)

@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from fbp_jax import fusion, models, ops, train_lib
+from fbp_jax.model import fusion, network, ops
+from fbp_jax.training import train_lib
 from tests.test_models import random_batch, tiny_config
 
 
@@ -37,7 +38,7 @@ def built(variant):
     corpus, cfn = VARIANTS[variant]
     config = cfn_config(corpus, **cfn)
     batch = random_batch(config, lengths=[1.0, 0.6, 0.25])
-    model = models.get_model(config)
+    model = network.get_model(config)
     params = jax.jit(model.init)(jax.random.key(0), train_lib.model_inputs(batch, "cfn_sr"))
     return config, batch, model, params, jax.jit(model.apply, static_argnames="train")
 
@@ -119,7 +120,7 @@ def test_bfloat16_logits_are_close_to_float32():
     bf16 = cfn_config()
     with bf16.unlocked():
         bf16.model.dtype = "bfloat16"
-    logits = np.asarray(jax.jit(models.get_model(bf16).apply)(params, inputs)["logits"])
+    logits = np.asarray(jax.jit(network.get_model(bf16).apply)(params, inputs)["logits"])
     assert logits.dtype == np.float32 and np.all(np.isfinite(logits))
     np.testing.assert_allclose(logits, apply(params, inputs)["logits"], atol=0.1)
 
@@ -163,7 +164,7 @@ def test_configs_build(module):
     mod = importlib.import_module(f"configs.{module}")
     config = mod.get_config("cfn_sr") if module == "demo" else mod.get_config()
     assert config.model.fusion == "cfn_sr"
-    model = models.get_model(config)
+    model = network.get_model(config)
     inputs = train_lib.model_inputs(train_lib.input_spec(config), "cfn_sr")
     shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), inputs)
     sa = shapes["params"]["fusion"]["audio_self_attention"]

@@ -12,8 +12,9 @@ import soundfile as sf
 import tensorflow_datasets as tfds
 from scipy import signal as sps
 
-from data_prep import audio as audio_lib
-from data_prep import build, iemocap, ravdess
+from data_prep.features import audio as audio_lib
+from data_prep import build
+from data_prep.builders import iemocap, ravdess
 from tests.conftest import REPO
 
 RAVDESS_DEV = os.path.join(REPO, "..", "shared", "data", "ravdess-dev")
@@ -157,7 +158,8 @@ def test_ravdess_missing_features_csv_is_a_clear_error(tmp_path):
 
 _SLOW_BUILD = """
 import sys, time
-from data_prep import build, ravdess
+from data_prep import build
+from data_prep.builders import ravdess
 fast = ravdess.extract
 def slow(source):
     time.sleep(0.4)
@@ -345,7 +347,7 @@ def test_marker_header_with_names_then_xyz_row(tmp_path):
 def test_corpus_config_trains_on_the_built_records(tmp_path, corpus):
     """The corpus's own config (shrunk) trains and evaluates on what its builder wrote."""
     from configs import common, iemocap_amfbp, ravdess_amfbp
-    from fbp_jax import train_lib
+    from fbp_jax.training import train_lib
 
     write = {"ravdess": write_ravdess, "iemocap": write_iemocap}[corpus]
     write(tmp_path / "src")

@@ -9,9 +9,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from data_prep import synthetic
-from fbp_jax import cross_validation as cv
-from fbp_jax import evaluation, train_lib
+from data_prep.builders import synthetic
+from fbp_jax.evaluation import cross_validation as cv
+from fbp_jax.evaluation import evaluation
+from fbp_jax.training import train_lib
 from tests.conftest import REPO
 
 TINY_FOLDS = synthetic.TINY_FOLDS_CONFIG

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fbp_jax import evaluation, train_lib
-from fbp_jax.evaluation import EvaluationError, Predictions
+from fbp_jax.evaluation import evaluation
+from fbp_jax.training import train_lib
+from fbp_jax.evaluation.evaluation import EvaluationError, Predictions
 
 # ----------------------------------------------------------------------------------------------
 # Metrics against hand-computed values

@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from fbp_jax import evaluation, export
+from fbp_jax.evaluation import evaluation
+from fbp_jax.serving import export
 
 pytestmark = pytest.mark.slow
 

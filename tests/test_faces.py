@@ -10,8 +10,9 @@ import os
 import numpy as np
 import pytest
 
-from data_prep import faces, testclips, video
-from data_prep.corpus import BadClip
+from data_prep.features import faces, video
+from data_prep import testclips
+from data_prep.builders.corpus import BadClip
 from tests.conftest import BLOCK_TENSORFLOW, run_script
 
 NO_FACE = (0, 1, 14, 15, 16, 29)
@@ -215,7 +216,7 @@ def test_aligned_crops_are_stable_across_position_and_scale(pipeline, clip):
 
 def test_flax_encoder_matches_keras_original(pipeline, clip):
     keras = pytest.importorskip("keras")
-    from data_prep import fer_net
+    from data_prep.features import fer_net
 
     crops, _, _ = pipeline.crops(clip.frames)
     rng = np.random.default_rng(0)
@@ -238,7 +239,7 @@ def test_encoder_module_runs_without_tensorflow():
         BLOCK_TENSORFLOW
         + """
 import numpy as np
-from data_prep import fer_net
+from data_prep.features import fer_net
 enc = fer_net.FerEncoder(batch_size=4)
 f, p = enc(np.full((3, 64, 64), 128, np.uint8))
 assert f.shape == (3, 128) and p.shape == (3, 7)
@@ -252,7 +253,7 @@ print("ok")
 def test_h5_loader_names_a_missing_layer(tmp_path):
     import h5py
 
-    from data_prep import fer_net
+    from data_prep.features import fer_net
 
     path = str(tmp_path / "broken.h5")
     with h5py.File(path, "w") as f:
@@ -265,7 +266,7 @@ def test_h5_loader_names_a_missing_layer(tmp_path):
 
 
 def test_pipeline_features_valid_and_spectrogram(pipeline, clip_dir, clip):
-    from data_prep import audio, fer_net
+    from data_prep.features import audio, fer_net
 
     result = pipeline(str(clip_dir / "face.avi"))
     assert result.features.shape == (NUM_FRAMES, fer_net.FEATURE_DIM)

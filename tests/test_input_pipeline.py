@@ -73,7 +73,7 @@ def test_eval_crop_is_centred_and_aligned(tiny_data_dir):
 
 
 def test_statistics_come_from_the_training_split(tiny_data_dir, tmp_path):
-    from data_prep import synthetic
+    from data_prep.builders import synthetic
 
     config = tiny_train_config(tiny_data_dir)
     builder = input_pipeline.get_builder(config.data)

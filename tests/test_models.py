@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import common
-from fbp_jax import fusion, models, train_lib
+from fbp_jax.model import fusion, network
+from fbp_jax.training import train_lib
 from tests.conftest import BLOCK_TENSORFLOW, run_script
 
 ALL = sorted(fusion.FUSION_STREAMS)
@@ -49,7 +50,7 @@ def random_batch(config, batch=3, seed=0, lengths=None):
 
 
 def init(config, batch):
-    model = models.get_model(config)
+    model = network.get_model(config)
     params = model.init(jax.random.key(0), train_lib.model_inputs(batch, config.model.fusion))
     return model, params
 
@@ -133,7 +134,7 @@ def test_ag_fbp_equals_g_fbp_without_biases_and_differs_with():
     g_cfg, ag_cfg = tiny_config("g_fbp"), tiny_config("ag_fbp")
     batch = random_batch(g_cfg, batch=4, lengths=[1.0, 0.7, 0.5, 0.9])
     g_model, params = init(g_cfg, batch)
-    ag_model = models.get_model(ag_cfg)
+    ag_model = network.get_model(ag_cfg)
     params = {"params": jax.tree.map(lambda x: x + 0.1 * jnp.sign(x) + 0.05, params["params"])}
     inputs = train_lib.model_inputs(batch, "g_fbp")
     with_bias = [m.apply(params, inputs)["logits"] for m in (g_model, ag_model)]
@@ -148,7 +149,7 @@ def test_unknown_fusion_lists_valid_names():
     with config.unlocked():
         config.model.fusion = "nope"
     with pytest.raises(ValueError, match="am_fbp"):
-        models.get_model(config)
+        network.get_model(config)
 
 
 def test_core_runs_without_tensorflow():
@@ -156,10 +157,12 @@ def test_core_runs_without_tensorflow():
     script = BLOCK_TENSORFLOW + textwrap.dedent(
         """
         import functools, jax, numpy as np
-        from fbp_jax import ops, layers, encoders, fusion, models, parallel, train_lib
+        from fbp_jax.model import ops, layers, encoders, fusion, network
+        from fbp_jax import parallel
+        from fbp_jax.training import train_lib
         from tests.test_models import tiny_config, random_batch
         config = tiny_config('am_fbp')
-        model = models.get_model(config)
+        model = network.get_model(config)
         state = train_lib.create_train_state(config, model, jax.random.key(0), lambda s: 1e-3)
         batch = random_batch(config, batch=2)
         batch['label'] = np.array([0, 1]); batch['mask'] = np.ones(2, np.int32)

@@ -14,7 +14,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from fbp_jax import input_pipeline, parallel, train_lib
+from fbp_jax import input_pipeline, parallel
+from fbp_jax.training import train_lib
 from tests.conftest import REPO, tiny_train_config
 
 DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")

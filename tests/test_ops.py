@@ -1,4 +1,4 @@
-"""Kernels of fbp_jax.ops against hand-written numpy and TensorFlow."""
+"""Kernels of fbp_jax.model.ops against hand-written numpy and TensorFlow."""
 
 import flax.linen as nn
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from fbp_jax import ops
+from fbp_jax.model import ops
 
 jax.config.update("jax_enable_x64", False)
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from data_prep import audio as audio_lib
-from fbp_jax import evaluation, export, predict
-from fbp_jax.predict import PredictError
+from data_prep.features import audio as audio_lib
+from fbp_jax.evaluation import evaluation
+from fbp_jax.serving import export, predict
+from fbp_jax.serving.predict import PredictError
 
 pytestmark = pytest.mark.slow
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -35,7 +36,7 @@ def clips(tmp_path_factory):
     """Generated .wav / .flac files, their labels, and a TFDS dataset of the same clips."""
     import tensorflow_datasets as tfds
 
-    from data_prep import base
+    from data_prep.builders import base
 
     folder = tmp_path_factory.mktemp("clips")
     files, examples = {}, []
@@ -59,7 +60,7 @@ def clips(tmp_path_factory):
         )
 
     class GeneratedClips(tfds.core.GeneratorBasedBuilder):
-        """The generated files in the corpus schema (features from data_prep.audio)."""
+        """The generated files in the corpus schema (features from data_prep.features.audio)."""
 
         VERSION = tfds.core.Version("1.0.0")
         RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Test clips."}
@@ -176,7 +177,7 @@ def test_predict_and_the_export_need_no_tensorflow(audio_workdir, audio_export, 
     script = (
         BLOCK_TENSORFLOW
         + """
-from fbp_jax import predict
+from fbp_jax.serving import predict
 for model in sys.argv[1:3]:
     r = predict.predict_file(predict.load_model(model), sys.argv[3])
     print(r["prediction"], round(sum(r["probabilities"].values()), 5))

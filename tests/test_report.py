@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from fbp_jax import report
+from fbp_jax.evaluation import report
 
 pytestmark = pytest.mark.slow
 

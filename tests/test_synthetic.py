@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from data_prep import synthetic
+from data_prep.builders import synthetic
 
 TINY = synthetic.TINY_CONFIG
 SCHEMA_KEYS = {"clip_id", "speaker", "label", "audio", "video", "video_valid", "duration_s"}

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from fbp_jax import train_lib
+from fbp_jax.training import train_lib
 from tests.conftest import tiny_train_config
 
 pytestmark = pytest.mark.slow
@@ -59,10 +59,10 @@ def test_fusion_initialised_from_single_modality_runs(tiny_data_dir, tmp_path):
 def _target(config):
     import jax
 
-    from fbp_jax import models
+    from fbp_jax.model import network
 
     return train_lib.create_train_state(
-        config, models.get_model(config), jax.random.key(0), lambda _: 0.0
+        config, network.get_model(config), jax.random.key(0), lambda _: 0.0
     )
 
 

@@ -7,7 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from fbp_jax import fusion, models, parallel, train_lib
+from fbp_jax.model import fusion, network
+from fbp_jax import parallel
+from fbp_jax.training import train_lib
 from tests.conftest import run_script
 from tests.test_models import random_batch, tiny_config
 
@@ -20,7 +22,7 @@ def labelled_batch(config, n, seed=0):
 
 
 def make_state(config):
-    model = models.get_model(config)
+    model = network.get_model(config)
     lr_fn = train_lib.create_learning_rate_fn(config, 10)
     return train_lib.create_train_state(config, model, jax.random.key(0), lr_fn)
 
@@ -100,7 +102,8 @@ def test_pmap_on_four_devices_equals_one_device(name):
         import os, sys
         os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
         import functools, jax, numpy as np, optax
-        from fbp_jax import parallel, train_lib
+        from fbp_jax import parallel
+        from fbp_jax.training import train_lib
         from tests.test_models import tiny_config
         from tests.test_train_steps import labelled_batch, make_state
         assert jax.local_device_count() == 4

@@ -1,10 +1,10 @@
 r"""Linear floors: logistic regression on clip statistics, on the folds of a CV protocol.
 
-    python -m fbp_jax.floors --config=configs/ravdess_amfbp.py:dev --output_dir=workdirs/floors
-    python -m fbp_jax.cross_validation --compare=workdirs/floors/both_speaker,workdirs/cv/am_fbp
+    python -m fbp_jax.evaluation.floors --config=configs/ravdess_amfbp.py:dev --output_dir=workdirs/floors
+    python -m fbp_jax.evaluation.cross_validation --compare=workdirs/floors/both_speaker,workdirs/cv/am_fbp
 
 Every network table should show what a linear model gets from the same records on the same
-folds. For each fold of the protocol (`config.folds`, as `fbp_jax.cross_validation` runs it),
+folds. For each fold of the protocol (`config.folds`, as `fbp_jax.evaluation.cross_validation` runs it),
 each clip becomes a vector of statistics:
 
 * audio: the mean and standard deviation of each of the stored spectrogram bins over the
@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 from absl import app, flags, logging
 
-from fbp_jax import cross_validation, evaluation
+from fbp_jax.evaluation import cross_validation
+from fbp_jax.evaluation import evaluation
 
 STREAMS = {"audio": ("audio",), "video": ("video",), "both": ("audio", "video")}
 NORMALISATIONS = ("global", "speaker")

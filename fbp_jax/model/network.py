@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fbp_jax import encoders, fusion, layers, ops
+from fbp_jax.model import encoders, fusion, layers, ops
 
 Array = jax.Array
 

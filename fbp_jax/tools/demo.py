@@ -1,6 +1,6 @@
 """The demo: synthetic corpus -> audio, video, G-FBP and AM-FBP -> one table.
 
-    python -m fbp_jax.demo [--data_dir=data] [--workdir=workdirs/demo] [--dtype=bfloat16]
+    python -m fbp_jax.tools.demo [--data_dir=data] [--workdir=workdirs/demo] [--dtype=bfloat16]
 
 Builds the synthetic corpus if it is missing (data_prep/synthetic.py), trains the two
 single-modality systems, then G-FBP and AM-FBP with their encoders initialised from those
@@ -17,7 +17,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from configs import demo as demo_config
-from fbp_jax import train_lib
+from fbp_jax.training import train_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "data", "TFDS data dir for the synthetic corpus.")

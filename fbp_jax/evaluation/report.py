@@ -1,9 +1,9 @@
 r"""The paper's analysis figures for a trained workdir, with a short Markdown report.
 
-    python -m fbp_jax.report --workdir=W [--split=S] [--step=best] [--output_dir=W/report] \
+    python -m fbp_jax.evaluation.report --workdir=W [--split=S] [--step=best] [--output_dir=W/report] \
         [--compare=W2,W3] [--attention_from=W2] [--clips=id1,id2 | --num_clips=3]
 
-Evaluates the checkpoint (as `fbp_jax.evaluation evaluate`) on the split (default: the config's
+Evaluates the checkpoint (as `fbp_jax.evaluation.evaluation evaluate`) on the split (default: the config's
 test split, else its validation split) and writes into `--output_dir` (default `W/report`):
 
   fig6_attention.png        per chosen clip: its spectrogram (log power, the model's crop) and
@@ -35,7 +35,7 @@ import numpy as np
 from absl import app, flags, logging
 from matplotlib.figure import Figure
 
-from fbp_jax import evaluation
+from fbp_jax.evaluation import evaluation
 
 FIGURES = {
     "attention": "fig6_attention.png",
@@ -442,7 +442,7 @@ def _markdown(loaded, split, step, metrics, mu_rows, curves, figures, skipped, c
         ),
         f"- evaluated on split `{split}`: {metrics['num_examples']} clips",
         (
-            f"- command: `python -m fbp_jax.report --workdir={loaded.workdir} --split={split} "
+            f"- command: `python -m fbp_jax.evaluation.report --workdir={loaded.workdir} --split={split} "
             f"--step={step}`"
         ),
         "",

@@ -8,7 +8,7 @@ Source layout (as the EmotiW organisers distribute it; folder names of any case)
 
 Splits ``train`` and ``validation`` (the test labels are not public). The clip id is the file
 name without extension; speakers are not annotated (``speaker`` is "unknown"). The audio is the
-clip's own track; the video goes through the face pipeline (`data_prep.face_corpus`), frames of
+clip's own track; the video goes through the face pipeline (`data_prep.builders.face_corpus`), frames of
 720 x 576 are shrunk 2x for MTCNN.
 
     python -m data_prep.build afew --manual_dir=/data/AFEW --data_dir=data            # afew/fer
@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import tensorflow_datasets as tfds
 
-from data_prep import corpus, face_corpus
+from data_prep.builders import corpus, face_corpus
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 SPLIT_FOLDERS = {"train": "Train_AFEW", "validation": "Val_AFEW"}

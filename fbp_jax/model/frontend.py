@@ -16,8 +16,8 @@ import ml_collections
 import numpy as np
 
 SAMPLE_RATE = 16000
-NFFT = 800  # The DFT size of data_prep.audio: bin k is at k * 20 Hz.
-MEL_FLOOR = 1e-10  # Power floor before the log, as data_prep.audio's LOG_FLOOR.
+NFFT = 800  # The DFT size of data_prep.features.audio: bin k is at k * 20 Hz.
+MEL_FLOOR = 1e-10  # Power floor before the log, as data_prep.features.audio's LOG_FLOOR.
 FRONTENDS = ("linear", "mel")
 
 

@@ -2,14 +2,14 @@
 
 Two builder configs per corpus:
 
-* ``fer`` (default): the face pipeline of `data_prep.faces` on every clip (PyAV decoding,
+* ``fer`` (default): the face pipeline of `data_prep.features.faces` on every clip (PyAV decoding,
   MTCNN, alignment, the FER2013 mini-Xception in JAX). ``video`` is [Tv, 128] at 25 frames/s,
   ``video_valid`` marks the frames with a detected face, and ``fer_posteriors`` [Tv, 7] keeps
-  the FER2013 class posteriors (`data_prep.fer_net.FER_CLASSES` order) for analysis.
+  the FER2013 class posteriors (`data_prep.features.fer_net.FER_CLASSES` order) for analysis.
 * ``features``: per-frame features the user already has (the paper's FR-Net-B, or any other):
   one ``<clip_id>.npy`` [frames, D1] per clip in ``--face_features_dir`` (default:
   ``MANUAL_DIR/face_features``), row i for the i-th frame of the video, resampled onto the
-  25 frames/s grid by the frames' timestamps (`data_prep.faces.features_from_file`). The
+  25 frames/s grid by the frames' timestamps (`data_prep.features.faces.features_from_file`). The
   video is still decoded for its timestamps (and, for AFEW, its audio track). D1 is whatever
   the files hold (the same for every clip); set ``data.video_shape`` to it.
 
@@ -28,7 +28,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from data_prep import base, corpus, faces
+from data_prep.builders import base, corpus
+from data_prep.features import faces
 
 VIDEO_EXTENSIONS = (".avi", ".flv", ".mp4", ".mkv", ".mov", ".mpg", ".mpeg", ".webm")
 FEATURES_SUBDIR = "face_features"  # Default --face_features_dir inside the manual dir.
@@ -40,7 +41,7 @@ _STAGES = ("decode", "detect", "align", "encode", "audio")
 class FaceCorpusConfig(tfds.core.BuilderConfig):
     """Attributes: features: 'fer' (face pipeline) or 'files' (user's .npy features);
     detect_max_side: frames are shrunk by an integer factor to at most this longer side
-    before MTCNN (see `data_prep.faces.FaceDetector`)."""
+    before MTCNN (see `data_prep.features.faces.FaceDetector`)."""
 
     features: str = "fer"
     detect_max_side: int = 480

@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fbp_jax import layers, ops
+from fbp_jax.model import layers, ops
 
 Array = jax.Array
 

@@ -1,10 +1,10 @@
 r"""Cross-validation: every fold of a protocol in one command, resumable fold by fold.
 
-    python -m fbp_jax.cross_validation --config=configs/synthetic_cv_amfbp.py \
+    python -m fbp_jax.evaluation.cross_validation --config=configs/synthetic_cv_amfbp.py \
         --workdir=workdirs/cv/am_fbp [--folds=1,2] [--config.num_epochs=5]
-    python -m fbp_jax.cross_validation --config=configs/ravdess_amfbp.py \
+    python -m fbp_jax.evaluation.cross_validation --config=configs/ravdess_amfbp.py \
         --workdir=workdirs/cv/ravdess_am_fbp --config.data.data_dir=data
-    python -m fbp_jax.cross_validation --compare=workdirs/cv/g_fbp,workdirs/cv/am_fbp
+    python -m fbp_jax.evaluation.cross_validation --compare=workdirs/cv/g_fbp,workdirs/cv/am_fbp
 
 A protocol is declared by its config file: `get_config(fold)` returns the config of one fold
 (with `data.train_split`, `data.eval_split` and `data.test_split`), and every fold's config
@@ -38,7 +38,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fbp_jax import evaluation, train_lib
+from fbp_jax.evaluation import evaluation
+from fbp_jax.training import train_lib
 
 FOLD_RESULT = "fold_result.json"
 PROTOCOL_FILE = "protocol.json"

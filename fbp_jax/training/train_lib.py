@@ -24,8 +24,9 @@ from absl import logging
 from clu import metrics
 from flax.training import train_state
 
-from fbp_jax import fusion as fusion_lib
-from fbp_jax import frontend, models, parallel
+from fbp_jax.model import fusion as fusion_lib
+from fbp_jax.model import frontend, network
+from fbp_jax import parallel
 
 Array = jax.Array
 STREAM_KEYS = {"audio": ("audio", "audio_mask"), "video": ("video", "video_mask")}
@@ -371,7 +372,7 @@ def init_from_single_modality(config: ml_collections.ConfigDict, state: TrainSta
         if not workdir:
             continue
         src_cfg = load_config(workdir)
-        src_model = models.get_model(src_cfg)
+        src_model = network.get_model(src_cfg)
         target = create_train_state(src_cfg, src_model, jax.random.key(0), lambda _: 0.0)
         src, step = load_params(workdir, target)
         for name in (f"{stream}_encoder", f"{stream}_attention"):
@@ -433,7 +434,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         config.model.fusion,
     )
 
-    model = models.get_model(config)
+    model = network.get_model(config)
     lr_fn = create_learning_rate_fn(config, steps_per_epoch)
     rng, init_rng = jax.random.split(jax.random.key(config.seed))
     state = create_train_state(config, model, init_rng, lr_fn)

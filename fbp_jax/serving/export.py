@@ -1,7 +1,7 @@
 r"""Export a trained model for serving without the training code (`jax.export`).
 
-    python -m fbp_jax.export --workdir=W --output_dir=E [--step=best] [--platforms=cpu,cuda]
-    python -m fbp_jax.predict --model=E clip.wav
+    python -m fbp_jax.serving.export --workdir=W --output_dir=E [--step=best] [--platforms=cpu,cuda]
+    python -m fbp_jax.serving.predict --model=E clip.wav
 
 The export directory holds
   model.jax_exported   the serialized StableHLO of batch -> outputs with the parameters inside
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from fbp_jax import predict
+from fbp_jax.serving import predict
 
 MODEL_FILE = "model.jax_exported"
 STATS_FILE = "norm_stats.npz"
@@ -71,7 +71,7 @@ def export_model(
       platforms: e.g. ('cpu', 'cuda'); default: the platform JAX runs on here.
       overwrite: replace an existing `output_dir`.
     """
-    from fbp_jax import evaluation
+    from fbp_jax.evaluation import evaluation
 
     if os.path.exists(output_dir) and not overwrite:
         raise FileExistsError(f"{output_dir} exists; pass --overwrite to replace it")
@@ -160,8 +160,8 @@ def define_flags() -> None:
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1 or not FLAGS.workdir or not FLAGS.output_dir:
-        raise app.UsageError("usage: python -m fbp_jax.export --workdir=W --output_dir=E")
-    from fbp_jax import evaluation
+        raise app.UsageError("usage: python -m fbp_jax.serving.export --workdir=W --output_dir=E")
+    from fbp_jax.evaluation import evaluation
 
     try:
         path = export_model(

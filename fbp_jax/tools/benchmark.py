@@ -1,9 +1,9 @@
 """Speed of the model family on the devices present: a table and a JSON file.
 
-    python -m fbp_jax.benchmark                                   # demo sizes, all variants
-    python -m fbp_jax.benchmark --config=afew --fcn=alexnet --variants=am_fbp --batch_sizes=64
-    python -m fbp_jax.benchmark --dtypes=float32,bfloat16 --json=bench.json
-    python -m fbp_jax.benchmark --scaling=1,2,4 --variants=am_fbp   # emulated CPU devices
+    python -m fbp_jax.tools.benchmark                                   # demo sizes, all variants
+    python -m fbp_jax.tools.benchmark --config=afew --fcn=alexnet --variants=am_fbp --batch_sizes=64
+    python -m fbp_jax.tools.benchmark --dtypes=float32,bfloat16 --json=bench.json
+    python -m fbp_jax.tools.benchmark --scaling=1,2,4 --variants=am_fbp   # emulated CPU devices
 
 For each fusion variant, dtype and global batch size it measures, after warm-up and blocking on
 the results: train-step and inference examples/s (median over repeats, with min-max spread),
@@ -38,7 +38,9 @@ from absl import app, flags, logging
 
 from configs import common
 from configs import demo as demo_config
-from fbp_jax import fusion, models, parallel, train_lib
+from fbp_jax.model import fusion, network
+from fbp_jax import parallel
+from fbp_jax.training import train_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("config", "demo", ["demo", "afew", "iemocap"], "Base config of the shapes.")
@@ -139,7 +141,7 @@ def _memory_bytes(compiled) -> tuple[int | None, str]:
 def benchmark_variant(variant: str, dtype: str, batch_size: int, peak: float) -> dict:
     """Measures one (variant, dtype, batch size)."""
     config = get_config(FLAGS.config, variant, dtype)
-    model = models.get_model(config)
+    model = network.get_model(config)
     state = train_lib.create_train_state(config, model, jax.random.key(0), lambda _: 1e-4)
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     state = parallel.replicate(state)
@@ -264,7 +266,7 @@ def _run_with_devices(devices: int, batch_size: int) -> list[dict]:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rows.json")
-        cmd = [sys.executable, "-m", "fbp_jax.benchmark", *args, f"--batch_sizes={batch_size}"]
+        cmd = [sys.executable, "-m", "fbp_jax.tools.benchmark", *args, f"--batch_sizes={batch_size}"]
         cmd += [f"--matmul_size={min(FLAGS.matmul_size, 256)}", f"--json={out}"]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode:

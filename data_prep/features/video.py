@@ -7,12 +7,12 @@ PyAV bundles FFmpeg, so no system ffmpeg is needed. `read_video` decodes a file 
   the frame on screen at that time, i.e. the last frame whose timestamp is not later. This is
   the same for constant and variable frame rates; a 30 frames/s clip of ``n`` frames gives
   ``round(n * 25 / 30)`` steps. Only the frames the grid uses are kept in memory.
-* the audio track, downmixed and resampled to 16 kHz mono (`data_prep.audio.to_mono_16k`),
+* the audio track, downmixed and resampled to 16 kHz mono (`data_prep.features.audio.to_mono_16k`),
   shifted so that sample 0 is at the time of the first video frame (the two streams of a file
-  often start a few milliseconds apart), and checked like `data_prep.audio.load_audio` does
+  often start a few milliseconds apart), and checked like `data_prep.features.audio.load_audio` does
   (zero-length, too short, silent, not finite).
 
-Files that cannot be used raise `data_prep.corpus.BadClip` naming the file and the problem:
+Files that cannot be used raise `data_prep.builders.corpus.BadClip` naming the file and the problem:
 missing or unreadable file, no video stream (audio only), zero decodable frames, no audio track
 (when audio is asked for), decoding errors, and truncation (the file decodes to less than its
 header's duration). Changes that keep the clip usable (a variable frame rate, resampled audio,
@@ -27,8 +27,8 @@ import re
 
 import numpy as np
 
-from data_prep import audio as audio_lib
-from data_prep.corpus import BadClip
+from data_prep.features import audio as audio_lib
+from data_prep.builders.corpus import BadClip
 
 VIDEO_FPS = 25  # Frames per second of the schema (DESIGN.md).
 # A clip whose decoded video ends this much before the duration or frame count its header

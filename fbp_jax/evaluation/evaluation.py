@@ -1,11 +1,11 @@
 r"""Evaluation a reviewer can check: metrics, per-clip predictions, ensembles, significance.
 
     # A workdir's best-on-validation checkpoint (or --step=latest / a step) on a split:
-    python -m fbp_jax.evaluation evaluate --workdir=W [--split=fold3] [--step=best]
+    python -m fbp_jax.evaluation.evaluation evaluate --workdir=W [--split=fold3] [--step=best]
     # Average the posteriors of several systems (workdirs, prediction files, CV workdirs):
-    python -m fbp_jax.evaluation ensemble --members=W1,W2,preds.csv --split=S --output_dir=D
+    python -m fbp_jax.evaluation.evaluation ensemble --members=W1,W2,preds.csv --split=S --output_dir=D
     # Exact McNemar test between two systems on the same clips:
-    python -m fbp_jax.evaluation mcnemar A B [--split=S]
+    python -m fbp_jax.evaluation.evaluation mcnemar A B [--split=S]
 
 `evaluate` runs the training's evaluation pipeline (centre crop, padding with mask-0 examples,
 every clip once) and writes `metrics.json` (weighted accuracy WA = overall accuracy, unweighted
@@ -38,8 +38,9 @@ import numpy as np
 from absl import app, flags, logging
 from scipy import stats as scipy_stats
 
-from fbp_jax import fusion as fusion_lib
-from fbp_jax import models, train_lib
+from fbp_jax.model import fusion as fusion_lib
+from fbp_jax.model import network
+from fbp_jax.training import train_lib
 
 PREDICTIONS_FILE = "predictions.csv"
 METRICS_FILE = "metrics.json"
@@ -503,7 +504,7 @@ def load_model(workdir: str, step: str | int = "best") -> LoadedModel:
     if key in _LOADED:
         return _LOADED[key]
     config = train_lib.load_config(workdir)
-    model = models.get_model(config)
+    model = network.get_model(config)
     # Shapes only: the restore needs the structure, not initialised values.
     target = jax.eval_shape(
         lambda: train_lib.create_train_state(config, model, jax.random.key(0), lambda _: 0.0)

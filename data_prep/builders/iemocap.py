@@ -32,8 +32,8 @@ from typing import ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep import audio as audio_lib
-from data_prep import base, corpus
+from data_prep.features import audio as audio_lib
+from data_prep.builders import base, corpus
 
 CLASSES = ("neutral", "happy", "sad", "angry")
 CODES = {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry"}

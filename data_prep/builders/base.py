@@ -1,4 +1,4 @@
-"""`CorpusBuilder`: the TFDS builder every real corpus derives from (see `data_prep.corpus`).
+"""`CorpusBuilder`: the TFDS builder every real corpus derives from (see `data_prep.builders.corpus`).
 
 A subclass gives its features (`schema_features`), `list_clips(manual_dir)` and a picklable
 `extractor`; this class extracts in parallel into a cache, writes the records through TFDS and
@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from data_prep import corpus
+from data_prep.builders import corpus
 
 _BYTES = tfds.features.Encoding.BYTES
 
@@ -34,7 +34,7 @@ def schema_features(
                 shape=(None, num_bins),
                 dtype=np.float32,
                 encoding=_BYTES,
-                doc="Log-power spectrogram, 100 frames/s (data_prep.audio).",
+                doc="Log-power spectrogram, 100 frames/s (data_prep.features.audio).",
             ),
             "video": tfds.features.Tensor(
                 shape=(None, *video_shape), dtype=np.float32, encoding=_BYTES, doc=video_doc

@@ -27,7 +27,7 @@ from typing import ClassVar
 
 import tensorflow_datasets as tfds
 
-from data_prep import corpus, face_corpus
+from data_prep.builders import corpus, face_corpus
 
 EMOTION_CODES = {
     "ANG": "angry",

@@ -1,12 +1,12 @@
 r"""Run a trained model on media files: class probabilities, mu and the most attended span.
 
-    python -m fbp_jax.predict --model=W clip.wav            # a workdir (best checkpoint)
-    python -m fbp_jax.predict --model=E clips/ --output=predictions.csv   # an export dir
-    python -m fbp_jax.predict --model=W a.flac b.wav --span_seconds=0.5
+    python -m fbp_jax.serving.predict --model=W clip.wav            # a workdir (best checkpoint)
+    python -m fbp_jax.serving.predict --model=E clips/ --output=predictions.csv   # an export dir
+    python -m fbp_jax.serving.predict --model=W a.flac b.wav --span_seconds=0.5
 
 `--model` is a training workdir (its checkpoint chosen on validation, or `--step`) or a
-directory written by `python -m fbp_jax.export`. Each file goes through the feature extraction
-of data_prep (16 kHz mono, the paper's 200-bin log spectrogram: `data_prep.audio`), the
+directory written by `python -m fbp_jax.serving.export`. Each file goes through the feature extraction
+of data_prep (16 kHz mono, the paper's 200-bin log spectrogram: `data_prep.features.audio`), the
 normalisation statistics of the training split, and the centre crop / zero padding to
 `data.clip_seconds` of evaluation, then the model. For every file it reports the posterior of
 each class, the predicted class, the audio adaptive factor mu (two-stream models), and per
@@ -15,8 +15,8 @@ start of the file. A directory (searched recursively) or several files give a CS
 else stdout); a file that cannot be used gets its error in the `error` column.
 
 Audio files: .wav, .flac, .ogg. Video files (.mp4, .avi, .flv, .mkv): an audio-only model reads
-their audio track (`data_prep.video.read_video`); a model that needs the face stream needs the
-face pipeline of the AFEW / CREMA-D builders, `data_prep.faces.clip_features(path)` (MTCNN,
+their audio track (`data_prep.features.video.read_video`); a model that needs the face stream needs the
+face pipeline of the AFEW / CREMA-D builders, `data_prep.features.faces.clip_features(path)` (MTCNN,
 alignment, FER2013 encoder; it needs TensorFlow for MTCNN). A model that needs video refuses
 an audio-only file, and a video model trained on other face features than the pipeline's.
 
@@ -38,12 +38,12 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from fbp_jax import fusion as fusion_lib
+from fbp_jax.model import fusion as fusion_lib
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".flv", ".mkv")
 # The face pipeline's entry point for video files, when it exists (see the module docstring).
-VIDEO_FEATURES_HOOK = ("data_prep.faces", "clip_features")
+VIDEO_FEATURES_HOOK = ("data_prep.features.faces", "clip_features")
 SERVING_FILE = "serving.json"
 DATA_FIELDS = (
     "clip_seconds",
@@ -104,10 +104,10 @@ def serving_info(config, class_names: Sequence[str], step: int | None) -> dict[s
 def load_model(path: str, step: str = "best") -> ServingModel:
     """A training workdir (checkpoint `step`) or an export directory, ready to predict."""
     if os.path.isfile(os.path.join(path, SERVING_FILE)):
-        from fbp_jax import export
+        from fbp_jax.serving import export
 
         return export.load_exported(path)
-    from fbp_jax import evaluation
+    from fbp_jax.evaluation import evaluation
 
     if not evaluation.is_workdir(path):
         raise PredictError(
@@ -149,8 +149,8 @@ def read_features(path: str, model: ServingModel) -> dict[str, Any]:
       PredictError: unsupported file type, a video model given an audio-only file, a face
         model given a video before the face pipeline exists, or an unusable file.
     """
-    from data_prep import audio as audio_lib
-    from data_prep.corpus import BadClip
+    from data_prep.features import audio as audio_lib
+    from data_prep.builders.corpus import BadClip
 
     ext = os.path.splitext(path)[1].lower()
     needs_video = "video" in model.streams
@@ -181,7 +181,7 @@ def read_features(path: str, model: ServingModel) -> dict[str, Any]:
             features = dict(hook(path))
             samples = None
         else:  # An audio-only model reads the file's audio track.
-            from data_prep import video as video_lib
+            from data_prep.features import video as video_lib
 
             decoded = video_lib.read_video(path, keep_frames=False).audio
             samples = decoded.samples
@@ -403,7 +403,7 @@ def define_flags() -> None:
 
 def main(argv: Sequence[str]) -> None:
     if not FLAGS.model or len(argv) < 2:
-        raise app.UsageError("usage: python -m fbp_jax.predict --model=W FILE_OR_DIR [...]")
+        raise app.UsageError("usage: python -m fbp_jax.serving.predict --model=W FILE_OR_DIR [...]")
     try:
         model = load_model(FLAGS.model, FLAGS.step)
         files = find_media(argv[1:])

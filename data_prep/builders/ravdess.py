@@ -33,8 +33,8 @@ from typing import Any, ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep import audio as audio_lib
-from data_prep import base, corpus
+from data_prep.features import audio as audio_lib
+from data_prep.builders import base, corpus
 
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 NUM_ACTORS = 24

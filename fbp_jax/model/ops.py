@@ -10,7 +10,7 @@ factor (latent) size, `H` number of trunks.
 
 Example, fusing two pooled embeddings in your own model::
 
-    from fbp_jax import ops
+    from fbp_jax.model import ops
     i_g = ops.factorized_bilinear_pooling(
         e_a, e_v, p_kernel, p_bias, q_kernel, q_bias, factor=4)   # [B, O]
 """

@@ -22,7 +22,7 @@ import numpy as np
 import soundfile
 from scipy import signal
 
-from data_prep.corpus import BadClip
+from data_prep.builders.corpus import BadClip
 
 SAMPLE_RATE = 16000
 WINDOW = 640  # 40 ms

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fbp_jax import ops
+from fbp_jax.model import ops
 
 Array = jax.Array
 Dtype = Any

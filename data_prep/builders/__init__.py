@@ -1,0 +1,1 @@
+"""TFDS builders of every corpus on the extraction machinery of `corpus` and `base`."""

@@ -1,0 +1,1 @@
+"""The demo, the benchmark and the `fbp-jax` command line."""
