@@ -6,7 +6,7 @@ Usage::
     python -m data_prep.build synthetic_av/tiny --data_dir=/tmp/synth_data --overwrite
 
 The argument is ``NAME/CONFIG`` (``NAME`` alone builds the builder's default config). ``NAME`` is
-a key of ``BUILDERS``; corpora that need files the user owns (IEMOCAP, AFEW) read them from
+a key of ``data_prep.builders.BUILDERS``; corpora that need files the user owns (IEMOCAP, AFEW) read them from
 ``--manual_dir``.
 """
 
@@ -19,21 +19,12 @@ from collections.abc import Sequence
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from data_prep.builders import afew, cremad, iemocap, ravdess, synthetic
+from data_prep.builders import BUILDERS, builder_class
 
 FLAGS = flags.FLAGS
 
-# Corpus name -> TFDS builder class. Add new corpora here.
-BUILDERS = {
-    "synthetic_av": synthetic.SyntheticAV,
-    "ravdess": ravdess.Ravdess,
-    "iemocap": iemocap.Iemocap,
-    "afew": afew.Afew,
-    "cremad": cremad.CremaD,
-}
 
-
-def get_builder(name: str, data_dir: str | None = None):
+def make_builder(name: str, data_dir: str | None = None):
     """Returns the TFDS builder of ``NAME[/CONFIG]``.
 
     Args:
@@ -47,9 +38,7 @@ def get_builder(name: str, data_dir: str | None = None):
       ValueError: unknown corpus or config; the message lists the valid ones.
     """
     corpus, _, config = name.partition("/")
-    if corpus not in BUILDERS:
-        raise ValueError(f"Unknown corpus {corpus!r}; valid corpora: {sorted(BUILDERS)}.")
-    cls = BUILDERS[corpus]
+    cls = builder_class(corpus)
     configs = [c.name for c in cls.BUILDER_CONFIGS]
     if config and config not in configs:
         raise ValueError(f"Unknown config {config!r} of {corpus!r}; valid configs: {configs}.")
@@ -78,7 +67,7 @@ def build(
     Returns:
       The prepared ``tfds.core.DatasetBuilder``.
     """
-    builder = get_builder(name, data_dir)
+    builder = make_builder(name, data_dir)
     builder.num_workers = num_workers
     if face_features_dir is not None:
         builder.face_features_dir = face_features_dir
@@ -132,9 +121,9 @@ def main(argv: Sequence[str]) -> None:
     )
 
 
-if __name__ == "__main__":
-    # Flags are defined here, not at import, so that programs importing this module (the demo,
-    # the training input pipeline) can have flags of the same names.
+def define_flags() -> None:
+    """The command's flags (defined on demand, so that importers can have flags of the same
+    names)."""
     flags.DEFINE_string(
         "data_dir",
         None,
@@ -155,4 +144,8 @@ if __name__ == "__main__":
         "AFEW / CREMA-D 'features' config: folder of <clip_id>.npy [frames, D1] face features "
         "(default: MANUAL_DIR/face_features).",
     )
+
+
+if __name__ == "__main__":
+    define_flags()
     app.run(main)

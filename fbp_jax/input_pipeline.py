@@ -1,6 +1,6 @@
 """tf.data input pipeline over the TFRecords written by the data_prep TFDS builders.
 
-Every corpus has one schema (DESIGN.md): `audio` [Ta, bins] log spectrogram at 100 frames/s,
+Every corpus has one schema (data_prep.builders.base.schema_features): `audio` [Ta, bins] log spectrogram at 100 frames/s,
 `video` [Tv, ...] per-frame features at 25 frames/s, `video_valid` [Tv], `label`, ids. Here both
 streams are cropped (randomly for training, centred for evaluation) at the same instant and
 zero-padded to `config.data.clip_seconds`, standardised with statistics of the training split,
@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import jax
 import ml_collections
@@ -21,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from fbp_jax.model import frontend
 from fbp_jax import parallel
+from fbp_jax.model import frontend
 
 BATCH_KEYS = ("audio", "audio_mask", "video", "video_mask", "label", "mask")
 
@@ -38,34 +37,36 @@ class Datasets:
     Attributes:
       train_examples: size of the training split (all processes).
       eval_examples: size of the evaluation split (all processes).
-      train_iter: seed -> endless iterator of numpy batches [local_batch, ...].
+      steps_per_epoch: training batches per pass over the training split.
+      train_iter: (seed, start_step) -> endless iterator of numpy batches [local_batch, ...],
+        a deterministic function of the seed, positioned at `start_step` (resumes exactly).
       eval_batches: () -> iterator of numpy batches covering this process's share once.
       stats: normalisation statistics (numpy arrays).
-      info: the TFDS DatasetInfo.
+      class_names: the dataset's class names (its label feature).
+      split_sizes: examples of the training and evaluation (and test) splits.
     """
 
     train_examples: int
     eval_examples: int
-    train_iter: Callable[[int], Iterator[dict[str, np.ndarray]]]
+    steps_per_epoch: int
+    train_iter: Callable[[int, int], Iterator[dict[str, np.ndarray]]]
     eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]
-    stats: dict[str, np.ndarray]
-    info: Any
+    stats: dict[str, np.ndarray] | None
+    class_names: tuple[str, ...]
+    split_sizes: dict[str, int]
 
 
-def _register_builders() -> None:
-    """Imports the project's TFDS builders so that tfds.builder() finds them by name."""
-    import data_prep.build  # noqa: F401  (registers every corpus builder)
-
-
-def get_builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+def prepared_builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     """The prepared TFDS builder of `data_config.name`; a clear error if it is not prepared."""
-    _register_builders()
+    from data_prep.builders import builder_class  # Registers that corpus's builder only.
+
     name, data_dir = data_config.name, data_config.data_dir
     try:
+        builder_class(name)
         builder = tfds.builder(name, data_dir=data_dir)
         prepared = tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json"))
         where = builder.data_dir
-    except tfds.core.registered.DatasetNotFoundError:
+    except (ValueError, tfds.core.registered.DatasetNotFoundError):
         builder, prepared = None, False
         where = os.path.join(data_dir or tfds.core.constants.DATA_DIR, name.split("/")[0])
     if not prepared:
@@ -73,11 +74,10 @@ def get_builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuil
             f"No prepared dataset '{name}' at {where} (data_dir="
             f"{data_dir or 'the TFDS default, $TFDS_DATA_DIR or ~/tensorflow_datasets'}).\n"
             f"Prepare it first with data_prep, e.g.\n"
-            f"  python -m data_prep.build {name} --manual_dir=<corpus as distributed> "
-            f"--data_dir=<dir>\n"
-            f"and pass --config.data.data_dir=<dir>; see README.md, section 'Corpora', for "
-            f"which corpora are supported. To try the system without licensed data, run the "
-            f"demo on the synthetic corpus: bash tasks.sh demo"
+            f"  fbp-jax build {name} --manual_dir=<corpus as distributed> --data_dir=<dir>\n"
+            f"and pass --config.data.data_dir=<dir>; see docs/corpora.md for the supported "
+            f"corpora. To try the system without licensed data, run the demo on the "
+            f"synthetic corpus: bash tasks.sh demo"
         )
     return builder
 
@@ -396,9 +396,16 @@ def create_train_dataset(
     stats: dict[str, np.ndarray] | None,
     seed: int,
     augment: ml_collections.ConfigDict | None = None,
+    start_step: int = 0,
 ) -> tf.data.Dataset:
-    """Endless shuffled batches of this process's shard of `split`, random crops, and the
-    input augmentations of `augment` (config.augment)."""
+    """Endless batches of this process's shard of `split`: random crops and the input
+    augmentations of `augment` (config.augment).
+
+    The stream is a function of `seed` alone: epoch e is the split shuffled with seed
+    (seed, e), each example's crop and augmentation drawn from (seed, e, its position), and
+    batches never straddle two epochs (the last partial batch of an epoch is dropped). So
+    `start_step` can position the stream exactly where a killed run left it.
+    """
     normalizer = _as_normalizer(stats)
     ds = builder.as_dataset(
         split=tfds.split_for_jax_process(split),
@@ -409,28 +416,39 @@ def create_train_dataset(
     ds = ds.map(lambda e: {k: e[k] for k in keys}, tf.data.AUTOTUNE)
     if data_config.cache:
         ds = ds.cache()
-    ds = ds.repeat().shuffle(data_config.shuffle_buffer, seed=seed)
-    # One stateless seed per example, derived from the pipeline seed: reproducible crops.
-    ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed).batch(2))
-    ds = ds.map(
-        lambda ex, s: preprocess(
-            ex, data_config=data_config, stats=normalizer, train=True, seed=s, augment=augment
-        ),
-        tf.data.AUTOTUNE,
-    )
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    num_examples = builder.info.splits[split].num_examples // jax.process_count()
+    steps_per_epoch = max(1, num_examples // batch_size)
+    first_epoch, skip = divmod(start_step, steps_per_epoch)
+    buffer = min(data_config.shuffle_buffer, max(num_examples, 1))
+
+    def epoch(e):
+        shuffled = ds.shuffle(buffer, seed=tf.cast(seed, tf.int64) * 1_000_003 + e)
+        shuffled = shuffled.enumerate().map(
+            lambda i, ex: (ex, tf.stack([tf.cast(seed, tf.int64), e * 10_000_000 + i])),
+            tf.data.AUTOTUNE,
+        )
+        shuffled = shuffled.map(
+            lambda ex, s: preprocess(
+                ex, data_config=data_config, stats=normalizer, train=True, seed=s, augment=augment
+            ),
+            tf.data.AUTOTUNE,
+        )
+        return shuffled.batch(batch_size, drop_remainder=True)
+
+    out = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(skip)
+    return out.prefetch(tf.data.AUTOTUNE)
 
 
 def create_datasets(config: ml_collections.ConfigDict, workdir: str | None) -> Datasets:
     """Training and evaluation data of a config; statistics cached in `workdir`."""
     d = config.data
-    builder = get_builder(d)
+    builder = prepared_builder(d)
     stats = load_or_compute_stats(builder, d.train_split, workdir, d) if d.normalize else None
     batch = parallel.local_batch_size(config.batch_size)
 
-    def train_iter(seed: int):
+    def train_iter(seed: int, start_step: int = 0):
         ds = create_train_dataset(
-            builder, d, d.train_split, batch, stats, seed, config.get("augment")
+            builder, d, d.train_split, batch, stats, seed, config.get("augment"), start_step
         )
         return iter(tfds.as_numpy(ds))
 
@@ -439,11 +457,17 @@ def create_datasets(config: ml_collections.ConfigDict, workdir: str | None) -> D
     def eval_batches():
         return iter(tfds.as_numpy(eval_ds))
 
+    splits = builder.info.splits
+    sizes = {"train": splits[d.train_split].num_examples, "eval": splits[d.eval_split].num_examples}
+    if d.get("test_split"):
+        sizes["test"] = splits[d.test_split].num_examples
     return Datasets(
-        train_examples=builder.info.splits[d.train_split].num_examples,
-        eval_examples=builder.info.splits[d.eval_split].num_examples,
+        train_examples=sizes["train"],
+        eval_examples=sizes["eval"],
+        steps_per_epoch=max(1, sizes["train"] // jax.process_count() // batch),
         train_iter=train_iter,
         eval_batches=eval_batches,
         stats=stats,
-        info=builder.info,
+        class_names=tuple(builder.info.features["label"].names),
+        split_sizes=sizes,
     )

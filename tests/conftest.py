@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from configs import demo
+from fbp_jax import base_config
 
 
 @pytest.fixture(scope="session")
@@ -23,22 +23,10 @@ def tiny_data_dir(tmp_path_factory):
 
 def tiny_train_config(data_dir: str, fusion: str = "am_fbp", **overrides):
     """The demo config shrunk to the tiny synthetic corpus (trains in seconds)."""
-    config = demo.get_config(fusion)
+    config = base_config.demo_config(fusion, size="tiny")
     with config.unlocked():
-        config.data.name = "synthetic_av/tiny"
         config.data.data_dir = data_dir
-        config.data.num_bins = 40
-        config.data.video_shape = (32,)
-        config.data.clip_seconds = 1.2
-        config.model.fbp.global_dim = 16
-        config.model.fbp.multi_dim = 16
-        config.model.fbp.num_trunks = 3
-        config.batch_size = 16
-        config.num_epochs = 12
-        config.optim.learning_rate = 3e-3
-        config.optim.lr_decay_epochs = ()
-        config.log_every_steps = 5
-        config.checkpoint_every_steps = 10
+        config.eval_every_steps = 62  # As the tests were tuned: twice in 12 epochs.
         for key, value in overrides.items():
             target = config
             *path, last = key.split(".")
@@ -118,20 +106,20 @@ def tiny_folds_config(data_dir: str, fusion: str, fold: str = "1", **overrides):
 @pytest.fixture(scope="session")
 def amfbp_workdir(tiny_data_dir, tmp_path_factory):
     """AM-FBP trained 8 steps on the tiny corpus, evaluated every 4 (two checkpoints)."""
-    from fbp_jax.training import train_lib
+    from fbp_jax.training import loop
 
     workdir = str(tmp_path_factory.mktemp("amfbp"))
     config = tiny_train_config(tiny_data_dir, "am_fbp", num_train_steps=8, eval_every_steps=4)
-    train_lib.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
     return workdir
 
 
 @pytest.fixture(scope="session")
 def audio_workdir(tiny_folds_data_dir, tmp_path_factory):
     """An audio-only model on 200-bin spectrograms (what data_prep computes from a file)."""
-    from fbp_jax.training import train_lib
+    from fbp_jax.training import loop
 
     workdir = str(tmp_path_factory.mktemp("audio"))
     config = tiny_folds_config(tiny_folds_data_dir, "audio", num_train_steps=2, eval_every_steps=2)
-    train_lib.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
     return workdir

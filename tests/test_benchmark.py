@@ -9,7 +9,7 @@ def test_benchmark_command_writes_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     script = (
         BLOCK_TENSORFLOW
-        + "from absl import app\nfrom fbp_jax import benchmark\napp.run(benchmark.main)\n"
+        + "from absl import app\nfrom fbp_jax.tools import benchmark\nbenchmark.define_flags()\napp.run(benchmark.main)\n"
     )
     args = [
         "--variants=video,g_fbp",
@@ -35,7 +35,7 @@ def test_benchmark_command_writes_table_and_json(tmp_path):
 
 def test_scaling_reruns_itself_per_device_count(tmp_path):
     out = tmp_path / "scaling.json"
-    script = "from absl import app\nfrom fbp_jax import benchmark\napp.run(benchmark.main)\n"
+    script = "from absl import app\nfrom fbp_jax.tools import benchmark\nbenchmark.define_flags()\napp.run(benchmark.main)\n"
     args = [
         "--scaling=2",  # One device is always measured too: it is the reference.
         "--scaling_batch=4",

@@ -9,8 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from fbp_jax.model import fusion, network, ops
-from fbp_jax.training import train_lib
+from fbp_jax.model import frontend, fusion, network, ops
 from tests.test_models import random_batch, tiny_config
 
 
@@ -39,7 +38,7 @@ def built(variant):
     config = cfn_config(corpus, **cfn)
     batch = random_batch(config, lengths=[1.0, 0.6, 0.25])
     model = network.get_model(config)
-    params = jax.jit(model.init)(jax.random.key(0), train_lib.model_inputs(batch, "cfn_sr"))
+    params = jax.jit(model.init)(jax.random.key(0), frontend.model_inputs(batch, "cfn_sr"))
     return config, batch, model, params, jax.jit(model.apply, static_argnames="train")
 
 
@@ -89,7 +88,7 @@ def test_masked_mean_pooling():
 def test_shapes_and_outputs(variant):
     config, batch, _, params, apply = built(variant)
     corpus, cfn = VARIANTS[variant]
-    out = apply(params, train_lib.model_inputs(batch, "cfn_sr"))
+    out = apply(params, frontend.model_inputs(batch, "cfn_sr"))
     p = params["params"]
     # No attention pooling parameters (they would get no gradient); the head owns the rest.
     assert set(p) == {"audio_encoder", "video_encoder", "fusion"}
@@ -116,7 +115,7 @@ def test_shapes_and_outputs(variant):
 
 def test_bfloat16_logits_are_close_to_float32():
     _, batch, _, params, apply = built("default")
-    inputs = train_lib.model_inputs(batch, "cfn_sr")
+    inputs = frontend.model_inputs(batch, "cfn_sr")
     bf16 = cfn_config()
     with bf16.unlocked():
         bf16.model.dtype = "bfloat16"
@@ -132,8 +131,8 @@ def test_padded_values_change_no_output():
         noisy[key][~batch[f"{key}_mask"]] = 1e3
     rngs = {"dropout": jax.random.key(3)}
     for train in (False, True):  # Dropout masks depend on the rng only.
-        out = apply(params, train_lib.model_inputs(batch, "cfn_sr"), train=train, rngs=rngs)
-        out2 = apply(params, train_lib.model_inputs(noisy, "cfn_sr"), train=train, rngs=rngs)
+        out = apply(params, frontend.model_inputs(batch, "cfn_sr"), train=train, rngs=rngs)
+        out2 = apply(params, frontend.model_inputs(noisy, "cfn_sr"), train=train, rngs=rngs)
         for k in out:
             np.testing.assert_allclose(out[k], out2[k], rtol=1e-5, atol=1e-6, err_msg=k)
     w, m = np.asarray(out["video_attention"]), np.asarray(out["video_mask"])
@@ -146,7 +145,7 @@ def test_every_parameter_gets_a_nonzero_gradient(variant):
     labels = jnp.arange(3) % config.data.num_classes
 
     def loss(p):
-        out = model.apply(p, train_lib.model_inputs(batch, "cfn_sr"))
+        out = model.apply(p, frontend.model_inputs(batch, "cfn_sr"))
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out["logits"], labels))
 
     grads = jax.jit(jax.grad(loss))(params)
@@ -165,7 +164,7 @@ def test_configs_build(module):
     config = mod.get_config("cfn_sr") if module == "demo" else mod.get_config()
     assert config.model.fusion == "cfn_sr"
     model = network.get_model(config)
-    inputs = train_lib.model_inputs(train_lib.input_spec(config), "cfn_sr")
+    inputs = frontend.model_inputs(frontend.input_spec(config), "cfn_sr")
     shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), inputs)
     sa = shapes["params"]["fusion"]["audio_self_attention"]
     assert len([k for k in sa if k.startswith("layer")]) == config.model.cfn.num_layers == 5

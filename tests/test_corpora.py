@@ -12,9 +12,9 @@ import soundfile as sf
 import tensorflow_datasets as tfds
 from scipy import signal as sps
 
-from data_prep.features import audio as audio_lib
 from data_prep import build
 from data_prep.builders import iemocap, ravdess
+from data_prep.features import audio as audio_lib
 from tests.conftest import REPO
 
 RAVDESS_DEV = os.path.join(REPO, "..", "shared", "data", "ravdess-dev")
@@ -28,7 +28,7 @@ def _tone(seconds: float, rate: int = 16000, freq: float = 440.0, seed: int = 0)
 
 def _records(data_dir: str, name: str) -> dict[str, dict[str, dict]]:
     """split -> clip id -> example (numpy)."""
-    builder = build.get_builder(name, data_dir)
+    builder = build.make_builder(name, data_dir)
     return {
         split: {ex["clip_id"].decode(): ex for ex in tfds.as_numpy(builder.as_dataset(split))}
         for split in builder.info.splits
@@ -347,7 +347,7 @@ def test_marker_header_with_names_then_xyz_row(tmp_path):
 def test_corpus_config_trains_on_the_built_records(tmp_path, corpus):
     """The corpus's own config (shrunk) trains and evaluates on what its builder wrote."""
     from configs import common, iemocap_amfbp, ravdess_amfbp
-    from fbp_jax.training import train_lib
+    from fbp_jax.training import loop
 
     write = {"ravdess": write_ravdess, "iemocap": write_iemocap}[corpus]
     write(tmp_path / "src")
@@ -365,5 +365,5 @@ def test_corpus_config_trains_on_the_built_records(tmp_path, corpus):
         config.model.fbp.num_trunks = 3
         config.batch_size = 4
         config.num_train_steps = 2
-    result = train_lib.train_and_evaluate(config, str(tmp_path / "work"))
+    result = loop.train_and_evaluate(config, str(tmp_path / "work"))
     assert result["step"] == 2 and np.isfinite(result["eval_loss"])

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from data_prep.builders import synthetic
+from fbp_jax import workdir as workdir_lib
 from fbp_jax.evaluation import cross_validation as cv
-from fbp_jax.evaluation import evaluation
-from fbp_jax.training import train_lib
+from fbp_jax.evaluation import predictions as predictions_lib
 from tests.conftest import REPO
 
 TINY_FOLDS = synthetic.TINY_FOLDS_CONFIG
@@ -37,6 +37,29 @@ def test_synthetic_folds_are_disjoint_speaker_groups():
     assert synthetic.split_names(synthetic.TINY_CONFIG) == ("train", "validation")
 
 
+def test_ravdess_dev_protocol_and_recipe_option():
+    """`ravdess_*.py:dev` declares 6 folds of 2 development actors; options after the fold
+    (`:dev,paper`) reach every fold's config."""
+    path = os.path.join(REPO, "configs", "ravdess_amfbp.py")
+    folds = cv.load_folds(path + ":dev")
+    assert [f.name for f in folds] == [f"dev{k}" for k in range(1, 7)]
+    tested = []
+    for f in folds:
+        actors = {k: sorted(cv.split_parts(v)) for k, v in f.splits.items()}
+        assert len(actors["test"]) == 2 and len(actors["validation"]) == 2
+        assert len(actors["train"]) == 8
+        assert not set(actors["test"]) & set(actors["train"] + actors["validation"])
+        tested += actors["test"]
+        assert f.config.recipe == "small" and f.config.data.speaker_norm
+    assert sorted(tested) == [f"actor{a:02d}" for a in range(1, 13)]
+    paper = cv.load_folds(path + ":dev,paper")
+    assert [f.splits for f in paper] == [f.splits for f in folds]
+    assert all(f.config.recipe == "paper" and not f.config.data.speaker_norm for f in paper)
+    full = cv.load_folds(path + ":1")
+    assert [f.name for f in full] == [str(k) for k in range(1, 7)]
+    assert all(len(cv.split_parts(f.splits["test"])) == 4 for f in full)
+
+
 def test_fold_configs_never_select_on_the_test_speakers():
     from configs import synthetic_cv_common
 
@@ -50,8 +73,8 @@ def test_fold_configs_never_select_on_the_test_speakers():
         assert not (parts["test"] & (parts["train"] | parts["validation"]))
     with pytest.raises(cv.CrossValidationError, match="define the folds"):
         cv.load_folds(AMFBP_CV, {"data.test_split": "fold1"})
-    with pytest.raises(cv.CrossValidationError, match="without a fold argument"):
-        cv.load_folds(AMFBP_CV + ":2")
+    # The base argument only names the protocol: any fold's config declares all of them.
+    assert [f.splits for f in cv.load_folds(AMFBP_CV + ":2")] == [f.splits for f in folds]
     with pytest.raises(cv.CrossValidationError, match="declares no folds"):
         cv.load_folds(os.path.join(REPO, "configs", "demo.py"))
     bad = cv.Fold("x", folds[0].config.copy_and_resolve_references())
@@ -93,13 +116,13 @@ def test_runner_runs_every_fold_resumes_and_writes_the_table(tiny_folds_data_dir
     assert summary["complete"] and [r["fold"] for r in summary["folds"]] == ["1", "2", "3"]
     for r in summary["folds"]:
         # The reported checkpoint is the best on the fold's validation speakers.
-        manager = train_lib.create_checkpoint_manager(os.path.join(workdir, f"fold{r['fold']}"))
+        manager = workdir_lib.create_checkpoint_manager(os.path.join(workdir, f"fold{r['fold']}"))
         val = {s: manager.metrics(s)["eval_accuracy"] for s in manager.all_steps()}
         manager.close()
         assert r["validation_accuracy"] == max(val.values()) == val[r["best_step"]]
         assert r["splits"]["test"] == f"fold{r['fold']}" and r["test_examples"] == 16
-        test = evaluation.read_predictions(
-            os.path.join(workdir, f"fold{r['fold']}", "test", evaluation.PREDICTIONS_FILE)
+        test = predictions_lib.read_predictions(
+            os.path.join(workdir, f"fold{r['fold']}", "test", predictions_lib.PREDICTIONS_FILE)
         )
         assert {c.split("_")[0] for c in test.clip_ids} == {f"fold{r['fold']}"}
         assert test.metrics()["weighted_accuracy"] == pytest.approx(r["test_accuracy"])
@@ -107,7 +130,7 @@ def test_runner_runs_every_fold_resumes_and_writes_the_table(tiny_folds_data_dir
     assert summary["mean"]["test_accuracy"] == pytest.approx(np.mean(accs))
     assert summary["std"]["test_accuracy"] == pytest.approx(np.std(accs, ddof=1))
 
-    pooled = evaluation.read_predictions(os.path.join(workdir, cv.POOLED_PREDICTIONS))
+    pooled = predictions_lib.read_predictions(os.path.join(workdir, cv.POOLED_PREDICTIONS))
     assert len(pooled.clip_ids) == 48  # every clip of the corpus once
     correct = sum(r["test_accuracy"] * r["test_examples"] for r in summary["folds"])
     assert summary["pooled"]["weighted_accuracy"] == pytest.approx(correct / 48)

@@ -6,11 +6,15 @@ import os
 
 import numpy as np
 import pytest
+from fbp_jax.evaluation.predictions import EvaluationError, Predictions
 from scipy import stats
 
-from fbp_jax.evaluation import evaluation
-from fbp_jax.training import train_lib
-from fbp_jax.evaluation.evaluation import EvaluationError, Predictions
+from fbp_jax import metrics
+from fbp_jax import metrics as metrics_lib
+from fbp_jax import workdir as workdir_lib
+from fbp_jax.evaluation import evaluate as evaluate_lib
+from fbp_jax.evaluation import predictions as predictions_lib
+from fbp_jax.evaluation import significance
 
 # ----------------------------------------------------------------------------------------------
 # Metrics against hand-computed values
@@ -27,7 +31,7 @@ CONFUSION = np.array(
 
 
 def test_metrics_of_a_fixed_confusion_matrix():
-    m = evaluation.compute_metrics(CONFUSION, ["a", "b", "c"])
+    m = metrics_lib.compute_metrics(CONFUSION, ["a", "b", "c"])
     assert m["num_examples"] == 10
     assert m["weighted_accuracy"] == pytest.approx(6 / 10)  # (5 + 1) / 10
     assert m["unweighted_accuracy"] == pytest.approx((5 / 6 + 1 / 4) / 2)  # c has no clip
@@ -38,7 +42,7 @@ def test_metrics_of_a_fixed_confusion_matrix():
     assert c["accuracy"] is None and c["precision"] == pytest.approx(0.0)
     assert m["confusion_matrix"] == CONFUSION.tolist()
     # The training loop's UA (clu metric) is the same quantity.
-    assert float(train_lib.compute_unweighted_accuracy(CONFUSION)) == pytest.approx(
+    assert float(metrics.unweighted_accuracy(CONFUSION)) == pytest.approx(
         m["unweighted_accuracy"]
     )
     json.dumps(m)  # JSON-serialisable (None, not NaN)
@@ -47,7 +51,7 @@ def test_metrics_of_a_fixed_confusion_matrix():
 def test_confusion_matrix_counts_label_prediction_pairs():
     labels = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
     preds = [0, 0, 0, 0, 0, 1, 0, 0, 1, 2]
-    np.testing.assert_array_equal(evaluation.confusion_matrix(labels, preds, 3), CONFUSION)
+    np.testing.assert_array_equal(metrics_lib.confusion_matrix(labels, preds, 3), CONFUSION)
 
 
 def _predictions(labels, probs, ids=None, names=("a", "b", "c"), source="p"):
@@ -65,8 +69,8 @@ def test_predictions_csv_round_trip(tmp_path):
     p = _random_predictions()
     p.outputs["mu"] = np.linspace(0.2, 0.8, 30)
     path = str(tmp_path / "p.csv")
-    evaluation.write_predictions(p, path)
-    q = evaluation.read_predictions(path)
+    predictions_lib.write_predictions(p, path)
+    q = predictions_lib.read_predictions(path)
     assert list(q.clip_ids) == list(p.clip_ids) and q.class_names == p.class_names
     np.testing.assert_array_equal(q.labels, p.labels)
     np.testing.assert_allclose(q.probabilities, p.probabilities, rtol=1e-8)
@@ -78,19 +82,19 @@ def test_predictions_csv_round_trip(tmp_path):
 def test_bad_predictions_files_name_the_file_and_the_problem(tmp_path):
     missing = tmp_path / "missing.csv"
     with pytest.raises(EvaluationError, match="missing.csv: no such"):
-        evaluation.read_predictions(str(missing))
+        predictions_lib.read_predictions(str(missing))
     bad = tmp_path / "bad.csv"
     bad.write_text("clip_id,label,prob_a,prob_b\nx,0,0.5,0.5\ny,1,oops,0.5\n")
     with pytest.raises(EvaluationError, match=r"bad.csv, line 3: bad value"):
-        evaluation.read_predictions(str(bad))
+        predictions_lib.read_predictions(str(bad))
     header = tmp_path / "header.csv"
     header.write_text("id,label\nx,0\n")
     with pytest.raises(EvaluationError, match="header.csv: not a predictions file"):
-        evaluation.read_predictions(str(header))
+        predictions_lib.read_predictions(str(header))
     notprob = tmp_path / "notprob.csv"
     notprob.write_text("clip_id,label,prob_a,prob_b\nx,0,0.9,0.9\n")
     with pytest.raises(EvaluationError, match="rows must sum to 1"):
-        evaluation.read_predictions(str(notprob))
+        predictions_lib.read_predictions(str(notprob))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,7 +103,7 @@ def test_bad_predictions_files_name_the_file_and_the_problem(tmp_path):
 
 def test_ensemble_of_a_system_with_itself_is_the_system():
     p = _random_predictions()
-    e = evaluation.ensemble([p, p, p])
+    e = predictions_lib.ensemble([p, p, p])
     np.testing.assert_allclose(e.probabilities, p.probabilities, rtol=1e-12)
     assert e.metrics() == {**p.metrics(), "loss": pytest.approx(p.metrics()["loss"])}
 
@@ -112,7 +116,7 @@ def test_ensemble_averages_posteriors_aligned_by_clip_id():
     q_shuffled = _predictions(
         q.labels[order], q.probabilities[order], q.clip_ids[order], source="second"
     )
-    e = evaluation.ensemble([p, q_shuffled], weights=[2.0, 1.0])
+    e = predictions_lib.ensemble([p, q_shuffled], weights=[2.0, 1.0])
     np.testing.assert_allclose(e.probabilities, (2 * p.probabilities + q.probabilities) / 3)
     assert list(e.clip_ids) == list(p.clip_ids)
 
@@ -123,10 +127,10 @@ def test_ensemble_refuses_members_on_other_clips_or_labels():
     with pytest.raises(
         EvaluationError, match="b and first.csv are not on the same clips: 30 only in the first"
     ):
-        evaluation.ensemble([p, other_clips])
+        predictions_lib.ensemble([p, other_clips])
     other_labels = _predictions((p.labels + 1) % 3, p.probabilities, p.clip_ids, source="c")
     with pytest.raises(EvaluationError, match="disagree on the labels"):
-        evaluation.ensemble([p, other_labels])
+        predictions_lib.ensemble([p, other_labels])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,7 +142,7 @@ def test_ensemble_refuses_members_on_other_clips_or_labels():
     [(0, 0), (5, 0), (0, 5), (10, 3), (3, 10), (7, 7), (1, 12), (40, 25), (100, 130)],
 )
 def test_mcnemar_p_values_match_the_binomial_test(only_a, only_b):
-    two, a_better, b_better = evaluation.mcnemar_exact(only_a, only_b)
+    two, a_better, b_better = significance.mcnemar_exact(only_a, only_b)
     n = only_a + only_b
     if n == 0:
         assert (two, a_better, b_better) == (1.0, 1.0, 1.0)
@@ -154,7 +158,7 @@ def test_mcnemar_p_values_match_the_binomial_test(only_a, only_b):
 
 def test_mcnemar_hand_computed_and_table_of_two_systems():
     # 5 discordant clips all favouring A: one-sided p = 0.5 ** 5, two-sided twice that.
-    two, a_better, b_better = evaluation.mcnemar_exact(5, 0)
+    two, a_better, b_better = significance.mcnemar_exact(5, 0)
     assert a_better == pytest.approx(1 / 32) and two == pytest.approx(2 / 32)
     assert b_better == pytest.approx(1.0)
     # A right on clips 0-7, B right on clips 4-9 and 11: both 4, only A 4, only B 3, neither 1.
@@ -164,7 +168,7 @@ def test_mcnemar_hand_computed_and_table_of_two_systems():
     b = _predictions(
         labels, [right if 4 <= i < 10 or i == 11 else wrong for i in range(12)], source="B"
     )
-    r = evaluation.mcnemar(a, b)
+    r = significance.mcnemar(a, b)
     assert (r.both_correct, r.only_a, r.only_b, r.both_wrong) == (4, 4, 3, 1)
     assert r.p_two_sided == pytest.approx(stats.binomtest(4, 7, 0.5).pvalue)
     assert r.accuracy_a == pytest.approx(8 / 12) and r.accuracy_b == pytest.approx(7 / 12)
@@ -176,10 +180,10 @@ def test_mcnemar_hand_computed_and_table_of_two_systems():
 
 @pytest.mark.slow
 def test_padded_and_unpadded_evaluation_agree(amfbp_workdir):
-    loaded = evaluation.load_model(amfbp_workdir)
+    loaded = workdir_lib.load_trained(amfbp_workdir)
     # 56 validation clips: batches of 16 end with 8 padding examples, batches of 8 have none.
-    padded = evaluation.evaluate(loaded, "validation", batch_size=16)
-    unpadded = evaluation.evaluate(loaded, "validation", batch_size=8)
+    padded = evaluate_lib.evaluate(loaded, "validation", batch_size=16)
+    unpadded = evaluate_lib.evaluate(loaded, "validation", batch_size=8)
     assert len(padded.clip_ids) == 56 and len(set(padded.clip_ids)) == 56
     assert list(unpadded.clip_ids) == list(padded.clip_ids)
     np.testing.assert_array_equal(unpadded.labels, padded.labels)
@@ -187,7 +191,7 @@ def test_padded_and_unpadded_evaluation_agree(amfbp_workdir):
     np.testing.assert_allclose(unpadded.outputs["mu"], padded.outputs["mu"], atol=1e-5)
     assert unpadded.confusion().tolist() == padded.confusion().tolist()
     # The training loop's clu metrics of the same checkpoint on the same split agree.
-    manager = train_lib.create_checkpoint_manager(amfbp_workdir)
+    manager = workdir_lib.create_checkpoint_manager(amfbp_workdir)
     train_metrics = manager.metrics(loaded.step)
     manager.close()
     m = padded.metrics()
@@ -201,31 +205,31 @@ def test_padded_and_unpadded_evaluation_agree(amfbp_workdir):
 @pytest.mark.slow
 def test_evaluate_workdir_writes_metrics_and_predictions(amfbp_workdir, tmp_path):
     out = str(tmp_path / "eval")
-    predictions, metrics, out_dir = evaluation.evaluate_workdir(
+    predictions, metrics, out_dir = evaluate_lib.evaluate_workdir(
         amfbp_workdir, "validation", step="latest", output_dir=out, batch_size=16
     )
     assert out_dir == out and metrics["step"] == 8 and metrics["split"] == "validation"
-    with open(os.path.join(out, evaluation.METRICS_FILE)) as f:
+    with open(os.path.join(out, predictions_lib.METRICS_FILE)) as f:
         saved = json.load(f)
     assert saved["weighted_accuracy"] == metrics["weighted_accuracy"]
     assert sum(map(sum, saved["confusion_matrix"])) == 56
-    again = evaluation.read_predictions(os.path.join(out, evaluation.PREDICTIONS_FILE))
+    again = predictions_lib.read_predictions(os.path.join(out, predictions_lib.PREDICTIONS_FILE))
     np.testing.assert_allclose(again.probabilities, predictions.probabilities, rtol=1e-7)
     # The ensemble of the workdir with itself (workdir and its predictions file) is the model.
-    members = [evaluation.load_predictions(amfbp_workdir, "validation", step="latest"), again]
-    combined = evaluation.ensemble(members)
+    members = [evaluate_lib.load_predictions(amfbp_workdir, "validation", step="latest"), again]
+    combined = predictions_lib.ensemble(members)
     np.testing.assert_allclose(combined.probabilities, predictions.probabilities, atol=1e-6)
     assert combined.metrics()["weighted_accuracy"] == metrics["weighted_accuracy"]
-    assert evaluation.mcnemar(members[0], again).p_two_sided == 1.0
+    assert significance.mcnemar(members[0], again).p_two_sided == 1.0
 
 
 @pytest.mark.slow
 def test_named_steps_and_bad_workdirs(amfbp_workdir, tmp_path):
-    assert evaluation.resolve_step(amfbp_workdir, "latest") == 8
-    assert evaluation.resolve_step(amfbp_workdir, "best") in (4, 8)
+    assert workdir_lib.resolve_step(amfbp_workdir, "latest") == 8
+    assert workdir_lib.resolve_step(amfbp_workdir, "best") in (4, 8)
     with pytest.raises(EvaluationError, match=r"no checkpoint '5'; use 'best', 'latest' or one"):
-        evaluation.resolve_step(amfbp_workdir, "5")
+        workdir_lib.resolve_step(amfbp_workdir, "5")
     with pytest.raises(EvaluationError, match="not a training workdir"):
-        evaluation.load_model(str(tmp_path))
+        workdir_lib.load_trained(str(tmp_path))
     with pytest.raises(EvaluationError, match="no split 'nosuch'"):
-        evaluation.evaluate(amfbp_workdir, "nosuch")
+        evaluate_lib.evaluate(amfbp_workdir, "nosuch")

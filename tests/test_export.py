@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from fbp_jax.evaluation import evaluation
-from fbp_jax.serving import export
+from fbp_jax import workdir as workdir_lib
+from fbp_jax.serving import bundle, export
 
 pytestmark = pytest.mark.slow
 
@@ -16,8 +16,8 @@ def _real_batch(workdir, n):
     """The first n clips of the validation split, as the evaluation pipeline feeds them."""
     from fbp_jax import input_pipeline
 
-    loaded = evaluation.load_model(workdir)
-    builder = input_pipeline.get_builder(loaded.config.data)
+    loaded = workdir_lib.load_trained(workdir)
+    builder = input_pipeline.prepared_builder(loaded.config.data)
     ds = input_pipeline.create_eval_dataset(
         builder, loaded.config.data, "validation", n, loaded.stats
     )
@@ -28,8 +28,8 @@ def _real_batch(workdir, n):
 def test_exported_model_equals_the_original(amfbp_workdir, tmp_path):
     out = str(tmp_path / "export")
     export.export_model(amfbp_workdir, out)
-    assert sorted(os.listdir(out)) == sorted([export.MODEL_FILE, export.STATS_FILE, "serving.json"])
-    served = export.load_exported(out)
+    assert sorted(os.listdir(out)) == sorted([bundle.MODEL_FILE, bundle.STATS_FILE, bundle.SERVING_FILE])
+    served = bundle.load_exported(out)
     assert served.fusion == "am_fbp" and len(served.class_names) == 7
     loaded, batch = _real_batch(amfbp_workdir, 16)  # the evaluation tests' batch shape
     want = loaded.apply_fn(batch)

@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 import tensorflow_datasets as tfds
 
-from data_prep.builders import afew, cremad
 from data_prep import build, testclips
+from data_prep.builders import afew, cremad
 
 FRAMES = 8  # 0.32 s clips: MTCNN costs ~0.1 s per frame on 2 cores.
 NO_FACE_FRAME = 5
@@ -280,7 +280,7 @@ def test_features_config_without_folder_is_a_clear_error(afew_built, tmp_path):
 def test_corpus_config_trains_on_the_built_records(request, tmp_path, corpus):
     """configs/afew_amfbp.py and configs/cremad_amfbp.py (shrunk) train on the built records."""
     from configs import afew_amfbp, common, cremad_amfbp
-    from fbp_jax.training import train_lib
+    from fbp_jax.training import loop
 
     root, _, _ = request.getfixturevalue(f"{corpus}_built")
     config = {"afew": afew_amfbp, "cremad": cremad_amfbp}[corpus].get_config()
@@ -295,5 +295,5 @@ def test_corpus_config_trains_on_the_built_records(request, tmp_path, corpus):
         config.model.fbp.num_trunks = 3
         config.batch_size = 2
         config.num_train_steps = 2
-    result = train_lib.train_and_evaluate(config, str(tmp_path / "work"))
+    result = loop.train_and_evaluate(config, str(tmp_path / "work"))
     assert result["step"] == 2 and np.isfinite(result["eval_loss"])

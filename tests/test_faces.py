@@ -10,9 +10,9 @@ import os
 import numpy as np
 import pytest
 
-from data_prep.features import faces, video
 from data_prep import testclips
 from data_prep.builders.corpus import BadClip
+from data_prep.features import faces, video
 from tests.conftest import BLOCK_TENSORFLOW, run_script
 
 NO_FACE = (0, 1, 14, 15, 16, 29)
@@ -323,7 +323,7 @@ def test_features_from_file(clip_dir, tmp_path):
 @pytest.mark.slow
 def test_benchmark_command_prints_a_table():
     proc = run_script(
-        "from data_prep import faces; faces.main(['--benchmark', '--seconds', '0.8'])"
+        "from data_prep.features import faces; faces.main(['--benchmark', '--seconds', '0.8'])"
     )
     assert "whole f/s" in proc.stdout and "afew_like_720x576.avi" in proc.stdout
     assert "cremad_like_480x360.flv" in proc.stdout

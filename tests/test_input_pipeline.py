@@ -32,7 +32,7 @@ def test_train_batches_shapes_masks_and_sharding(tiny_data_dir):
 
 def test_evaluation_covers_every_example_once(tiny_data_dir):
     config = tiny_train_config(tiny_data_dir)
-    builder = input_pipeline.get_builder(config.data)
+    builder = input_pipeline.prepared_builder(config.data)
     ds = input_pipeline.create_eval_dataset(
         builder, config.data, "validation", 16, None, keep_ids=True
     )
@@ -76,7 +76,7 @@ def test_statistics_come_from_the_training_split(tiny_data_dir, tmp_path):
     from data_prep.builders import synthetic
 
     config = tiny_train_config(tiny_data_dir)
-    builder = input_pipeline.get_builder(config.data)
+    builder = input_pipeline.prepared_builder(config.data)
     stats = input_pipeline.load_or_compute_stats(builder, "train", str(tmp_path))
     cfg = builder.builder_config
     audio = np.concatenate(
@@ -91,8 +91,8 @@ def test_statistics_come_from_the_training_split(tiny_data_dir, tmp_path):
 def test_unknown_or_unprepared_dataset_names_where_it_looked(tmp_path):
     config = tiny_train_config(str(tmp_path))
     with pytest.raises(input_pipeline.DatasetNotPreparedError, match=str(tmp_path)):
-        input_pipeline.get_builder(config.data)
+        input_pipeline.prepared_builder(config.data)
     with config.unlocked():
         config.data.name = "afew"
     with pytest.raises(input_pipeline.DatasetNotPreparedError, match="tasks.sh demo"):
-        input_pipeline.get_builder(config.data)
+        input_pipeline.prepared_builder(config.data)

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from fbp_jax.model import fusion, network
-from fbp_jax.training import train_lib
+from fbp_jax.model import frontend, fusion, network
 from tests.conftest import BLOCK_TENSORFLOW, run_script
 
 ALL = sorted(fusion.FUSION_STREAMS)
@@ -34,7 +33,7 @@ def tiny_config(name="am_fbp", corpus="afew"):
 
 
 def random_batch(config, batch=3, seed=0, lengths=None):
-    spec = train_lib.input_spec(config, batch)
+    spec = frontend.input_spec(config, batch)
     rng = np.random.default_rng(seed)
     out = {
         k: rng.standard_normal(v.shape).astype(np.float32)
@@ -51,7 +50,7 @@ def random_batch(config, batch=3, seed=0, lengths=None):
 
 def init(config, batch):
     model = network.get_model(config)
-    params = model.init(jax.random.key(0), train_lib.model_inputs(batch, config.model.fusion))
+    params = model.init(jax.random.key(0), frontend.model_inputs(batch, config.model.fusion))
     return model, params
 
 
@@ -60,7 +59,7 @@ def test_shapes_and_outputs(name):
     config = tiny_config(name)
     batch = random_batch(config, lengths=[1.0, 0.5, 0.3])
     model, params = init(config, batch)
-    out = model.apply(params, train_lib.model_inputs(batch, name))
+    out = model.apply(params, frontend.model_inputs(batch, name))
     assert out["logits"].shape == (3, config.data.num_classes)
     assert out["embedding"].ndim == 2
     for stream in fusion.streams_for(name):
@@ -79,7 +78,7 @@ def test_iemocap_marker_encoder():
     batch = random_batch(config)
     assert batch["video"].shape[2:] == (10, 3)
     model, params = init(config, batch)
-    out = model.apply(params, train_lib.model_inputs(batch, "am_fbp"))
+    out = model.apply(params, frontend.model_inputs(batch, "am_fbp"))
     assert "conv1" in params["params"]["video_encoder"]
     assert params["params"]["video_encoder"]["conv1"]["kernel"].shape[2] == 3
     assert out["logits"].shape == (3, 4)
@@ -90,11 +89,11 @@ def test_padded_values_change_no_output(name):
     config = tiny_config(name)
     batch = random_batch(config, lengths=[1.0, 0.6, 0.25])
     model, params = init(config, batch)
-    out = model.apply(params, train_lib.model_inputs(batch, name))
+    out = model.apply(params, frontend.model_inputs(batch, name))
     noisy = {k: v.copy() for k, v in batch.items()}
     for key in ("audio", "video"):
         noisy[key][~batch[f"{key}_mask"]] = 1e3
-    out2 = model.apply(params, train_lib.model_inputs(noisy, name))
+    out2 = model.apply(params, frontend.model_inputs(noisy, name))
     for k in out:
         np.testing.assert_allclose(out[k], out2[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
@@ -115,8 +114,8 @@ def test_clip_gives_same_output_with_more_padding():
         big[key][:, :n] = batch[key]
         big[f"{key}_mask"][:, :n] = batch[f"{key}_mask"]
     model, params = init(config, batch)
-    a = model.apply(params, train_lib.model_inputs(batch, "am_fbp"))
-    b = model.apply(params, train_lib.model_inputs(big, "am_fbp"))
+    a = model.apply(params, frontend.model_inputs(batch, "am_fbp"))
+    b = model.apply(params, frontend.model_inputs(big, "am_fbp"))
     for k in ("logits", "embedding", "mu"):
         np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
@@ -136,7 +135,7 @@ def test_ag_fbp_equals_g_fbp_without_biases_and_differs_with():
     g_model, params = init(g_cfg, batch)
     ag_model = network.get_model(ag_cfg)
     params = {"params": jax.tree.map(lambda x: x + 0.1 * jnp.sign(x) + 0.05, params["params"])}
-    inputs = train_lib.model_inputs(batch, "g_fbp")
+    inputs = frontend.model_inputs(batch, "g_fbp")
     with_bias = [m.apply(params, inputs)["logits"] for m in (g_model, ag_model)]
     assert np.max(np.abs(np.asarray(with_bias[0] - with_bias[1]))) > 1e-4
     zero = _zero_fbp_biases(params)
@@ -159,14 +158,15 @@ def test_core_runs_without_tensorflow():
         import functools, jax, numpy as np
         from fbp_jax.model import ops, layers, encoders, fusion, network
         from fbp_jax import parallel
-        from fbp_jax.training import train_lib
+        from fbp_jax.model import frontend
+        from fbp_jax.training import steps
         from tests.test_models import tiny_config, random_batch
         config = tiny_config('am_fbp')
         model = network.get_model(config)
-        state = train_lib.create_train_state(config, model, jax.random.key(0), lambda s: 1e-3)
+        state = steps.create_train_state(config, model, jax.random.key(0), lambda s: 1e-3)
         batch = random_batch(config, batch=2)
         batch['label'] = np.array([0, 1]); batch['mask'] = np.ones(2, np.int32)
-        step = parallel.pmap(functools.partial(train_lib.train_step, fusion='am_fbp'))
+        step = parallel.pmap(functools.partial(steps.train_step, fusion='am_fbp'))
         state, metrics = step(parallel.replicate(state), parallel.shard(batch),
                               rng=parallel.replicate(jax.random.key(1)))
         assert np.isfinite(float(parallel.unreplicate(metrics).compute()['loss']))

@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from fbp_jax import input_pipeline, parallel
-from fbp_jax.training import train_lib
+from fbp_jax import workdir as workdir_lib
 from tests.conftest import REPO, tiny_train_config
 
 DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
@@ -69,7 +69,7 @@ def test_distributed_rejects_bad_values(fake_initialize, monkeypatch):
 def test_processes_run_the_same_number_of_eval_batches(tiny_data_dir, monkeypatch):
     """56 clips over 3 processes (19, 19, 18): batches of 8 give 3 batches on every process."""
     config = tiny_train_config(tiny_data_dir)
-    builder = input_pipeline.get_builder(config.data)
+    builder = input_pipeline.prepared_builder(config.data)
     monkeypatch.setattr(jax, "process_count", lambda: 3)
     ids, counts = [], []
     for index in range(3):
@@ -152,7 +152,7 @@ def _wait_all(procs: dict, tmp_path, timeout: float) -> None:
 
 
 def _latest(workdir):
-    manager = train_lib.create_checkpoint_manager(str(workdir))
+    manager = workdir_lib.create_checkpoint_manager(str(workdir))
     restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
     return manager.latest_step(), restored
 

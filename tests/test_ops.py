@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from fbp_jax.model import ops
+from fbp_jax.model import conv, ops
 
 jax.config.update("jax_enable_x64", False)
 
@@ -262,7 +262,7 @@ def test_conv2d_patches_equals_lax_conv_with_gradients(shape, k, stride, pad):
         )
 
     def ours(x, w):
-        return ops.conv2d_patches(x, w, (stride, stride), padding)
+        return conv.conv2d_patches(x, w, (stride, stride), padding)
 
     np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-4, atol=1e-4)
     loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
@@ -274,7 +274,7 @@ def test_conv2d_patches_equals_lax_conv_with_gradients(shape, k, stride, pad):
 def test_max_pool_2d_equals_flax_max_pool(shape):
     x = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32)
     ref = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
-    np.testing.assert_array_equal(ops.max_pool_2d(x, 3, 2, (1, 1)), ref)
-    g_ours = jax.grad(lambda x: jnp.sum(ops.max_pool_2d(x, 3, 2, (1, 1)) ** 2))(x)
+    np.testing.assert_array_equal(conv.max_pool_2d(x, 3, 2, (1, 1)), ref)
+    g_ours = jax.grad(lambda x: jnp.sum(conv.max_pool_2d(x, 3, 2, (1, 1)) ** 2))(x)
     g_ref = jax.grad(lambda x: jnp.sum(nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))) ** 2))(x)
     np.testing.assert_allclose(g_ours, g_ref, rtol=1e-6)

@@ -11,9 +11,9 @@ import pytest
 import soundfile
 
 from data_prep.features import audio as audio_lib
-from fbp_jax.evaluation import evaluation
-from fbp_jax.serving import export, predict
-from fbp_jax.serving.predict import PredictError
+from fbp_jax.evaluation import evaluate as evaluate_lib
+from fbp_jax.serving import bundle, export, predict
+from fbp_jax.serving.bundle import PredictError
 
 pytestmark = pytest.mark.slow
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -94,7 +94,7 @@ def audio_export(audio_workdir, tmp_path_factory):
 
 
 def test_predict_matches_evaluate_on_generated_clips(audio_workdir, audio_export, clips):
-    evaluated = evaluation.evaluate(
+    evaluated = evaluate_lib.evaluate(
         audio_workdir,
         "test",
         data_dir=clips["data_dir"],
@@ -102,9 +102,9 @@ def test_predict_matches_evaluate_on_generated_clips(audio_workdir, audio_export
         batch_size=16,  # one padded batch
     )
     by_id = dict(zip(evaluated.clip_ids, evaluated.probabilities, strict=True))
-    model = predict.load_model(audio_workdir)
+    model = bundle.load_serving_model(audio_workdir)
     assert model.class_names == CLASSES
-    exported = export.load_exported(audio_export)
+    exported = bundle.load_exported(audio_export)
     for name, path in clips["files"].items():
         r = predict.predict_file(model, path, span_seconds=0.5)
         probs = np.array([r["probabilities"][c] for c in CLASSES])
@@ -129,15 +129,11 @@ def test_a_directory_gives_a_csv_with_errors_named(audio_workdir, clips, tmp_pat
         os.symlink(path, folder / os.path.basename(path))
     (folder / "broken.wav").write_bytes(b"RIFF....WAVEnot audio")
     (folder / "notes.txt").write_text("ignored")
-    model = predict.load_model(audio_workdir)
-    files = predict.find_media([str(folder)])
+    model = bundle.load_serving_model(audio_workdir)
+    files, notes = predict.find_media([str(folder)])
     assert [os.path.basename(f) for f in files] == ["broken.wav", "long.wav", "short.flac"]
-    rows = []
-    for f in files:
-        try:
-            rows.append((f, predict.predict_file(model, f)))
-        except PredictError as e:
-            rows.append((f, str(e)))
+    assert notes == []
+    rows = predict.predict_files(model, files)
     out = io.StringIO()
     predict.rows_to_csv(model, rows, out)
     lines = out.getvalue().strip().splitlines()
@@ -147,7 +143,7 @@ def test_a_directory_gives_a_csv_with_errors_named(audio_workdir, clips, tmp_pat
 
 
 def test_refusals_name_the_file_and_the_reason(amfbp_workdir, audio_workdir, clips, tmp_path):
-    av_model = predict.load_model(amfbp_workdir)
+    av_model = bundle.load_serving_model(amfbp_workdir)
     wav = clips["files"]["long"]
     with pytest.raises(PredictError, match=r"long.wav: audio-only file, but the model \(am_fbp"):
         predict.predict_file(av_model, wav)
@@ -159,13 +155,13 @@ def test_refusals_name_the_file_and_the_reason(amfbp_workdir, audio_workdir, cli
     testclips.write_clip(video, testclips.face_frames(10).frames, audio=testclips.speech_like(0.4))
     with pytest.raises(PredictError, match=r"clip.mp4: .* shape \(32,\) per frame, .* \(128,\)"):
         predict.predict_file(av_model, video)
-    audio_model = predict.load_model(audio_workdir)
+    audio_model = bundle.load_serving_model(audio_workdir)
     with pytest.raises(PredictError, match=r"x.mp3: unsupported file type .mp3"):
         predict.predict_file(audio_model, str(tmp_path / "x.mp3"))
     with pytest.raises(PredictError, match=r"missing.wav: file not found"):
         predict.predict_file(audio_model, str(tmp_path / "missing.wav"))
     with pytest.raises(PredictError, match=r"neither a training workdir"):
-        predict.load_model(str(tmp_path))
+        bundle.load_serving_model(str(tmp_path))
 
 
 def test_predict_and_the_export_need_no_tensorflow(audio_workdir, audio_export, clips, monkeypatch):
@@ -177,9 +173,9 @@ def test_predict_and_the_export_need_no_tensorflow(audio_workdir, audio_export, 
     script = (
         BLOCK_TENSORFLOW
         + """
-from fbp_jax.serving import predict
+from fbp_jax.serving import bundle, predict
 for model in sys.argv[1:3]:
-    r = predict.predict_file(predict.load_model(model), sys.argv[3])
+    r = predict.predict_file(bundle.load_serving_model(model), sys.argv[3])
     print(r["prediction"], round(sum(r["probabilities"].values()), 5))
 """
     )

@@ -285,14 +285,14 @@ def test_build_twice_gives_identical_records(tiny_builder, tmp_path):
                 np.testing.assert_array_equal(a[key], b[key])
 
 
-def test_get_builder_names():
+def test_make_builder_names():
     pytest.importorskip("tensorflow_datasets")
     from data_prep import build
 
-    assert build.get_builder("synthetic_av/tiny", data_dir="/nonexistent").info.name == (
+    assert build.make_builder("synthetic_av/tiny", data_dir="/nonexistent").info.name == (
         "synthetic_av"
     )
     with pytest.raises(ValueError, match="valid corpora"):
-        build.get_builder("nosuchcorpus/foo")
+        build.make_builder("nosuchcorpus/foo")
     with pytest.raises(ValueError, match="valid configs"):
-        build.get_builder("synthetic_av/huge")
+        build.make_builder("synthetic_av/huge")

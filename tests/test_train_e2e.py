@@ -13,7 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from fbp_jax.training import train_lib
+from fbp_jax import workdir as workdir_lib
+from fbp_jax.training import loop
 from tests.conftest import tiny_train_config
 
 pytestmark = pytest.mark.slow
@@ -21,16 +22,16 @@ pytestmark = pytest.mark.slow
 
 def test_tiny_run_beats_chance_and_keeps_last_and_best(tiny_data_dir, tmp_path):
     config = tiny_train_config(tiny_data_dir, "am_fbp", eval_every_steps=7, num_epochs=20)
-    result = train_lib.train_and_evaluate(config, str(tmp_path))
+    result = loop.train_and_evaluate(config, str(tmp_path))
     steps_per_epoch = 112 // 16
     assert result["step"] == config.num_epochs * steps_per_epoch
     # 56 validation clips: chance is 8 +- 2.6 right; 0.3 is 17 right.
     assert result["best_eval_accuracy"] > 0.3, result
     assert 0 < result["best_eval_unweighted_accuracy"] <= 1
-    manager = train_lib.create_checkpoint_manager(str(tmp_path))
-    steps = set(manager.all_steps())
-    assert result["step"] in steps and result["best_step"] in steps
-    assert len(steps) <= 2, steps
+    manager = workdir_lib.create_checkpoint_manager(str(tmp_path))
+    saved = set(manager.all_steps())
+    assert result["step"] in saved and result["best_step"] in saved
+    assert len(saved) <= workdir_lib.KEEP_LATEST + 1, saved
     assert os.path.exists(tmp_path / "norm_stats.npz")
     assert json.loads((tmp_path / "result.json").read_text())["step"] == result["step"]
 
@@ -39,31 +40,20 @@ def test_fusion_initialised_from_single_modality_runs(tiny_data_dir, tmp_path):
     runs = {}
     for stream in ("audio", "video"):
         config = tiny_train_config(tiny_data_dir, stream, num_train_steps=6)
-        train_lib.train_and_evaluate(config, str(tmp_path / stream))
+        loop.train_and_evaluate(config, str(tmp_path / stream))
         runs[stream] = str(tmp_path / stream)
     config = tiny_train_config(tiny_data_dir, "g_fbp", num_train_steps=1)
     with config.unlocked():
         config.init.audio_workdir = runs["audio"]
         config.init.video_workdir = runs["video"]
         config.optim.learning_rate = 0.0
-    train_lib.train_and_evaluate(config, str(tmp_path / "g_fbp"))
-    fused = train_lib.load_params(str(tmp_path / "g_fbp"), _target(config), "latest")[0]
+    loop.train_and_evaluate(config, str(tmp_path / "g_fbp"))
+    fused = workdir_lib.load_params(str(tmp_path / "g_fbp"), "latest")[0]
     for stream in ("audio", "video"):
-        src_config = train_lib.load_config(runs[stream])
-        src = train_lib.load_params(runs[stream], _target(src_config))[0]
+        src = workdir_lib.load_params(runs[stream])[0]
         for name in (f"{stream}_encoder", f"{stream}_attention"):
             for a, b in zip(_leaves(src[name]), _leaves(fused[name])):
                 np.testing.assert_array_equal(a, b)
-
-
-def _target(config):
-    import jax
-
-    from fbp_jax.model import network
-
-    return train_lib.create_train_state(
-        config, network.get_model(config), jax.random.key(0), lambda _: 0.0
-    )
 
 
 def _leaves(tree):

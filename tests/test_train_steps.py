@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from fbp_jax.model import fusion, network
 from fbp_jax import parallel
-from fbp_jax.training import train_lib
+from fbp_jax.model import fusion, network
+from fbp_jax.training import steps
 from tests.conftest import run_script
 from tests.test_models import random_batch, tiny_config
 
@@ -23,8 +23,8 @@ def labelled_batch(config, n, seed=0):
 
 def make_state(config):
     model = network.get_model(config)
-    lr_fn = train_lib.create_learning_rate_fn(config, 10)
-    return train_lib.create_train_state(config, model, jax.random.key(0), lr_fn)
+    lr_fn = steps.create_learning_rate_fn(config, 10)
+    return steps.create_train_state(config, model, jax.random.key(0), lr_fn)
 
 
 @pytest.mark.parametrize("name", sorted(fusion.FUSION_STREAMS))
@@ -33,7 +33,7 @@ def test_every_parameter_changes_after_one_step(name):
     with config.unlocked():
         config.optim.learning_rate = 1e-2
     state = make_state(config)
-    step = parallel.pmap(functools.partial(train_lib.train_step, fusion=name))
+    step = parallel.pmap(functools.partial(steps.train_step, fusion=name))
     new, metrics = step(
         parallel.replicate(state),
         parallel.shard(labelled_batch(config, 4)),
@@ -56,7 +56,7 @@ def test_every_parameter_changes_after_one_step(name):
 def test_learning_rate_schedule_halves_after_epoch():
     config = tiny_config("audio")
     assert tuple(config.optim.lr_decay_epochs) == (50,)
-    lr = train_lib.create_learning_rate_fn(config, steps_per_epoch=10)
+    lr = steps.create_learning_rate_fn(config, steps_per_epoch=10)
     assert float(lr(0)) == pytest.approx(1e-4)
     assert float(lr(499)) == pytest.approx(1e-4)
     assert float(lr(501)) == pytest.approx(5e-5)
@@ -65,7 +65,7 @@ def test_learning_rate_schedule_halves_after_epoch():
 def test_padded_evaluation_equals_unpadded():
     config = tiny_config("am_fbp")
     state = parallel.replicate(make_state(config))
-    p_eval = parallel.pmap(functools.partial(train_lib.eval_step, fusion="am_fbp"))
+    p_eval = parallel.pmap(functools.partial(steps.eval_step, fusion="am_fbp"))
     data = labelled_batch(config, 10, seed=3)
 
     def batches(size):
@@ -80,8 +80,8 @@ def test_padded_evaluation_equals_unpadded():
                 b["mask"][n:] = 0
             yield parallel.shard(b)
 
-    padded = train_lib.evaluate(p_eval, state, batches(4)).compute()  # 4 + 4 + 2 (+2 pad)
-    exact = train_lib.evaluate(p_eval, state, batches(5)).compute()  # 5 + 5
+    padded = steps.evaluate_batches(p_eval, state, batches(4)).compute()  # 4 + 4 + 2 (+2 pad)
+    exact = steps.evaluate_batches(p_eval, state, batches(5)).compute()  # 5 + 5
     for k in exact:
         np.testing.assert_allclose(padded[k], exact[k], rtol=1e-5, err_msg=k)
 
@@ -90,7 +90,7 @@ def test_confusion_matrix_metric():
     logits = np.eye(3)[[0, 1, 1, 2, 2, 0]] * 5.0
     labels = np.array([0, 1, 2, 2, 2, 1])
     mask = np.array([1, 1, 1, 1, 1, 0])
-    m = train_lib.ConfusionMatrix.from_model_output(logits=logits, labels=labels, mask=mask)
+    m = steps.ConfusionMatrix.from_model_output(logits=logits, labels=labels, mask=mask)
     np.testing.assert_array_equal(m.matrix, [[1, 0, 0], [0, 1, 0], [0, 1, 2]])
     # Recalls 1, 1, 2/3 -> UA 8/9; padding (mask 0) not counted.
     assert float(m.compute()) == pytest.approx(8 / 9)
@@ -103,7 +103,7 @@ def test_pmap_on_four_devices_equals_one_device(name):
         os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
         import functools, jax, numpy as np, optax
         from fbp_jax import parallel
-        from fbp_jax.training import train_lib
+        from fbp_jax.training import steps
         from tests.test_models import tiny_config
         from tests.test_train_steps import labelled_batch, make_state
         assert jax.local_device_count() == 4
@@ -118,7 +118,7 @@ def test_pmap_on_four_devices_equals_one_device(name):
         state = make_state(config).replace(tx=optax.sgd(0.1))
         state = state.replace(opt_state=state.tx.init(state.params))
         batch = labelled_batch(config, 8)
-        step = functools.partial(train_lib.train_step, fusion=name)
+        step = functools.partial(steps.train_step, fusion=name)
         rng = jax.random.key(1)
         four = parallel.pmap(step)
         s4, m4 = four(parallel.replicate(state), parallel.shard(batch),
@@ -148,9 +148,9 @@ def test_no_recompilation_over_steps_and_evaluations():
     config = tiny_config("g_fbp")
     state = parallel.replicate(make_state(config))
     p_train = parallel.pmap(
-        functools.partial(train_lib.train_step, fusion="g_fbp"), donate_state=True
+        functools.partial(steps.train_step, fusion="g_fbp"), donate_state=True
     )
-    p_eval = parallel.pmap(functools.partial(train_lib.eval_step, fusion="g_fbp"))
+    p_eval = parallel.pmap(functools.partial(steps.eval_step, fusion="g_fbp"))
     rng = parallel.replicate(jax.random.key(0))
     batches = [labelled_batch(config, 4, seed=i) for i in range(3)]
     train_iter = parallel.prefetch(batches[i % 3] for i in range(8))
@@ -159,7 +159,7 @@ def test_no_recompilation_over_steps_and_evaluations():
             warmup_compiles = len(compiles)
         state, _ = p_train(state, next(train_iter), rng=rng)
         if i % 2:
-            train_lib.evaluate(p_eval, state, parallel.prefetch(batches[:2]))
+            steps.evaluate_batches(p_eval, state, parallel.prefetch(batches[:2]))
     jax.block_until_ready(state)
     assert warmup_compiles >= 2
     assert compiles[warmup_compiles:] == [], "a step or evaluation compiled again"
@@ -173,7 +173,7 @@ def test_bfloat16_step_runs_and_its_loss_is_close_to_float32():
             config.model.dtype = dtype
             config.model.dropout_rate = 0.0
         state = make_state(config)
-        step = parallel.pmap(functools.partial(train_lib.train_step, fusion="am_fbp"))
+        step = parallel.pmap(functools.partial(steps.train_step, fusion="am_fbp"))
         new, metrics = step(
             parallel.replicate(state),
             parallel.shard(labelled_batch(config, 4)),

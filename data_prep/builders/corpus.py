@@ -30,16 +30,9 @@ from typing import Any
 import numpy as np
 import tqdm
 
+from data_prep.errors import BadClip
+
 REPORT_FILE = "build_report.json"
-
-
-class BadClip(Exception):
-    """A clip that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,8 +30,9 @@ from absl import logging
 
 from data_prep.builders import base, corpus
 from data_prep.features import faces
+from data_prep.features import video as video_lib
 
-VIDEO_EXTENSIONS = (".avi", ".flv", ".mp4", ".mkv", ".mov", ".mpg", ".mpeg", ".webm")
+VIDEO_EXTENSIONS = video_lib.VIDEO_EXTENSIONS
 FEATURES_SUBDIR = "face_features"  # Default --face_features_dir inside the manual dir.
 _STATS_KEY = "__face_seconds__"  # Per-clip stage seconds, kept in the cache, not the records.
 _STAGES = ("decode", "detect", "align", "encode", "audio")
@@ -114,7 +115,7 @@ class FaceCorpusBuilder(base.CorpusBuilder, skip_registration=True):
     def _info(self) -> tfds.core.DatasetInfo:
         config = self.builder_config
         if config.features == "fer":
-            from data_prep import fer_net  # JAX: imported only when a builder is used
+            from data_prep.features import fer_net  # JAX: imported only when a builder is used
 
             video_shape, doc = (
                 (fer_net.FEATURE_DIM,),

@@ -32,8 +32,8 @@ from typing import ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep.features import audio as audio_lib
 from data_prep.builders import base, corpus
+from data_prep.features import audio as audio_lib
 
 CLASSES = ("neutral", "happy", "sad", "angry")
 CODES = {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry"}
@@ -143,7 +143,7 @@ def extract(source: corpus.ClipSource, *, video_fps: int, num_markers: int):
         "clip_id": source.clip_id,
         "speaker": source.speaker,
         "label": source.label,
-        "audio": audio_lib.log_spectrogram(audio.samples),
+        "audio": audio_lib.log_spectrogram(audio.samples, source.files["audio"]),
         "video": video,
         "video_valid": valid,
         "duration_s": np.float32(audio.duration_s),

@@ -33,13 +33,13 @@ from typing import Any, ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep.features import audio as audio_lib
 from data_prep.builders import base, corpus
+from data_prep.features import audio as audio_lib
 
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 NUM_ACTORS = 24
 VIDEO_FPS = 25
-AUDIO_EXTENSIONS = (".wav", ".flac")
+AUDIO_EXTENSIONS = audio_lib.AUDIO_EXTENSIONS
 _NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 
 
@@ -101,7 +101,7 @@ def extract(source: corpus.ClipSource) -> tuple[dict[str, Any], list[str]]:
         notes.append(f"{path}: resampled {audio.source_rate} Hz -> {audio_lib.SAMPLE_RATE} Hz")
     if audio.source_channels != 1:
         notes.append(f"{path}: downmixed {audio.source_channels} channels to mono")
-    spectrogram = audio_lib.log_spectrogram(audio.samples)
+    spectrogram = audio_lib.log_spectrogram(audio.samples, path)
     num_frames = max(1, math.ceil(len(spectrogram) / (audio_lib.FRAMES_PER_SECOND // VIDEO_FPS)))
     features = np.asarray(source.extra["features"], np.float32)
     example = {

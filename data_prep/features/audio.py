@@ -22,8 +22,10 @@ import numpy as np
 import soundfile
 from scipy import signal
 
-from data_prep.builders.corpus import BadClip
+from data_prep.errors import BadClip
 
+# Audio files every reader of the project accepts (builders and `fbp_jax.serving.predict`).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 SAMPLE_RATE = 16000
 WINDOW = 640  # 40 ms
 HOP = 160  # 10 ms
@@ -134,20 +136,29 @@ def _check(audio: Audio, path: str, min_seconds: float) -> Audio:
     return audio
 
 
-def log_spectrogram(samples: np.ndarray) -> np.ndarray:
+def log_spectrogram(samples: np.ndarray, path: str = "<samples>") -> np.ndarray:
     """Log-power spectrogram of 16 kHz mono samples, the paper's parameters.
+
+    Computed in float64, so that no sample value a decoder can give overflows.
 
     Args:
       samples: float [n], n >= 640.
+      path: the file the samples come from, for the error message.
 
     Returns:
       float32 [1 + (n - 640) // 160, 200]: natural log of |DFT|^2 of Hamming-windowed frames.
+
+    Raises:
+      BadClip: the result is not finite (cannot happen for finite samples in range).
     """
-    samples = np.asarray(samples, np.float32)
+    samples = np.asarray(samples, np.float64)
     if samples.ndim != 1 or len(samples) < WINDOW:
         raise ValueError(f"Expected mono samples of at least {WINDOW}, got {samples.shape}.")
     frames = np.lib.stride_tricks.sliding_window_view(samples, WINDOW)[::HOP]
-    window = np.hamming(WINDOW).astype(np.float32)
+    window = np.hamming(WINDOW)
     spectrum = np.fft.rfft(frames * window, n=NFFT, axis=-1)[:, :NUM_BINS]
     power = spectrum.real**2 + spectrum.imag**2
-    return np.log(np.maximum(power, LOG_FLOOR)).astype(np.float32)
+    out = np.log(np.maximum(power, LOG_FLOOR)).astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        raise BadClip(path, "spectrogram is not finite")
+    return out

@@ -39,9 +39,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from data_prep.errors import BadClip
 from data_prep.features import audio as audio_lib
 from data_prep.features import video as video_lib
-from data_prep.builders.corpus import BadClip
 
 FACE_SIZE = 64  # Input side of the FER2013 encoder.
 # Where the five landmarks land in the crop, as fractions of its side (x, y): the eye centres
@@ -287,7 +287,7 @@ def spectrogram_of(path: str, samples: np.ndarray) -> np.ndarray:
     """The paper's log spectrogram, BadClip when the audio is shorter than one window."""
     if len(samples) < audio_lib.WINDOW:
         raise BadClip(path, f"audio too short ({len(samples) / audio_lib.SAMPLE_RATE:.3f} s)")
-    return audio_lib.log_spectrogram(samples)
+    return audio_lib.log_spectrogram(samples, path)
 
 
 class FacePipeline:

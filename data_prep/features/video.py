@@ -27,10 +27,12 @@ import re
 
 import numpy as np
 
+from data_prep.errors import BadClip
 from data_prep.features import audio as audio_lib
-from data_prep.builders.corpus import BadClip
 
-VIDEO_FPS = 25  # Frames per second of the schema (DESIGN.md).
+VIDEO_FPS = 25  # Frames per second of the schema.
+# Video files every reader of the project accepts (builders and `fbp_jax.serving.predict`).
+VIDEO_EXTENSIONS = (".avi", ".flv", ".mp4", ".mkv", ".mov", ".mpg", ".mpeg", ".webm")
 # A clip whose decoded video ends this much before the duration or frame count its header
 # declares is truncated (rejected); a smaller shortfall (over 2.5 frames) is kept with a note.
 TRUNCATION_TOLERANCE_S = 0.5

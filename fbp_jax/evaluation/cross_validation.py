@@ -38,8 +38,13 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fbp_jax.evaluation import evaluation
-from fbp_jax.training import train_lib
+from fbp_jax import io
+from fbp_jax import workdir as workdir_lib
+from fbp_jax.metrics import pct
+from fbp_jax.evaluation import evaluate as evaluate_lib
+from fbp_jax.evaluation import predictions as predictions_lib
+from fbp_jax.evaluation import significance
+from fbp_jax.training import loop
 
 FOLD_RESULT = "fold_result.json"
 PROTOCOL_FILE = "protocol.json"
@@ -190,7 +195,7 @@ def _training_finished(directory: str) -> bool:
             step = json.load(f)["step"]
     except (ValueError, KeyError):
         return False
-    manager = train_lib.create_checkpoint_manager(directory)
+    manager = workdir_lib.create_checkpoint_manager(directory)
     try:
         return manager.latest_step() == step
     finally:
@@ -211,7 +216,7 @@ def _check_protocol(workdir: str, folds: Sequence[Fold], config_file: str) -> No
             )
     else:
         os.makedirs(workdir, exist_ok=True)
-        evaluation.write_json(protocol, path)
+        io.write_json(protocol, path)
 
 
 def _with_fold_init(fold: Fold) -> Fold:
@@ -227,12 +232,12 @@ def _with_fold_init(fold: Fold) -> Fold:
         if not path or not os.path.isfile(os.path.join(path, PROTOCOL_FILE)):
             continue
         source = fold_dir(path, fold.name)
-        if not train_lib_finished(source):
+        if not _fold_trained(source):
             raise CrossValidationError(
                 f"{path}: fold {fold.name} has no finished run to initialise {key} from; "
                 "run its cross-validation first"
             )
-        saved = train_lib.load_config(source).data
+        saved = workdir_lib.load_config(source).data
         if (saved.train_split, saved.eval_split) != (
             fold.config.data.train_split,
             fold.config.data.eval_split,
@@ -246,7 +251,7 @@ def _with_fold_init(fold: Fold) -> Fold:
     return Fold(fold.name, config.lock()) if changed else fold
 
 
-def train_lib_finished(directory: str) -> bool:
+def _fold_trained(directory: str) -> bool:
     return os.path.isfile(os.path.join(directory, FOLD_RESULT)) or _training_finished(directory)
 
 
@@ -269,20 +274,20 @@ def run_fold(fold: Fold, workdir: str, eval_batch_size: int | None = None) -> di
         logging.info("Fold %s: training finished already; evaluating.", fold.name)
     else:
         logging.info("Fold %s: training on %s.", fold.name, fold.splits)
-        train_lib.train_and_evaluate(fold.config, directory)
+        loop.train_and_evaluate(fold.config, directory)
     train_seconds = time.time() - start
-    loaded = evaluation.load_model(directory, "best")
-    manager = train_lib.create_checkpoint_manager(directory)
+    loaded = workdir_lib.load_trained(directory, "best")
+    manager = workdir_lib.create_checkpoint_manager(directory)
     try:
         val = manager.metrics(loaded.step) or {}
     finally:
         manager.close()
     test_split = fold.config.data.test_split
-    predictions = evaluation.evaluate(
+    predictions = evaluate_lib.evaluate(
         loaded, test_split, batch_size=eval_batch_size, keep_outputs=True
     )
     info = {"workdir": os.path.abspath(directory), "step": loaded.step, "split": test_split}
-    test = evaluation.save_evaluation(predictions, os.path.join(directory, "test"), info)
+    test = evaluate_lib.save_evaluation(predictions, os.path.join(directory, "test"), info)
     result = {
         "fold": fold.name,
         "splits": fold.splits,
@@ -297,7 +302,7 @@ def run_fold(fold: Fold, workdir: str, eval_batch_size: int | None = None) -> di
         "seconds": time.time() - start,
         "train_seconds": train_seconds,
     }
-    evaluation.write_json(result, result_path)
+    io.write_json(result, result_path)
     logging.info(
         "Fold %s: best step %d, validation WA %.4f, test WA %.4f, UA %.4f.",
         fold.name,
@@ -392,23 +397,23 @@ def summarize(workdir: str, all_folds: Sequence[str] | None = None, write: bool 
     summary["pooled"]["per_class"] = metrics["per_class"]
     summary["pooled"]["confusion_matrix"] = metrics["confusion_matrix"]
     if write and not missing:
-        evaluation.write_predictions(
+        predictions_lib.write_predictions(
             pooled, os.path.join(workdir, POOLED_PREDICTIONS), {"fold": fold_of}
         )
         _write_table_csv(summary, os.path.join(workdir, RESULTS_CSV))
-        evaluation.write_json(summary, os.path.join(workdir, RESULTS_JSON))  # Last: complete.
+        io.write_json(summary, os.path.join(workdir, RESULTS_JSON))  # Last: complete.
     return summary
 
 
 def _pooled_predictions(workdir: str, folds: Sequence[str]):
     parts, fold_of = [], []
     for name in folds:
-        p = evaluation.read_predictions(
-            os.path.join(fold_dir(workdir, name), "test", evaluation.PREDICTIONS_FILE)
+        p = predictions_lib.read_predictions(
+            os.path.join(fold_dir(workdir, name), "test", predictions_lib.PREDICTIONS_FILE)
         )
         parts.append(p)
         fold_of += [name] * len(p.clip_ids)
-    pooled = evaluation.Predictions(
+    pooled = predictions_lib.Predictions(
         np.concatenate([p.clip_ids for p in parts]),
         np.concatenate([p.labels for p in parts]),
         np.concatenate([p.probabilities for p in parts]),
@@ -450,11 +455,7 @@ def _write_table_csv(summary: dict[str, Any], path: str) -> None:
         return "" if x is None else f"{x:.6f}" if isinstance(x, float) else x
 
     columns = {c: [cell(r.get(c)) for r in rows] for c in ("fold", *cols)}
-    evaluation.write_csv(columns, path)
-
-
-def _pct(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.2f}"
+    io.write_csv(columns, path)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -472,19 +473,19 @@ def format_summary(summary: dict[str, Any]) -> str:
     for r in summary["folds"]:
         lines.append(
             f"{r['fold']:<7} {r['test_examples']:>10} {r['best_step']:>9}"
-            + "".join(f"{_pct(r[key]):>16}" for _, key in metrics)
+            + "".join(f"{pct(r[key]):>16}" for _, key in metrics)
         )
     if "mean" in summary:
         m, s = summary["mean"], summary["std"]
         lines.append("-" * len(header))
         lines.append(
             f"{'mean+-sd':<7} {'':>10} {'':>9}"
-            + "".join(f"{_pct(m[k]) + ' +- ' + _pct(s[k]):>16}" for _, k in metrics)
+            + "".join(f"{pct(m[k]) + ' +- ' + pct(s[k]):>16}" for _, k in metrics)
         )
         p = summary["pooled"]
         lines.append(
             f"{'pooled':<7} {p['num_examples']:>10} {'':>9}{'':>32}"
-            f"{_pct(p['weighted_accuracy']):>16}{_pct(p['unweighted_accuracy']):>16}"
+            f"{pct(p['weighted_accuracy']):>16}{pct(p['unweighted_accuracy']):>16}"
         )
     if summary["missing"]:
         lines.append(f"folds not done yet: {', '.join(summary['missing'])}")
@@ -508,24 +509,24 @@ def compare(workdirs: Sequence[str]) -> str:
     lines.append(f"{'fold':<8}" + "".join(f"{n:>{width + 2}}" for n in names))
     for i, fold in enumerate(folds):
         cells = [
-            f"{_pct(r['test_accuracy'])} / {_pct(r['test_unweighted_accuracy'])}"
+            f"{pct(r['test_accuracy'])} / {pct(r['test_unweighted_accuracy'])}"
             for r in (s["folds"][i] for s in summaries)
         ]
         lines.append(f"{fold:<8}" + "".join(f"{c:>{width + 2}}" for c in cells))
     for label, key in (("mean WA", "test_accuracy"), ("mean UA", "test_unweighted_accuracy")):
-        cells = [f"{_pct(s['mean'][key])} +- {_pct(s['std'][key])}" for s in summaries]
+        cells = [f"{pct(s['mean'][key])} +- {pct(s['std'][key])}" for s in summaries]
         lines.append(f"{label:<8}" + "".join(f"{c:>{width + 2}}" for c in cells))
     cells = [
-        f"{_pct(s['pooled']['weighted_accuracy'])} / {_pct(s['pooled']['unweighted_accuracy'])}"
+        f"{pct(s['pooled']['weighted_accuracy'])} / {pct(s['pooled']['unweighted_accuracy'])}"
         for s in summaries
     ]
     lines.append(f"{'pooled':<8}" + "".join(f"{c:>{width + 2}}" for c in cells))
-    first = evaluation.read_predictions(os.path.join(workdirs[0], POOLED_PREDICTIONS))
+    first = predictions_lib.read_predictions(os.path.join(workdirs[0], POOLED_PREDICTIONS))
     for name, w in zip(names[1:], workdirs[1:], strict=True):
-        other = evaluation.read_predictions(os.path.join(w, POOLED_PREDICTIONS))
-        result = evaluation.mcnemar(first, other)
+        other = predictions_lib.read_predictions(os.path.join(w, POOLED_PREDICTIONS))
+        result = significance.mcnemar(first, other)
         lines += ["", f"{names[0]} (A) vs {name} (B), pooled test clips:"]
-        lines.append(evaluation.format_mcnemar(result, names[0], name))
+        lines.append(significance.format_mcnemar(result, names[0], name))
     return "\n".join(lines)
 
 
@@ -578,7 +579,7 @@ def main(argv: Sequence[str]) -> None:
             config_file=config_file,
             eval_batch_size=FLAGS.eval_batch_size,
         )
-    except (CrossValidationError, evaluation.EvaluationError) as e:
+    except (CrossValidationError, predictions_lib.EvaluationError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(format_summary(summary))

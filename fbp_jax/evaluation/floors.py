@@ -26,7 +26,6 @@ networks. `floors.json` and the printed table hold all of them.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -35,8 +34,10 @@ from typing import Any
 import numpy as np
 from absl import app, flags, logging
 
+from fbp_jax import io
 from fbp_jax.evaluation import cross_validation
-from fbp_jax.evaluation import evaluation
+from fbp_jax.evaluation import evaluate as evaluate_lib
+from fbp_jax.evaluation import predictions as predictions_lib
 
 STREAMS = {"audio": ("audio",), "video": ("video",), "both": ("audio", "video")}
 NORMALISATIONS = ("global", "speaker")
@@ -138,7 +139,7 @@ def run_floors(config_file: str, output_dir: str, data_dir: str | None = None) -
     folds = cross_validation.load_folds(
         config_file, {"data.data_dir": data_dir} if data_dir else None
     )
-    builder = input_pipeline.get_builder(folds[0].config.data)
+    builder = input_pipeline.prepared_builder(folds[0].config.data)
     class_names = tuple(builder.info.features["label"].names)
     features = SplitFeatures(builder)
     summaries = {}
@@ -148,17 +149,17 @@ def run_floors(config_file: str, output_dir: str, data_dir: str | None = None) -
             workdir = os.path.join(output_dir, name)
             protocol = {"config_file": config_file, "folds": {f.name: f.splits for f in folds}}
             os.makedirs(workdir, exist_ok=True)
-            evaluation.write_json(protocol, os.path.join(workdir, cross_validation.PROTOCOL_FILE))
+            io.write_json(protocol, os.path.join(workdir, cross_validation.PROTOCOL_FILE))
             for fold in folds:
                 s = fold.splits
                 train, val, test = (features.get(s[k]) for k in ("train", "validation", "test"))
                 probs, c, val_acc = fit_fold(train, val, test, streams, norm)
                 probs = np.pad(probs, ((0, 0), (0, len(class_names) - probs.shape[1])))
-                pred = evaluation.Predictions(
+                pred = predictions_lib.Predictions(
                     test["clip_id"], test["label"], probs, class_names, source=name
                 )
                 directory = cross_validation.fold_dir(workdir, fold.name)
-                metrics = evaluation.save_evaluation(
+                metrics = evaluate_lib.save_evaluation(
                     pred, os.path.join(directory, "test"), {"floor": name, "C": c}
                 )
                 result = {
@@ -173,7 +174,7 @@ def run_floors(config_file: str, output_dir: str, data_dir: str | None = None) -
                     "test_accuracy": metrics["weighted_accuracy"],
                     "test_unweighted_accuracy": metrics["unweighted_accuracy"],
                 }
-                evaluation.write_json(
+                io.write_json(
                     result, os.path.join(directory, cross_validation.FOLD_RESULT)
                 )
             summaries[name] = cross_validation.summarize(workdir, write=True)
@@ -190,7 +191,7 @@ def run_floors(config_file: str, output_dir: str, data_dir: str | None = None) -
         }
         for name, s in summaries.items()
     }
-    evaluation.write_json(
+    io.write_json(
         {"config_file": config_file, "floors": table}, os.path.join(output_dir, FLOORS_FILE)
     )
     return table
@@ -229,7 +230,7 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError("--config and --output_dir are needed")
     try:
         table = run_floors(FLAGS.config, FLAGS.output_dir, FLAGS.data_dir)
-    except (cross_validation.CrossValidationError, evaluation.EvaluationError) as e:
+    except (cross_validation.CrossValidationError, predictions_lib.EvaluationError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(format_table(table))

@@ -3,7 +3,7 @@ r"""The paper's analysis figures for a trained workdir, with a short Markdown re
     python -m fbp_jax.evaluation.report --workdir=W [--split=S] [--step=best] [--output_dir=W/report] \
         [--compare=W2,W3] [--attention_from=W2] [--clips=id1,id2 | --num_clips=3]
 
-Evaluates the checkpoint (as `fbp_jax.evaluation.evaluation evaluate`) on the split (default: the config's
+Evaluates the checkpoint (as `fbp-jax evaluate`) on the split (default: the config's
 test split, else its validation split) and writes into `--output_dir` (default `W/report`):
 
   fig6_attention.png        per chosen clip: its spectrogram (log power, the model's crop) and
@@ -35,7 +35,11 @@ import numpy as np
 from absl import app, flags, logging
 from matplotlib.figure import Figure
 
-from fbp_jax.evaluation import evaluation
+from fbp_jax import io
+from fbp_jax import workdir as workdir_lib
+from fbp_jax.metrics import percent
+from fbp_jax.evaluation import evaluate as evaluate_lib
+from fbp_jax.evaluation import predictions as predictions_lib
 
 FIGURES = {
     "attention": "fig6_attention.png",
@@ -45,13 +49,12 @@ FIGURES = {
     "confusion": "fig10_confusion.png",
 }
 REPORT_FILE = "report.md"
-MAX_FREQ_HZ = 4000.0  # The spectrogram band of every corpus (DESIGN.md).
+MAX_FREQ_HZ = 4000.0  # The spectrogram band of every corpus (data_prep.features.audio).
 
 
 def _save(fig, path: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")  # A pyplot-free Figure: no global state.
-    os.replace(tmp, path)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")  # A pyplot-free Figure: no global state.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,7 +72,7 @@ def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if not os.path.isdir(workdir) or not any(
         f.startswith("events.out.tfevents") for f in os.listdir(workdir)
     ):
-        raise evaluation.EvaluationError(f"{workdir}: no TensorBoard event files")
+        raise predictions_lib.EvaluationError(f"{workdir}: no TensorBoard event files")
     acc = ea.EventAccumulator(workdir, size_guidance={ea.TENSORS: 0, ea.SCALARS: 0})
     acc.Reload()
     out = {}
@@ -100,7 +103,7 @@ def plot_learning_curves(runs: dict[str, str], path: str) -> dict[str, dict[str,
     for label, workdir in runs.items():
         try:
             scalars = read_scalars(workdir)
-        except evaluation.EvaluationError as e:
+        except predictions_lib.EvaluationError as e:
             logging.warning("Learning curves: %s", e)
             continue
         if "eval_loss" not in scalars or "eval_accuracy" not in scalars:
@@ -146,12 +149,12 @@ def relative_attention(weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def plot_attention(
-    predictions: evaluation.Predictions,
+    predictions: predictions_lib.Predictions,
     clip_ids: Sequence[str],
     data_config: Any,
     stats: dict[str, np.ndarray] | None,
     path: str,
-    others: dict[str, evaluation.Predictions] | None = None,
+    others: dict[str, predictions_lib.Predictions] | None = None,
 ) -> None:
     """Paper Fig. 6: spectrogram and attention over time of each clip in `clip_ids`."""
     names = predictions.class_names
@@ -166,7 +169,7 @@ def plot_attention(
         ax_spec, ax_att = axes[0, col], axes[1, col]
         if "audio" in inputs:
             spec = np.asarray(inputs["audio"], np.float64)
-            if stats is not None:
+            if stats is not None and "speakers" not in stats:
                 spec = spec * stats["audio_std"] + stats["audio_mean"]
             spec[~np.asarray(inputs["audio_mask"], bool)] = np.nan
             frames = spec.shape[0]
@@ -226,7 +229,7 @@ def plot_attention(
     _save(fig, path)
 
 
-def mu_per_class(predictions: evaluation.Predictions) -> list[dict[str, Any]]:
+def mu_per_class(predictions: predictions_lib.Predictions) -> list[dict[str, Any]]:
     """Mean, standard error and count of mu per true class."""
     mu = np.asarray(predictions.outputs["mu"], np.float64)
     rows = []
@@ -266,7 +269,7 @@ def plot_mu(rows: list[dict[str, Any]], overall: float, path: str) -> None:
     _save(fig, path)
 
 
-def plot_tsne(predictions: evaluation.Predictions, path: str, seed: int = 0) -> None:
+def plot_tsne(predictions: predictions_lib.Predictions, path: str, seed: int = 0) -> None:
     """Paper Fig. 9: t-SNE of the fused embeddings coloured by true class."""
     from sklearn.manifold import TSNE
 
@@ -353,12 +356,12 @@ def make_report(
     """Evaluates a workdir and writes the figures and report.md (see the module docstring)."""
     from fbp_jax import input_pipeline
 
-    loaded = evaluation.load_model(workdir, step)
+    loaded = workdir_lib.load_trained(workdir, step)
     config = loaded.config
-    split = split or evaluation.default_split(config)
+    split = split or evaluate_lib.default_split(config)
     output_dir = output_dir or os.path.join(workdir, "report")
     os.makedirs(output_dir, exist_ok=True)
-    builder = input_pipeline.get_builder(config.data)
+    builder = input_pipeline.prepared_builder(config.data)
     total = builder.info.splits[split].num_examples  # TFDS resolves split arithmetic.
     wanted = set(clips)
     positions = choose_clips(total, num_clips) if not clips else set()
@@ -366,21 +369,21 @@ def make_report(
     def keep(index: int, clip_id: str) -> bool:
         return clip_id in wanted or index in positions
 
-    predictions = evaluation.evaluate(
+    predictions = evaluate_lib.evaluate(
         loaded, split, batch_size=batch_size, keep_inputs=keep, keep_outputs=True
     )
     missing = sorted(wanted - set(predictions.outputs.get("inputs", {})))
     if missing:
-        raise evaluation.EvaluationError(f"clips {missing} are not in split {split!r}")
+        raise predictions_lib.EvaluationError(f"clips {missing} are not in split {split!r}")
     info = {"workdir": os.path.abspath(workdir), "step": loaded.step, "split": split}
-    metrics = evaluation.save_evaluation(predictions, output_dir, info)
+    metrics = evaluate_lib.save_evaluation(predictions, output_dir, info)
     chosen = list(clips) or [c for c in predictions.clip_ids if c in predictions.outputs["inputs"]]
 
     figures, skipped = {}, {}
     paths = {k: os.path.join(output_dir, v) for k, v in FIGURES.items()}
     others = {}
     for other in attention_from:
-        others[_run_label(other)] = evaluation.evaluate(
+        others[_run_label(other)] = evaluate_lib.evaluate(
             other, split, batch_size=batch_size, keep_outputs=True
         )
     plot_attention(predictions, chosen, config.data, loaded.stats, paths["attention"], others)
@@ -405,24 +408,18 @@ def make_report(
     figures["confusion"] = paths["confusion"]
 
     text = _markdown(loaded, split, step, metrics, mu_rows, curves, figures, skipped, chosen)
-    tmp = os.path.join(output_dir, f"{REPORT_FILE}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, os.path.join(output_dir, REPORT_FILE))
+    io.atomic_write(os.path.join(output_dir, REPORT_FILE), lambda f: f.write(text))
     return ReportResult(output_dir, figures, metrics, skipped)
 
 
 def _run_label(workdir: str) -> str:
     name = os.path.basename(os.path.normpath(workdir))
     try:
-        fusion = evaluation.train_lib.load_config(workdir).model.fusion
+        fusion = workdir_lib.load_config(workdir).model.fusion
     except (OSError, ValueError, KeyError):
         return name
     return name if fusion in name else f"{name} ({fusion})"
 
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def _markdown(loaded, split, step, metrics, mu_rows, curves, figures, skipped, chosen) -> str:
@@ -449,8 +446,8 @@ def _markdown(loaded, split, step, metrics, mu_rows, curves, figures, skipped, c
         "## Metrics",
         "",
         (
-            f"Weighted accuracy (WA) **{_pct(metrics['weighted_accuracy'])}**, unweighted "
-            f"accuracy (UA, mean per-class recall) **{_pct(metrics['unweighted_accuracy'])}**, "
+            f"Weighted accuracy (WA) **{percent(metrics['weighted_accuracy'])}**, unweighted "
+            f"accuracy (UA, mean per-class recall) **{percent(metrics['unweighted_accuracy'])}**, "
             f"mean cross-entropy {metrics['loss']:.4f}."
         ),
         "",
@@ -459,7 +456,7 @@ def _markdown(loaded, split, step, metrics, mu_rows, curves, figures, skipped, c
     ]
     for r in metrics["per_class"]:
         lines.append(
-            f"| {r['class']} | {r['support']} | {_pct(r['accuracy'])} | {_pct(r['precision'])} |"
+            f"| {r['class']} | {r['support']} | {percent(r['accuracy'])} | {percent(r['precision'])} |"
         )
     if mu_rows:
         lines += [
@@ -481,7 +478,7 @@ def _markdown(loaded, split, step, metrics, mu_rows, curves, figures, skipped, c
         ]
         for name, v in curves.items():
             lines.append(
-                f"| {name} | {_pct(v['best_eval_accuracy'])} | {v['best_step']} | "
+                f"| {name} | {percent(v['best_eval_accuracy'])} | {v['best_step']} | "
                 f"{v['last_eval_loss']:.4f} |"
             )
     captions = {
@@ -539,10 +536,10 @@ def main(argv: Sequence[str]) -> None:
             num_clips=FLAGS.num_clips,
             batch_size=FLAGS.batch_size,
         )
-    except evaluation.EvaluationError as e:
+    except predictions_lib.EvaluationError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(evaluation.format_metrics(result.metrics))
+    print(evaluate_lib.format_metrics(result.metrics))
     print(f"\nwritten: {os.path.join(result.output_dir, REPORT_FILE)}")
     for path in result.figures.values():
         print(f"  {path}")

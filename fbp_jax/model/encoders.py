@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fbp_jax.model import ops
+from fbp_jax.model import conv, ops
 
 Array = jax.Array
 Dtype = Any
@@ -39,7 +39,7 @@ class FCNEncoder(nn.Module):
       lrn_depth_radius, lrn_bias, lrn_alpha, lrn_beta: LRN constants (TF convention).
       freq_pooling: 'mean' or 'max' over the F axis.
       conv_impl: 'xla' (lax.conv_general_dilated), 'patches' (im2col + matmul,
-        `ops.conv2d_patches`: same parameters, faster to train on CPUs) or 'auto' (patches on
+        `conv.conv2d_patches`: same parameters, faster to train on CPUs) or 'auto' (patches on
         CPU, xla elsewhere).
       dtype: computation dtype.
     """
@@ -86,7 +86,7 @@ class FCNEncoder(nn.Module):
             impl = "patches" if jax.default_backend() == "cpu" else "xla"
         if impl not in ("xla", "patches"):
             raise ValueError(f"conv_impl must be 'auto', 'xla' or 'patches', got {impl!r}")
-        conv_fn = ops.conv2d_patches if impl == "patches" else None
+        conv_fn = conv.conv2d_patches if impl == "patches" else None
         x = x.astype(self.dtype) * mask[:, :, None, None]
         for i, (feat, k, s, pool) in enumerate(
             zip(self.features, self.kernel_sizes, self.strides, self.pool_after)
@@ -113,7 +113,7 @@ class FCNEncoder(nn.Module):
                 w, ps = self.pool_window, self.pool_stride
                 ppad = (w // 2, w // 2)
                 # Inputs are >= 0 after ReLU, so zero-valued masked steps never win the max.
-                x = ops.max_pool_2d(x, w, ps, ppad)
+                x = conv.max_pool_2d(x, w, ps, ppad)
                 mask = ops.downsample_mask(mask, w, ps, ppad)
                 x = x * mask[:, :, None, None].astype(x.dtype)
         if self.freq_pooling == "mean":

@@ -1,4 +1,7 @@
-"""Views of the stored features that the model reads, computed at input time (numpy, no TF).
+"""What the model reads: the audio view of the stored features and the shapes of a batch.
+
+No TensorFlow, so the input pipeline, training, evaluation, prediction and
+export all take the clip and batch shapes from here.
 
 The records hold the paper's features: a log-power spectrogram of 200 linear bins (0-4 kHz,
 20 Hz apart, natural log) at 100 frames/s, and per-frame video features at 25 frames/s. The
@@ -71,7 +74,38 @@ def audio_view(log_power: np.ndarray, data_config: ml_collections.ConfigDict) ->
     return np.log(np.maximum(power @ fb, MEL_FLOOR)).astype(np.float32)
 
 
+def crop_or_pad(x: np.ndarray, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """x[start:start + length] zero-padded to `length` (numpy); returns (values, mask)."""
+    x = x[start : start + length]
+    n = len(x)
+    out = np.zeros((length, *x.shape[1:]), x.dtype)
+    out[:n] = x
+    return out, np.arange(length) < n
+
+
 def clip_frames(data_config: ml_collections.ConfigDict) -> tuple[int, int]:
     """(audio frames, video frames) of a clip of `data_config.clip_seconds`."""
     d = data_config
     return round(d.clip_seconds * d.audio_fps), round(d.clip_seconds * d.video_fps)
+
+
+STREAM_KEYS = {"audio": ("audio", "audio_mask"), "video": ("video", "video_mask")}
+
+
+def model_inputs(batch: dict, fusion: str) -> dict:
+    """The batch entries a fusion variant reads (so unused streams are not transferred)."""
+    from fbp_jax.model import fusion as fusion_lib
+
+    return {k: batch[k] for s in fusion_lib.streams_for(fusion) for k in STREAM_KEYS[s]}
+
+
+def input_spec(config: ml_collections.ConfigDict, batch_size: int = 1) -> dict[str, np.ndarray]:
+    """Zero arrays shaped like one batch of model inputs (audio [B, Ta, F], masks, video)."""
+    d = config.data
+    ta, tv = clip_frames(d)
+    return {
+        "audio": np.zeros((batch_size, ta, audio_feature_size(d)), np.float32),
+        "audio_mask": np.ones((batch_size, ta), bool),
+        "video": np.zeros((batch_size, tv, *d.video_shape), np.float32),
+        "video_mask": np.ones((batch_size, tv), bool),
+    }

@@ -17,7 +17,6 @@ Example, fusing two pooled embeddings in your own model::
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -61,71 +60,6 @@ def local_response_normalization(
     sqr_sum = lax.reduce_window(sq, 0.0, lax.add, window, (1,) * x.ndim, padding)
     scale = jnp.power(bias + alpha * sqr_sum, -beta)
     return (x * scale).astype(x.dtype)
-
-
-def conv2d_patches(
-    lhs: Array,
-    rhs: Array,
-    window_strides,
-    padding,
-    lhs_dilation=None,
-    rhs_dilation=None,
-    dimension_numbers=None,
-    feature_group_count: int = 1,
-    precision=None,
-) -> Array:
-    """2D convolution as im2col + one matmul; a drop-in for `lax.conv_general_dilated`.
-
-    Channels-last layout as Flax uses it (lhs [B, H, W, C], rhs [kh, kw, C, O]); no dilation,
-    no feature groups. On XLA:CPU its gradient is several times faster than that of the
-    native convolution (whose backward passes dominate an FCN training step there); on GPUs
-    the native one (cuDNN) is the better choice. Pass it as `nn.Conv(conv_general_dilated=...)`.
-
-    Args:
-      lhs: input [B, H, W, C].
-      rhs: kernel [kh, kw, C, O].
-      window_strides: (sh, sw).
-      padding: ((top, bottom), (left, right)).
-      lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, precision: as in
-        `lax.conv_general_dilated`; only the defaults Flax passes for an undilated conv.
-
-    Returns:
-      [B, H', W', O].
-    """
-    del dimension_numbers  # Flax's channels-last numbers; the shapes below assume them.
-    if any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ())):
-        raise ValueError("conv2d_patches does not support dilation")
-    if feature_group_count != 1 or isinstance(padding, str):
-        raise ValueError("conv2d_patches needs explicit padding and feature_group_count = 1")
-    kh, kw, c, o = rhs.shape
-    sh, sw = window_strides
-    x = jnp.pad(lhs, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    patches = jnp.concatenate(
-        [
-            x[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
-            for i in range(kh)
-            for j in range(kw)
-        ],
-        axis=-1,
-    )  # [B, H', W', kh * kw * C], (i, j, c) order as the kernel's reshape.
-    return jnp.dot(patches, rhs.reshape(kh * kw * c, o), precision=precision)
-
-
-def max_pool_2d(x: Array, window: int, stride: int, padding: tuple[int, int]) -> Array:
-    """Max-pool over axes 1 and 2 of [B, H, W, C], as two separable passes of strided slices.
-
-    Equals `flax.linen.max_pool(x, (window, window), (stride, stride), (padding, padding))`;
-    its gradient avoids XLA's select-and-scatter, which is slow on CPUs.
-    """
-    x = jnp.pad(x, ((0, 0), padding, padding, (0, 0)), constant_values=-jnp.inf)
-    for axis in (2, 1):
-        n = (x.shape[axis] - window) // stride + 1
-        parts = [
-            lax.slice_in_dim(x, i, i + stride * (n - 1) + 1, stride, axis) for i in range(window)
-        ]
-        x = functools.reduce(jnp.maximum, parts)
-    return x
 
 
 def masked_softmax(

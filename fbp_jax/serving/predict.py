@@ -1,141 +1,60 @@
 r"""Run a trained model on media files: class probabilities, mu and the most attended span.
 
-    python -m fbp_jax.serving.predict --model=W clip.wav            # a workdir (best checkpoint)
-    python -m fbp_jax.serving.predict --model=E clips/ --output=predictions.csv   # an export dir
-    python -m fbp_jax.serving.predict --model=W a.flac b.wav --span_seconds=0.5
+    fbp-jax predict --model=W clip.wav                     # a workdir (its chosen checkpoint)
+    fbp-jax predict --model=E clips/ --output=predictions.csv   # an export dir, a folder
+    fbp-jax predict --model=W a.flac b.wav --span_seconds=0.5
 
-`--model` is a training workdir (its checkpoint chosen on validation, or `--step`) or a
-directory written by `python -m fbp_jax.serving.export`. Each file goes through the feature extraction
-of data_prep (16 kHz mono, the paper's 200-bin log spectrogram: `data_prep.features.audio`), the
-normalisation statistics of the training split, and the centre crop / zero padding to
-`data.clip_seconds` of evaluation, then the model. For every file it reports the posterior of
-each class, the predicted class, the audio adaptive factor mu (two-stream models), and per
-stream the window of `--span_seconds` that holds the most attention weight, in seconds from the
-start of the file. A directory (searched recursively) or several files give a CSV (`--output`,
-else stdout); a file that cannot be used gets its error in the `error` column.
+`--model` is a training workdir (its checkpoint chosen on validation, or `--step`), a directory
+written by `fbp-jax export`, or a model shipped in the package (`fbp_jax.serving.shipped`).
+Each file goes through the feature extraction of data_prep (16 kHz mono, the paper's 200-bin
+log spectrogram), the model's view of it (linear bins or log-mel), the normalisation of the
+training run, and the centre crop / zero padding to `data.clip_seconds` of evaluation, then the
+model. For every file it reports the posterior of each class, the predicted class, the audio
+adaptive factor mu (two-stream models), and per stream the window of `--span_seconds` that
+holds the most attention weight, in seconds from the start of the file.
 
-Audio files: .wav, .flac, .ogg. Video files (.mp4, .avi, .flv, .mkv): an audio-only model reads
-their audio track (`data_prep.features.video.read_video`); a model that needs the face stream needs the
-face pipeline of the AFEW / CREMA-D builders, `data_prep.features.faces.clip_features(path)` (MTCNN,
-alignment, FER2013 encoder; it needs TensorFlow for MTCNN). A model that needs video refuses
-an audio-only file, and a video model trained on other face features than the pipeline's.
+A model trained with per-speaker standardisation (`data.speaker_norm`) standardises each clip
+with statistics of its speaker's clips, which prediction takes from the files it is given:
+`--speaker_groups=folder` (default: the files of one folder are one speaker), `all` (every file
+given is one speaker) or `file` (each file alone; a warning, since one clip is a poor estimate).
 
-Audio files need no TensorFlow.
+One file's failure never stops the others: a folder or several files give a CSV (`--output`,
+else stdout) whose `error` column names the problem (a file that cannot be read, or whose
+features or outputs are not finite), and the command exits with status 1 when any file failed.
+The same file named twice (or found twice under the folders given) is predicted once.
+
+Audio files and the audio track of video files for audio-only models need no TensorFlow;
+models with a face stream run the face pipeline of the AFEW / CREMA-D builders
+(`data_prep.features.faces.clip_features`: MTCNN, alignment, FER2013 encoder).
 """
 
 from __future__ import annotations
 
+import collections
 import csv
-import dataclasses
-import importlib
 import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
-from fbp_jax.model import fusion as fusion_lib
+from fbp_jax import io
+from fbp_jax.model import frontend
+from fbp_jax.serving.bundle import PredictError, ServingModel, load_serving_model
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".flv", ".mkv")
-# The face pipeline's entry point for video files, when it exists (see the module docstring).
-VIDEO_FEATURES_HOOK = ("data_prep.features.faces", "clip_features")
-SERVING_FILE = "serving.json"
-DATA_FIELDS = (
-    "clip_seconds",
-    "audio_fps",
-    "video_fps",
-    "num_bins",
-    "video_shape",
-    "use_video_valid",
-    "normalize",
-)
+SPEAKER_GROUPS = ("folder", "all", "file")
 
 
-class PredictError(ValueError):
-    """A file or model that cannot be used; the message names it and the problem."""
+def media_extensions() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(audio, video) file extensions, the same lists the corpus builders accept."""
+    from data_prep.features import audio as audio_lib
+    from data_prep.features import video as video_lib
 
-
-@dataclasses.dataclass
-class ServingModel:
-    """Everything prediction needs, from a workdir or an export directory.
-
-    Attributes:
-      source: the workdir or export directory.
-      fusion: the fusion variant (decides the streams read).
-      class_names: names of the classes, in output order.
-      data: preprocessing settings (`DATA_FIELDS` of the training config's `data`).
-      stats: normalisation statistics of the training split, or None.
-      apply: batch {audio, audio_mask, video, video_mask} -> outputs (numpy), with
-        `probabilities`, `{stream}_attention`, `{stream}_mask` and `mu` / `eta` for two streams.
-      step: the checkpoint step.
-    """
-
-    source: str
-    fusion: str
-    class_names: tuple[str, ...]
-    data: dict[str, Any]
-    stats: dict[str, np.ndarray] | None
-    apply: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-    step: int | None = None
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return fusion_lib.streams_for(self.fusion)
-
-
-def serving_info(config, class_names: Sequence[str], step: int | None) -> dict[str, Any]:
-    """The JSON-serialisable description of a model for serving (written by export)."""
-    data = {k: config.data[k] for k in DATA_FIELDS}
-    data["video_shape"] = list(data["video_shape"])
-    return {
-        "fusion": config.model.fusion,
-        "class_names": list(class_names),
-        "data": data,
-        "step": step,
-        "corpus": config.data.name,
-    }
-
-
-def load_model(path: str, step: str = "best") -> ServingModel:
-    """A training workdir (checkpoint `step`) or an export directory, ready to predict."""
-    if os.path.isfile(os.path.join(path, SERVING_FILE)):
-        from fbp_jax.serving import export
-
-        return export.load_exported(path)
-    from fbp_jax.evaluation import evaluation
-
-    if not evaluation.is_workdir(path):
-        raise PredictError(
-            f"{path}: neither a training workdir (config.json) nor an export ({SERVING_FILE})"
-        )
-    loaded = evaluation.load_model(path, step)
-    info = serving_info(loaded.config, evaluation.get_class_names(loaded.config), loaded.step)
-    return ServingModel(
-        path,
-        loaded.fusion,
-        tuple(info["class_names"]),
-        info["data"],
-        loaded.stats,
-        loaded.apply_fn,
-        loaded.step,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Features
-
-
-def _video_hook() -> Callable[[str], dict[str, np.ndarray]] | None:
-    module, name = VIDEO_FEATURES_HOOK
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
+    return audio_lib.AUDIO_EXTENSIONS, video_lib.VIDEO_EXTENSIONS
 
 
 def read_features(path: str, model: ServingModel) -> dict[str, Any]:
@@ -146,51 +65,45 @@ def read_features(path: str, model: ServingModel) -> dict[str, Any]:
       [Tv, ...] and `video_valid` [Tv]; `duration_s`.
 
     Raises:
-      PredictError: unsupported file type, a video model given an audio-only file, a face
-        model given a video before the face pipeline exists, or an unusable file.
+      PredictError: unsupported file type, a video model given an audio-only file, or an
+        unusable file (the message names it and the problem).
     """
+    from data_prep.errors import BadClip
     from data_prep.features import audio as audio_lib
-    from data_prep.builders.corpus import BadClip
 
+    audio_ext, video_ext = media_extensions()
     ext = os.path.splitext(path)[1].lower()
     needs_video = "video" in model.streams
-    if ext not in AUDIO_EXTENSIONS + VIDEO_EXTENSIONS:
+    if ext not in audio_ext + video_ext:
         raise PredictError(
-            f"{path}: unsupported file type {ext or '(none)'}; audio: "
-            f"{', '.join(AUDIO_EXTENSIONS)}; video: {', '.join(VIDEO_EXTENSIONS)}"
+            f"{path}: unsupported file type {ext or '(none)'}; audio: {', '.join(audio_ext)}; "
+            f"video: {', '.join(video_ext)}"
         )
     try:
-        if ext in AUDIO_EXTENSIONS:
+        if ext in audio_ext:
             if needs_video:
                 raise PredictError(
                     f"{path}: audio-only file, but the model ({model.fusion}, {model.source}) "
                     "needs the face stream too; give it a video file, or use an audio-only "
                     "model (fusion 'audio')"
                 )
-            decoded = audio_lib.load_audio(path)
-            samples = getattr(decoded, "samples", decoded)
+            samples = audio_lib.load_audio(path).samples
             features = {}
         elif needs_video:
-            hook = _video_hook()
-            if hook is None:
-                raise PredictError(
-                    f"{path}: video files are not supported yet for models with a face stream "
-                    f"({model.fusion}): the face pipeline ({'.'.join(VIDEO_FEATURES_HOOK)}) "
-                    "is not available"
-                )
-            features = dict(hook(path))
+            from data_prep.features import faces
+
+            features = dict(faces.clip_features(path))
             samples = None
         else:  # An audio-only model reads the file's audio track.
             from data_prep.features import video as video_lib
 
-            decoded = video_lib.read_video(path, keep_frames=False).audio
-            samples = decoded.samples
+            samples = video_lib.read_video(path, keep_frames=False).audio.samples
             features = {}
+        if samples is not None:
+            features["audio"] = audio_lib.log_spectrogram(samples, path)
+            features["duration_s"] = len(samples) / audio_lib.SAMPLE_RATE
     except BadClip as e:
         raise PredictError(str(e)) from e
-    if samples is not None:
-        features["audio"] = audio_lib.log_spectrogram(samples)
-        features["duration_s"] = len(samples) / audio_lib.SAMPLE_RATE
     features.setdefault("duration_s", len(features["audio"]) / model.data["audio_fps"])
     if "video" in features and needs_video:
         shape = tuple(features["video"].shape[1:])
@@ -206,32 +119,62 @@ def read_features(path: str, model: ServingModel) -> dict[str, Any]:
             f"data_prep gives {bins}; it was trained on a corpus whose features cannot be "
             "computed from a media file"
         )
+    for key in ("audio", "video"):
+        if key in features and not np.all(np.isfinite(features[key])):
+            raise PredictError(f"{path}: its {key} features are not finite")
     return features
 
 
-def preprocess(
+def speaker_statistics(
+    clips: Sequence[dict[str, np.ndarray]], data: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """Per-feature mean and std over the frames of one speaker's clips, in the model's view
+    (what `input_pipeline.compute_stats(by_speaker=True)` computes for a record split)."""
+    config = _data_config(data)
+    stats = {}
+    for key in ("audio", "video"):
+        if not all(key in c for c in clips):
+            continue
+        frames = [
+            frontend.audio_view(c[key], config) if key == "audio" else np.asarray(c[key])
+            for c in clips
+        ]
+        x = np.concatenate([f.reshape(len(f), *f.shape[1:]) for f in frames]).astype(np.float64)
+        stats[f"{key}_mean"] = x.mean(0).astype(np.float32)
+        stats[f"{key}_std"] = np.maximum(x.std(0), 1e-3).astype(np.float32)
+    return stats
+
+
+def _data_config(data: dict[str, Any]):
+    import ml_collections
+
+    return ml_collections.ConfigDict(dict(data))
+
+
+def prepare_inputs(
     features: dict[str, np.ndarray],
     data: dict[str, Any],
     stats: dict[str, np.ndarray] | None,
     streams: Sequence[str],
 ) -> tuple[dict[str, np.ndarray], float]:
-    """Standardises, centre-crops and pads one clip like the evaluation pipeline
-    (`input_pipeline.preprocess` with train=False), in numpy.
+    """One clip as the evaluation pipeline gives it to the model (`input_pipeline.preprocess`
+    with train=False), in numpy: the audio view, standardisation, centre crop and padding.
 
     Args:
       features: `audio` [Ta, bins], and `video` [Tv, ...] / `video_valid` [Tv] if present.
-      data: `DATA_FIELDS`.
-      stats: normalisation statistics or None.
+      data: the model's `data` settings (`bundle.DATA_FIELDS`).
+      stats: {audio,video}_{mean,std} of one row (the training split's, or the clip's
+        speaker's), or None.
       streams: the model's streams.
 
     Returns:
-      (batch of one clip: audio [1, ta, bins], audio_mask [1, ta], and for a face stream video
+      (batch of one clip: audio [1, ta, F], audio_mask [1, ta], and for a face stream video
       [1, tv, ...], video_mask [1, tv]; the crop's start in seconds).
     """
+    config = _data_config(data)
     ratio = data["audio_fps"] // data["video_fps"]
-    ta = round(data["clip_seconds"] * data["audio_fps"])
-    tv = round(data["clip_seconds"] * data["video_fps"])
-    audio = np.asarray(features["audio"], np.float32)
+    ta, tv = frontend.clip_frames(config)
+    audio = frontend.audio_view(features["audio"], config)
     has_video = "video" in features
     if stats is not None:
         audio = (audio - stats["audio_mean"]) / stats["audio_std"]
@@ -239,26 +182,18 @@ def preprocess(
     n_units = min(len(features["video"]), audio_units) if has_video else audio_units
     start = max(n_units - tv, 0) // 2
     batch = {}
-    batch["audio"], batch["audio_mask"] = _crop_or_pad(audio, start * ratio, ta)
+    batch["audio"], batch["audio_mask"] = frontend.crop_or_pad(audio, start * ratio, ta)
     if "video" in streams:
         video = np.asarray(features["video"], np.float32)
         if stats is not None:
             video = (video - stats["video_mean"]) / stats["video_std"]
-        batch["video"], mask = _crop_or_pad(video, start, tv)
+        batch["video"], mask = frontend.crop_or_pad(video, start, tv)
         if data["use_video_valid"]:
-            valid, _ = _crop_or_pad(np.asarray(features["video_valid"], bool), start, tv)
+            valid, _ = frontend.crop_or_pad(np.asarray(features["video_valid"], bool), start, tv)
             mask &= valid
         batch["video_mask"] = mask
     batch = {k: v[None] for k, v in batch.items()}
     return batch, start * ratio / data["audio_fps"]
-
-
-def _crop_or_pad(x: np.ndarray, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-    x = x[start : start + length]
-    n = len(x)
-    out = np.zeros((length, *x.shape[1:]), x.dtype)
-    out[:n] = x
-    return out, np.arange(length) < n
 
 
 def most_attended_span(
@@ -285,12 +220,27 @@ def most_attended_span(
 
 
 def predict_features(
-    model: ServingModel, features: dict[str, np.ndarray], span_seconds: float = 1.0
+    model: ServingModel,
+    features: dict[str, np.ndarray],
+    span_seconds: float = 1.0,
+    stats: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Prediction for one clip's features (see `predict_file`)."""
-    batch, offset = preprocess(features, model.data, model.stats, model.streams)
+    """Prediction for one clip's features (see `predict_file`).
+
+    `stats` overrides the model's statistics (a speaker's own, for speaker-normalised models).
+    """
+    if stats is None:
+        stats = model.stats
+        if stats is not None and "speakers" in stats:
+            raise PredictError(
+                f"{model.source} standardises each speaker with its own statistics; give "
+                "speaker statistics (see `speaker_statistics`)"
+            )
+    batch, offset = prepare_inputs(features, model.data, stats, model.streams)
     out = model.apply(batch)
     probs = np.asarray(out["probabilities"][0], np.float64)
+    if not np.all(np.isfinite(probs)):
+        raise PredictError(f"{model.source}: the model's outputs are not finite for this clip")
     k = int(np.argmax(probs))
     result: dict[str, Any] = {
         "prediction": model.class_names[k],
@@ -317,7 +267,7 @@ def predict_features(
 
 
 def predict_file(model: ServingModel, path: str, span_seconds: float = 1.0) -> dict[str, Any]:
-    """Prediction for one media file.
+    """Prediction for one media file (a speaker-normalised model uses the file alone).
 
     Returns:
       dict with `prediction`, `confidence`, `probabilities` {class: p}, `duration_s`,
@@ -327,12 +277,78 @@ def predict_file(model: ServingModel, path: str, span_seconds: float = 1.0) -> d
     Raises:
       PredictError: see `read_features`.
     """
-    return predict_features(model, read_features(path, model), span_seconds)
+    return predict_files(model, [path], span_seconds, "file")[0][1]
 
 
-def find_media(paths: Sequence[str]) -> list[str]:
-    """Files named, and media files under directories named (recursively, sorted)."""
-    files = []
+def _speaker_key(path: str, groups: str) -> str:
+    if groups == "all":
+        return ""
+    if groups == "file":
+        return path
+    return os.path.dirname(os.path.realpath(path))
+
+
+def predict_files(
+    model: ServingModel, paths: Sequence[str], span_seconds: float = 1.0, groups: str = "folder"
+) -> list[tuple[str, dict[str, Any] | str]]:
+    """Predictions for several files, each isolated from the others.
+
+    Returns:
+      (path, result dict) for each file predicted, (path, 'ExceptionType: message') for each
+      file that failed, in the order of `paths`.
+    """
+    if groups not in SPEAKER_GROUPS:
+        raise ValueError(f"speaker groups must be one of {SPEAKER_GROUPS}, got {groups!r}")
+    by_speaker = model.stats is not None and "speakers" in model.stats
+    features: dict[str, dict | str] = {}
+    for path in paths:
+        try:
+            features[path] = read_features(path, model)
+        except Exception as e:  # noqa: BLE001 - one file never stops the others
+            features[path] = _error(e)
+    stats: dict[str, dict | None] = {}
+    if by_speaker:
+        members = collections.defaultdict(list)
+        for path, f in features.items():
+            if isinstance(f, dict):
+                members[_speaker_key(path, groups)].append(f)
+        for key, clips in members.items():
+            if len(clips) < 2:
+                logging.warning(
+                    "%s: one clip of its speaker; %s standardises each speaker with its own "
+                    "statistics, and one clip estimates them poorly.",
+                    key or "input",
+                    model.source,
+                )
+            stats[key] = speaker_statistics(clips, model.data)
+    rows = []
+    for path in paths:
+        f = features[path]
+        if isinstance(f, dict):
+            try:
+                s = stats.get(_speaker_key(path, groups)) if by_speaker else model.stats
+                f = predict_features(model, f, span_seconds, s)
+            except Exception as e:  # noqa: BLE001
+                f = _error(e)
+        rows.append((path, f))
+    return rows
+
+
+def _error(e: Exception) -> str:
+    return str(e) if isinstance(e, PredictError) else f"{type(e).__name__}: {e}"
+
+
+def find_media(paths: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Files named, and media files under directories named (recursively, sorted).
+
+    Returns:
+      (files, notes): each file once (by its real path), and a note per duplicate left out.
+
+    Raises:
+      PredictError: a path that does not exist, or a folder without media files.
+    """
+    audio_ext, video_ext = media_extensions()
+    files, seen, notes = [], {}, []
     for p in paths:
         if os.path.isdir(p):
             found = []
@@ -340,16 +356,23 @@ def find_media(paths: Sequence[str]) -> list[str]:
                 found += [
                     os.path.join(root, n)
                     for n in names
-                    if os.path.splitext(n)[1].lower() in AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
+                    if os.path.splitext(n)[1].lower() in audio_ext + video_ext
                 ]
             if not found:
-                raise PredictError(f"{p}: no media files ({AUDIO_EXTENSIONS + VIDEO_EXTENSIONS})")
-            files += sorted(found)
+                raise PredictError(f"{p}: no media files ({', '.join(audio_ext + video_ext)})")
+            candidates = sorted(found)
         elif os.path.isfile(p):
-            files.append(p)
+            candidates = [p]
         else:
             raise PredictError(f"{p}: no such file or directory")
-    return files
+        for c in candidates:
+            real = os.path.realpath(c)
+            if real in seen:
+                notes.append(f"{c}: the same file as {seen[real]}; predicted once")
+                continue
+            seen[real] = c
+            files.append(c)
+    return files, notes
 
 
 def rows_to_csv(model: ServingModel, rows: list[tuple[str, dict | str]], out) -> None:
@@ -387,6 +410,15 @@ def format_result(path: str, model: ServingModel, r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def resolve_model(name: str, step: str = "best") -> ServingModel:
+    """`--model`: a workdir, an export directory or the name of a shipped model."""
+    from fbp_jax.serving import shipped
+
+    if not os.path.exists(name) and name in shipped.available():
+        return load_serving_model(shipped.path(name))
+    return load_serving_model(name, step)
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line
 
@@ -394,48 +426,49 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("model", None, "A training workdir or an export directory.")
+    flags.DEFINE_string(
+        "model", None, "A training workdir, an export directory or a shipped model's name."
+    )
     flags.DEFINE_string("step", "best", "Workdir checkpoint: 'best', 'latest' or a step.")
     flags.DEFINE_string("output", None, "CSV path for several files (default: stdout).")
     flags.DEFINE_float("span_seconds", 1.0, "Length of the most attended span reported.")
     flags.DEFINE_bool("json", False, "Print one JSON object per file instead of text / CSV.")
+    flags.DEFINE_enum(
+        "speaker_groups",
+        "folder",
+        list(SPEAKER_GROUPS),
+        "Speaker-normalised models: which files share a speaker's statistics.",
+    )
 
 
 def main(argv: Sequence[str]) -> None:
     if not FLAGS.model or len(argv) < 2:
-        raise app.UsageError("usage: python -m fbp_jax.serving.predict --model=W FILE_OR_DIR [...]")
+        raise app.UsageError("usage: fbp-jax predict --model=W FILE_OR_DIR [...]")
     try:
-        model = load_model(FLAGS.model, FLAGS.step)
-        files = find_media(argv[1:])
+        model = resolve_model(FLAGS.model, FLAGS.step)
+        files, notes = find_media(argv[1:])
     except (PredictError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    single = len(files) == 1 and os.path.isfile(argv[1]) and len(argv) == 2
-    rows = []
-    for path in files:
-        try:
-            rows.append((path, predict_file(model, path, FLAGS.span_seconds)))
-        except PredictError as e:
-            if single:
-                print(f"error: {e}", file=sys.stderr)
-                sys.exit(2)
-            print(f"skipped: {e}", file=sys.stderr)
-            rows.append((path, str(e)))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    single = len(files) == 1 and len(argv) == 2 and os.path.isfile(argv[1])
+    rows = predict_files(model, files, FLAGS.span_seconds, FLAGS.speaker_groups)
+    failed = [(p, r) for p, r in rows if isinstance(r, str)]
+    for path, r in failed:
+        print(f"failed: {path}: {r}", file=sys.stderr)
     if FLAGS.json:
         for path, r in rows:
             print(json.dumps({"file": path, **(r if isinstance(r, dict) else {"error": r})}))
     elif single:
-        print(format_result(files[0], model, rows[0][1]))
+        if not failed:
+            print(format_result(files[0], model, rows[0][1]))
     elif FLAGS.output:
-        tmp = f"{FLAGS.output}.tmp{os.getpid()}"
-        with open(tmp, "w", newline="") as f:
-            rows_to_csv(model, rows, f)
-        os.replace(tmp, FLAGS.output)
-        failed = sum(isinstance(r, str) for _, r in rows)
-        print(f"{len(rows) - failed} files predicted, {failed} skipped: {FLAGS.output}")
+        io.atomic_write(FLAGS.output, lambda f: rows_to_csv(model, rows, f), newline="")
+        print(f"{len(rows) - len(failed)} files predicted, {len(failed)} failed: {FLAGS.output}")
     else:
         rows_to_csv(model, rows, sys.stdout)
-    if rows and all(isinstance(r, str) for _, r in rows):
+    if failed:
         sys.exit(1)
 
 

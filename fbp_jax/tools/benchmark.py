@@ -36,49 +36,50 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from configs import common
-from configs import demo as demo_config
-from fbp_jax.model import fusion, network
-from fbp_jax import parallel
-from fbp_jax.training import train_lib
+from fbp_jax import base_config, parallel
+from fbp_jax.model import frontend, fusion, network
+from fbp_jax.training import steps
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("config", "demo", ["demo", "afew", "iemocap"], "Base config of the shapes.")
-flags.DEFINE_enum("fcn", None, list(common.FCN_PRESETS), "Audio FCN preset (default: config's).")
-flags.DEFINE_list("variants", sorted(fusion.FUSION_STREAMS), "Fusion variants.")
-flags.DEFINE_list("batch_sizes", ["32", "64"], "Global batch sizes.")
-flags.DEFINE_list("dtypes", ["float32"], "Computation dtypes (float32, bfloat16).")
-flags.DEFINE_float("clip_seconds", None, "Clip duration (default: the config's).")
-flags.DEFINE_integer("steps", 3, "Timed steps per repeat.")
-flags.DEFINE_integer("repeats", 3, "Repeats (the median is reported).")
-flags.DEFINE_string("json", None, "Write the rows as JSON here.")
-flags.DEFINE_integer("matmul_size", 2048, "Side of the square matmul measuring the peak.")
-flags.DEFINE_string(
-    "pipeline_data_dir",
-    None,
-    "Also measure the tf.data training pipeline alone on the prepared corpus of the config "
-    "under this TFDS data dir (needs TensorFlow).",
-)
-flags.DEFINE_integer("pipeline_batches", 60, "Batches timed for the pipeline measurement.")
-flags.DEFINE_list(
-    "scaling",
-    [],
-    "Emulated CPU device counts (e.g. 1,2,4): measure scaling at a fixed per-device batch.",
-)
-flags.DEFINE_integer("scaling_batch", 16, "Per-device batch of the scaling measurement.")
+
+
+def define_flags() -> None:
+    flags.DEFINE_enum("config", "demo", ["demo", "afew", "iemocap"], "Base config of the shapes.")
+    flags.DEFINE_enum("fcn", None, list(base_config.FCN_PRESETS), "Audio FCN preset (default: config's).")
+    flags.DEFINE_list("variants", sorted(fusion.FUSION_STREAMS), "Fusion variants.")
+    flags.DEFINE_list("batch_sizes", ["32", "64"], "Global batch sizes.")
+    flags.DEFINE_list("dtypes", ["float32"], "Computation dtypes (float32, bfloat16).")
+    flags.DEFINE_float("clip_seconds", None, "Clip duration (default: the config's).")
+    flags.DEFINE_integer("steps", 3, "Timed steps per repeat.")
+    flags.DEFINE_integer("repeats", 3, "Repeats (the median is reported).")
+    flags.DEFINE_string("json", None, "Write the rows as JSON here.")
+    flags.DEFINE_integer("matmul_size", 2048, "Side of the square matmul measuring the peak.")
+    flags.DEFINE_string(
+        "pipeline_data_dir",
+        None,
+        "Also measure the tf.data training pipeline alone on the prepared corpus of the config "
+        "under this TFDS data dir (needs TensorFlow).",
+    )
+    flags.DEFINE_integer("pipeline_batches", 60, "Batches timed for the pipeline measurement.")
+    flags.DEFINE_list(
+        "scaling",
+        [],
+        "Emulated CPU device counts (e.g. 1,2,4): measure scaling at a fixed per-device batch.",
+    )
+    flags.DEFINE_integer("scaling_batch", 16, "Per-device batch of the scaling measurement.")
 
 
 def get_config(name: str, fusion_name: str, dtype: str):
     """The config whose shapes are benchmarked."""
     config = (
-        demo_config.get_config(fusion_name)
+        base_config.demo_config(fusion_name)
         if name == "demo"
-        else common.get_config(name, fusion_name)
+        else base_config.get_config(name, fusion_name)
     )
     with config.unlocked():
         config.model.dtype = dtype
         if FLAGS.fcn:
-            config.model.audio = common.fcn_config(FLAGS.fcn)
+            config.model.audio = base_config.fcn_config(FLAGS.fcn)
         if FLAGS.clip_seconds:
             config.data.clip_seconds = FLAGS.clip_seconds
     return config
@@ -88,7 +89,7 @@ def random_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray
     """A full batch of random inputs with valid masks and labels."""
     rng = np.random.default_rng(seed)
     batch = {}
-    for key, spec in train_lib.input_spec(config, batch_size).items():
+    for key, spec in frontend.input_spec(config, batch_size).items():
         batch[key] = (
             np.ones(spec.shape, bool)
             if spec.dtype == bool
@@ -142,15 +143,15 @@ def benchmark_variant(variant: str, dtype: str, batch_size: int, peak: float) ->
     """Measures one (variant, dtype, batch size)."""
     config = get_config(FLAGS.config, variant, dtype)
     model = network.get_model(config)
-    state = train_lib.create_train_state(config, model, jax.random.key(0), lambda _: 1e-4)
+    state = steps.create_train_state(config, model, jax.random.key(0), lambda _: 1e-4)
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     state = parallel.replicate(state)
     rng = parallel.replicate(jax.random.key(1))
     batch = next(parallel.prefetch([random_batch(config, batch_size)]))
     p_train = parallel.pmap(
-        functools.partial(train_lib.train_step, fusion=variant), donate_state=True
+        functools.partial(steps.train_step, fusion=variant), donate_state=True
     )
-    p_infer = parallel.pmap(functools.partial(train_lib.predict_step, fusion=variant))
+    p_infer = parallel.pmap(functools.partial(steps.predict_step, fusion=variant))
 
     start = time.perf_counter()
     compiled = p_train.lower(state, batch, rng=rng).compile()
@@ -355,4 +356,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -1,8 +1,8 @@
 """The demo: synthetic corpus -> audio, video, G-FBP and AM-FBP -> one table.
 
-    python -m fbp_jax.tools.demo [--data_dir=data] [--workdir=workdirs/demo] [--dtype=bfloat16]
+    fbp-jax demo [--data_dir=data] [--workdir=workdirs/demo] [--dtype=bfloat16] [--size=tiny]
 
-Builds the synthetic corpus if it is missing (data_prep/synthetic.py), trains the two
+Builds the synthetic corpus if it is missing (data_prep/builders/synthetic.py), trains the two
 single-modality systems, then G-FBP and AM-FBP with their encoders initialised from those
 (paper IV trains the fusion on top of the single-modality streams), and prints the validation
 accuracy (WA) and unweighted accuracy (UA) of the checkpoint each run chose on validation.
@@ -16,21 +16,30 @@ import jax
 import tensorflow as tf
 from absl import app, flags, logging
 
-from configs import demo as demo_config
-from fbp_jax.training import train_lib
+from fbp_jax import base_config
+from fbp_jax.training import loop
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", "data", "TFDS data dir for the synthetic corpus.")
-flags.DEFINE_string("workdir", os.path.join("workdirs", "demo"), "Parent of the run workdirs.")
-flags.DEFINE_list("variants", ["audio", "video", "g_fbp", "am_fbp"], "Fusion variants to train.")
-flags.DEFINE_integer("num_epochs", None, "Override the demo config's epochs (all variants).")
-flags.DEFINE_integer("fusion_epochs", 6, "Epochs of the fusion variants (initialised runs).")
-flags.DEFINE_enum(
-    "dtype",
-    "float32",
-    ["float32", "bfloat16"],
-    "Computation dtype of every run (model.dtype); parameters and optimiser state stay float32.",
-)
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("data_dir", "data", "TFDS data dir for the synthetic corpus.")
+    flags.DEFINE_enum(
+        "size",
+        "afew",
+        list(base_config.DEMO_SIZES),
+        "'afew': the README's demo (AFEW-like sizes, ~8 min on 2 cores); 'tiny': seconds.",
+    )
+    flags.DEFINE_string("workdir", os.path.join("workdirs", "demo"), "Parent of the run workdirs.")
+    flags.DEFINE_list("variants", ["audio", "video", "g_fbp", "am_fbp"], "Fusion variants to train.")
+    flags.DEFINE_integer("num_epochs", None, "Override the demo config's epochs (all variants).")
+    flags.DEFINE_integer("fusion_epochs", 6, "Epochs of the fusion variants (initialised runs).")
+    flags.DEFINE_enum(
+        "dtype",
+        "float32",
+        ["float32", "bfloat16"],
+        "Computation dtype of every run (model.dtype); parameters and optimiser state stay float32.",
+    )
 
 
 def format_table(rows: list[dict]) -> str:
@@ -54,10 +63,10 @@ def main(argv):
     tf.config.experimental.set_visible_devices([], "GPU")
     from data_prep import build
 
-    build.build("synthetic_av/afew", data_dir=FLAGS.data_dir)
+    build.build(f"synthetic_av/{FLAGS.size}", data_dir=FLAGS.data_dir)
     rows = []
     for variant in FLAGS.variants:
-        config = demo_config.get_config(variant)
+        config = base_config.demo_config(variant, FLAGS.size)
         with config.unlocked():
             config.data.data_dir = FLAGS.data_dir
             config.model.dtype = FLAGS.dtype
@@ -71,7 +80,7 @@ def main(argv):
                         config.init[f"{stream}_workdir"] = os.path.join(FLAGS.workdir, stream)
         start = time.time()
         logging.info("Training %s.", variant)
-        result = train_lib.train_and_evaluate(config, os.path.join(FLAGS.workdir, variant))
+        result = loop.train_and_evaluate(config, os.path.join(FLAGS.workdir, variant))
         rows.append({"variant": variant, "minutes": (time.time() - start) / 60, **result})
     table = format_table(rows)
     logging.info("Demo results:\n%s", table)
@@ -83,4 +92,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

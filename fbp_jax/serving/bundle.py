@@ -1,0 +1,169 @@
+"""A trained model for serving: what `predict` runs and `export` writes, from either source.
+
+`load_serving_model(path)` takes a training workdir (through `fbp_jax.workdir`, no training
+code) or an export directory written by `fbp_jax.serving.export` (only JAX needed), and gives a
+`ServingModel`: the fusion variant, class names, the preprocessing settings of the training
+config, the normalisation statistics and a batch -> outputs function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fbp_jax import workdir as workdir_lib
+from fbp_jax.model import frontend
+from fbp_jax.model import fusion as fusion_lib
+
+SERVING_FILE = "serving.json"
+MODEL_FILE = "model.jax_exported"
+STATS_FILE = "norm_stats.npz"
+# The `data` settings of a training config that preprocessing needs (defaults for older runs).
+DATA_FIELDS = {
+    "clip_seconds": None,
+    "audio_fps": None,
+    "video_fps": None,
+    "num_bins": None,
+    "video_shape": None,
+    "use_video_valid": False,
+    "normalize": True,
+    "speaker_norm": False,
+    "frontend": "linear",
+    "num_mel": 64,
+}
+
+
+class PredictError(ValueError):
+    """A file or model that cannot be used; the message names it and the problem."""
+
+
+@dataclasses.dataclass
+class ServingModel:
+    """Everything prediction needs, from a workdir or an export directory.
+
+    Attributes:
+      source: the workdir or export directory.
+      fusion: the fusion variant (decides the streams read).
+      class_names: names of the classes, in output order.
+      data: preprocessing settings (`DATA_FIELDS` of the training config's `data`).
+      stats: normalisation statistics of the training split (per training speaker with
+        `speaker_norm`: prediction then uses statistics of the clips it is given), or None.
+      apply: batch {audio, audio_mask, video, video_mask} -> outputs (numpy), with
+        `probabilities`, `{stream}_attention`, `{stream}_mask` and `mu` / `eta` for two streams.
+      step: the checkpoint step.
+    """
+
+    source: str
+    fusion: str
+    class_names: tuple[str, ...]
+    data: dict[str, Any]
+    stats: dict[str, np.ndarray] | None
+    apply: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    step: int | None = None
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return fusion_lib.streams_for(self.fusion)
+
+    @property
+    def data_config(self):
+        """The preprocessing settings as a ConfigDict (what `frontend` functions take)."""
+        import ml_collections
+
+        return ml_collections.ConfigDict(self.data)
+
+
+def serving_info(config, class_names: Sequence[str], step: int | None) -> dict[str, Any]:
+    """The JSON-serialisable description of a model for serving (written by export)."""
+    data = {k: config.data.get(k, default) for k, default in DATA_FIELDS.items()}
+    data["video_shape"] = list(data["video_shape"])
+    return {
+        "fusion": config.model.fusion,
+        "class_names": list(class_names),
+        "data": data,
+        "step": step,
+        "corpus": config.data.name,
+    }
+
+
+def input_specs(data: dict, streams: Sequence[str]) -> dict[str, jax.ShapeDtypeStruct]:
+    """Model input shapes with a symbolic batch dimension `b` (for `jax.export`)."""
+    import ml_collections
+
+    (b,) = jax.export.symbolic_shape("b")
+    spec = frontend.input_spec(ml_collections.ConfigDict({"data": data}), 1)
+    return {
+        k: jax.ShapeDtypeStruct((b, *v.shape[1:]), v.dtype)
+        for s in streams
+        for k in frontend.STREAM_KEYS[s]
+        for v in [spec[k]]
+    }
+
+
+def load_serving_model(path: str, step: str | int = "best") -> ServingModel:
+    """A training workdir (checkpoint `step`) or an export directory, ready to predict.
+
+    Raises:
+      PredictError: neither, or it cannot be read.
+    """
+    if os.path.isfile(os.path.join(path, SERVING_FILE)):
+        return load_exported(path)
+    if not workdir_lib.is_workdir(path):
+        raise PredictError(
+            f"{path}: neither a training workdir (config.json) nor an export ({SERVING_FILE})"
+        )
+    try:
+        loaded = workdir_lib.load_trained(path, step)
+    except workdir_lib.WorkdirError as e:
+        raise PredictError(str(e)) from e
+    info = serving_info(loaded.config, loaded.class_names, loaded.step)
+    return ServingModel(
+        path,
+        loaded.fusion,
+        tuple(info["class_names"]),
+        info["data"],
+        loaded.stats,
+        loaded.apply_fn,
+        loaded.step,
+    )
+
+
+def load_exported(export_dir: str) -> ServingModel:
+    """An export directory as a `ServingModel` (only JAX needed)."""
+    info_path = os.path.join(export_dir, SERVING_FILE)
+    model_path = os.path.join(export_dir, MODEL_FILE)
+    for path in (info_path, model_path):
+        if not os.path.isfile(path):
+            raise PredictError(f"{path}: missing; not a complete export directory")
+    with open(info_path) as f:
+        info = json.load(f)
+    with open(model_path, "rb") as f:
+        exported = jax.export.deserialize(bytearray(f.read()))
+    stats = None
+    data = {**DATA_FIELDS, **info["data"]}
+    if data["normalize"]:
+        with np.load(os.path.join(export_dir, STATS_FILE)) as f:
+            stats = dict(f)
+    (inputs_tree,), _ = exported.in_tree.unflatten(range(len(exported.in_avals)))
+    keys = set(inputs_tree)  # The input names the model was exported with.
+
+    def apply(batch):
+        inputs = {k: jnp.asarray(batch[k]) for k in sorted(keys)}
+        return jax.device_get(exported.call(inputs))
+
+    return ServingModel(
+        export_dir,
+        info["fusion"],
+        tuple(info["class_names"]),
+        data,
+        stats,
+        apply,
+        info.get("step"),
+    )

@@ -1,0 +1,75 @@
+"""`fbp-jax COMMAND [flags]`: the project's one command-line entry.
+
+    fbp-jax demo                         synthetic corpus -> four systems -> table
+    fbp-jax build ravdess --manual_dir=... --data_dir=data
+    fbp-jax train --config=configs/ravdess_amfbp.py:dev --config.data.data_dir=data
+    fbp-jax evaluate --workdir=W --split=actor13+actor14
+    fbp-jax predict --model=W clip.wav
+    fbp-jax COMMAND --help               what COMMAND does, and its flags
+
+Each command is the `main` of one module, run with only that module's flags.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, what it does). The module has define_flags() and main(argv).
+COMMANDS = {
+    "demo": ("fbp_jax.tools.demo", "Build the synthetic corpus, train four systems, print a table."),
+    "build": ("data_prep.build", "Turn a corpus as distributed into TFDS records (with a report)."),
+    "train": ("fbp_jax.training.cli", "Train one model of a config; resumes a killed run."),
+    "evaluate": ("fbp_jax.evaluation.cli", "Metrics and per-clip predictions of a run on a split."),
+    "ensemble": ("fbp_jax.evaluation.cli", "Average the posteriors of several systems."),
+    "mcnemar": ("fbp_jax.evaluation.cli", "Exact McNemar test of two systems on the same clips."),
+    "cv": ("fbp_jax.evaluation.cross_validation", "Every fold of a protocol, resumable; table."),
+    "floors": ("fbp_jax.evaluation.floors", "Linear floors on the folds of a protocol."),
+    "report": ("fbp_jax.evaluation.report", "The paper's Fig. 6-10 and a Markdown report."),
+    "predict": ("fbp_jax.serving.predict", "Class posteriors of media files (a file or folder)."),
+    "export": ("fbp_jax.serving.export", "A jax.export bundle of a run, for serving."),
+    "benchmark": ("fbp_jax.tools.benchmark", "Speed table of the model family on this machine."),
+    "faces-benchmark": ("data_prep.features.faces", "Frames/s of the face pipeline's stages."),
+}
+# Commands whose module takes the command name as its first argument.
+SUBCOMMANDS = ("evaluate", "ensemble", "mcnemar")
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: fbp-jax COMMAND [flags]   (fbp-jax COMMAND --help for its flags)", ""]
+    lines += [f"  {name:<{width}}  {what}" for name, (_, what) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Entry point of the `fbp-jax` script."""
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(usage())
+        sys.exit(0 if len(argv) >= 2 else 2)
+    command = argv[1]
+    if command not in COMMANDS:
+        print(f"fbp-jax: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    module_name, what = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    rest = argv[2:]
+    if module_name == "data_prep.features.faces":  # argparse, not absl
+        module.main(rest)
+        return
+    from absl import app, flags
+
+    module.define_flags()
+    text = f"fbp-jax {command}: {what}\n\n{(module.__doc__ or '').strip()}"
+    if any(a in ("-h", "--help", "--helpshort") for a in rest):
+        print(f"{text}\n\nflags:\n{flags.FLAGS.module_help(module)}")
+        sys.exit(0)
+    sys.modules["__main__"].__doc__ = text  # What absl prints on a usage error.
+    prog = f"fbp-jax {command}"
+    args = [prog, command, *rest] if command in SUBCOMMANDS else [prog, *rest]
+    app.run(module.main, argv=args)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,188 @@
+"""The training loop: `train_and_evaluate(config, workdir)`, resumable and safe to kill.
+
+* One process per workdir: `workdir.WorkdirLock` makes a second training process on the same
+  workdir stop with a message naming the one that holds it.
+* Resumes from the newest checkpoint that reads back whole; a damaged one is moved aside
+  (`workdir.restore_latest_good`). The data stream is a function of (seed, step), and dropout
+  keys are folded from the step, so a killed and resumed run ends with the same parameters
+  and metrics as one that was never interrupted.
+* Everything outside the checkpoints is written atomically (`fbp_jax.io`) by process 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from absl import logging
+
+from fbp_jax import io, parallel
+from fbp_jax import workdir as workdir_lib
+from fbp_jax.model import network
+from fbp_jax.training import steps
+
+
+def init_from_single_modality(
+    config: ml_collections.ConfigDict, state: steps.TrainState
+) -> steps.TrainState:
+    """Copies encoder and attention parameters from single-modality runs (config.init)."""
+    params = flax.core.unfreeze(state.params)
+    for stream, workdir in (
+        ("audio", config.init.audio_workdir),
+        ("video", config.init.video_workdir),
+    ):
+        if not workdir:
+            continue
+        src, step = workdir_lib.load_params(workdir, "best")
+        copied = [n for n in (f"{stream}_encoder", f"{stream}_attention") if n in src]
+        for name in copied:
+            if name in params:
+                params[name] = jax.tree.map(
+                    lambda new, old: old.astype(new.dtype).reshape(new.shape),
+                    params[name],
+                    src[name],
+                )
+        logging.info("Initialised %s from %s (step %d).", ", ".join(copied), workdir, step)
+    ema = None if state.ema_params is None else params
+    return state.replace(params=params, ema_params=ema)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains a model, evaluating and checkpointing periodically; resumes from `workdir`.
+
+    Args:
+      config: a full config (see configs/common.py).
+      workdir: where checkpoints, the config, normalisation statistics and logs go.
+
+    Returns:
+      dict with `step`, `best_step` and the validation metrics of the last and best checkpoints
+      (`eval_*`, `best_eval_*`).
+
+    Raises:
+      workdir.WorkdirInUseError: another process is training in `workdir`.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() > 0:  # The processes of one multi-host job share the workdir.
+        return _train_and_evaluate(config, workdir)
+    with workdir_lib.WorkdirLock(workdir):
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    # TensorFlow-dependent pieces are imported here only.
+    from clu import metric_writers, periodic_actions
+
+    from fbp_jax import input_pipeline
+
+    lead = jax.process_index() == 0  # Files outside the checkpoints: process 0 only.
+    if lead:
+        workdir_lib.save_config(config, workdir)
+    writer = metric_writers.create_default_writer(
+        workdir, just_logging=not lead, asynchronous=False
+    )
+    data = input_pipeline.create_datasets(config, workdir)
+    if lead:
+        workdir_lib.save_dataset_info(
+            workdir, config.data.name, data.class_names, data.split_sizes
+        )
+    steps_per_epoch = data.steps_per_epoch
+    num_steps = config.num_train_steps
+    if num_steps <= 0:
+        num_steps = int(config.num_epochs * steps_per_epoch)
+    eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
+    logging.info(
+        "%d train examples, %d steps per epoch, %d steps; fusion %s.",
+        data.train_examples,
+        steps_per_epoch,
+        num_steps,
+        config.model.fusion,
+    )
+
+    model = network.get_model(config)
+    lr_fn = steps.create_learning_rate_fn(config, steps_per_epoch)
+    rng, init_rng = jax.random.split(jax.random.key(config.seed))
+    state = steps.create_train_state(config, model, init_rng, lr_fn)
+    manager = workdir_lib.create_checkpoint_manager(workdir)
+    restored = workdir_lib.restore_latest_good(manager, jax.device_get(state))
+    if restored is not None:
+        state, step = restored
+        logging.info("Resumed from step %d.", step)
+    elif config.init.audio_workdir or config.init.video_workdir:
+        state = init_from_single_modality(config, state)
+    start_step = int(state.step)
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    writer.write_hparams({"num_params": n_params, "fusion": config.model.fusion})
+
+    fusion = config.model.fusion
+    p_train_step = parallel.pmap(
+        functools.partial(steps.train_step, **steps.step_options(config)), donate_state=True
+    )
+    p_eval_step = parallel.pmap(functools.partial(steps.eval_step, fusion=fusion))
+    state = parallel.replicate(state)
+    step_rng = parallel.replicate(rng)
+
+    train_iter = parallel.prefetch(data.train_iter(config.seed, start_step))
+    report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+    train_metrics = []
+    last_eval: dict[str, float] = {}
+    logging.info("Starting training at step %d.", start_step)
+    # Throughput of the train steps alone: from the end of the first (compiling) step, with
+    # the evaluation time taken out.
+    timer_start, eval_seconds = None, 0.0
+    for step in range(start_step + 1, num_steps + 1):
+        if step == start_step + 2:
+            jax.block_until_ready(state)
+            timer_start = time.perf_counter()
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+            state, m = p_train_step(state, next(train_iter), rng=step_rng)
+            train_metrics.append(m)
+        report(step)
+        if step % config.log_every_steps == 0 or step == num_steps:
+            merged = functools.reduce(
+                lambda a, b: a.merge(b), map(parallel.unreplicate, train_metrics)
+            )
+            scalars = steps.to_scalars(merged, "train_")
+            scalars["learning_rate"] = float(lr_fn(step - 1))
+            writer.write_scalars(step, scalars)
+            train_metrics = []
+        if step % eval_every == 0 or step == num_steps:
+            eval_start = time.perf_counter()
+            with report.timed("eval"):
+                em = steps.evaluate_batches(
+                    p_eval_step, state, parallel.prefetch(data.eval_batches())
+                )
+            last_eval = steps.to_scalars(em, "eval_")
+            writer.write_scalars(step, last_eval)
+            manager.save(
+                step, args=ocp.args.StandardSave(parallel.host_copy(state)), metrics=last_eval
+            )
+            if timer_start is not None:
+                eval_seconds += time.perf_counter() - eval_start
+        elif step % config.checkpoint_every_steps == 0:
+            manager.save(step, args=ocp.args.StandardSave(parallel.host_copy(state)))
+    manager.wait_until_finished()
+    writer.flush()
+
+    result: dict[str, Any] = {
+        "step": int(parallel.unreplicate(state.step)),
+        **last_eval,
+        "num_params": n_params,
+    }
+    if timer_start is not None and num_steps - start_step > 1:
+        jax.block_until_ready(state)
+        seconds = time.perf_counter() - timer_start - eval_seconds
+        result["train_steps_per_sec"] = (num_steps - start_step - 1) / seconds
+    best = workdir_lib.best_step(manager)
+    if best is not None:
+        result["best_step"] = best
+        result.update({f"best_{k}": v for k, v in manager.metrics(best).items()})
+    if lead:
+        io.write_json(result, os.path.join(workdir, workdir_lib.RESULT_FILE), indent=2)
+    manager.close()
+    return result

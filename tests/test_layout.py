@@ -1,0 +1,109 @@
+"""The package's imports run one way (model <- training <- evaluation; serving beside them), no
+library module imports the `configs/` folder, and every command answers --help."""
+
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fbp_jax.tools import cli
+from tests.conftest import REPO
+
+# Layer of each package; a module may import its own layer and lower ones only.
+LAYERS = {
+    "fbp_jax.model": 0,
+    "fbp_jax.metrics": 0,
+    "fbp_jax.io": 0,
+    "fbp_jax.parallel": 0,
+    "fbp_jax.base_config": 0,
+    "fbp_jax.workdir": 1,
+    "fbp_jax.input_pipeline": 1,
+    "fbp_jax.training": 2,
+    "fbp_jax.serving": 2,
+    "fbp_jax.evaluation": 3,
+    "fbp_jax.tools": 4,
+}
+# Pairs that must never meet, whatever the layers say.
+FORBIDDEN = {
+    "fbp_jax.serving": ("fbp_jax.training", "fbp_jax.evaluation", "fbp_jax.input_pipeline"),
+    "fbp_jax.training": ("fbp_jax.evaluation", "fbp_jax.serving"),
+    "data_prep.features": ("data_prep.builders", "tensorflow_datasets"),
+}
+
+
+def _modules():
+    for top in ("fbp_jax", "data_prep"):
+        for root, _, files in os.walk(os.path.join(REPO, top)):
+            for f in files:
+                if f.endswith(".py"):
+                    path = os.path.join(root, f)
+                    rel = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+                    yield rel.removesuffix(".__init__"), path
+
+
+def _imports(path):
+    """Every module a file imports, at any depth (lazy imports inside functions too)."""
+    tree = ast.parse(open(path).read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+            yield from (f"{node.module}.{a.name}" for a in node.names)
+
+
+def _layer(module):
+    best = None
+    for prefix, layer in LAYERS.items():
+        if module == prefix or module.startswith(prefix + "."):
+            best = layer
+    return best
+
+
+def test_imports_point_one_way():
+    problems = []
+    for module, path in _modules():
+        mine = _layer(module)
+        for imported in set(_imports(path)):
+            if imported == "configs" or imported.startswith("configs."):
+                problems.append(f"{module} imports {imported}: the library never reads configs/")
+            theirs = _layer(imported)
+            if mine is not None and theirs is not None and theirs > mine:
+                problems.append(f"{module} (layer {mine}) imports {imported} (layer {theirs})")
+            for prefix, banned in FORBIDDEN.items():
+                if module.startswith(prefix) and any(
+                    imported == b or imported.startswith(b + ".") for b in banned
+                ):
+                    problems.append(f"{module} imports {imported}")
+    assert not problems, "\n".join(sorted(set(problems)))
+
+
+def test_the_layer_table_is_complete():
+    """Every fbp_jax module has a layer, so the test above checks all of them."""
+    unplaced = [m for m, _ in _modules() if m.startswith("fbp_jax.") and _layer(m) is None]
+    assert unplaced == [] or set(unplaced) <= {"fbp_jax.__main__"}, unplaced
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_command_answers_help(command):
+    proc = subprocess.run(
+        [sys.executable, "-m", "fbp_jax", command, "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-2000:]
+    assert cli.COMMANDS[command][1] in text or "usage" in text.lower(), text[-2000:]
+
+
+def test_unknown_command_lists_the_commands():
+    proc = subprocess.run(
+        [sys.executable, "-m", "fbp_jax", "nosuch"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "unknown command 'nosuch'" in proc.stderr
+    assert "predict" in proc.stderr and "evaluate" in proc.stderr
