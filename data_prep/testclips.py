@@ -11,6 +11,7 @@ scikit-image is needed for the photograph (it is in the ``test`` extra).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -135,6 +136,7 @@ def write_clip(
     fps: int = 25,
     video_codec: str | None = None,
     audio_codec: str | None = None,
+    start_s: float = 0.0,
 ) -> None:
     """Writes a clip with PyAV (the container follows the file extension).
 
@@ -147,13 +149,16 @@ def write_clip(
       audio_rate: its sample rate.
       fps: nominal frame rate.
       video_codec: default by extension (.flv: flv, else mpeg4).
-      audio_codec: default by extension (.flv: mp3, .avi: pcm_s16le, else aac).
+      audio_codec: default by extension (.flv: mp3, .avi: pcm_s16le, .ts: mp2, else aac).
+      start_s: time of the first frame and sample (for segments joined by `write_segments`).
     """
     import av
 
     ext = path.rsplit(".", 1)[-1].lower()
-    video_codec = video_codec or ("flv" if ext == "flv" else "mpeg4")
-    audio_codec = audio_codec or {"flv": "libmp3lame", "avi": "pcm_s16le"}.get(ext, "aac")
+    video_codec = video_codec or {"flv": "flv", "ts": "mpeg2video"}.get(ext, "mpeg4")
+    audio_codec = audio_codec or {"flv": "libmp3lame", "avi": "pcm_s16le", "ts": "mp2"}.get(
+        ext, "aac"
+    )
     with av.open(path, "w") as container:
         vstream = astream = None
         if frames is not None:
@@ -163,7 +168,9 @@ def write_clip(
             # Constant rate: one tick per frame; explicit timestamps: millisecond ticks.
             tick = Fraction(1, fps) if timestamps is None else Fraction(1, 1000)
             vstream.codec_context.time_base = tick
-            vstream.options = {"qscale": "3"} if video_codec in ("mpeg4", "flv") else {}
+            vstream.options = (
+                {"qscale": "3"} if video_codec in ("mpeg4", "flv", "mpeg2video") else {}
+            )
         if audio is not None:
             layout = "mono" if audio.shape[1] == 1 else "stereo"
             astream = container.add_stream(audio_codec, rate=audio_rate, layout=layout)
@@ -171,7 +178,7 @@ def write_clip(
             ts = np.arange(len(frames)) / fps if timestamps is None else np.asarray(timestamps)
             for image, t in zip(frames, ts):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-                frame.pts = round(t / tick)
+                frame.pts = round((t + start_s) / tick)
                 frame.time_base = tick
                 container.mux(vstream.encode(frame))
             container.mux(vstream.encode())
@@ -193,7 +200,27 @@ def write_clip(
                     data = np.ascontiguousarray(data.reshape(1, -1))
                 frame = av.AudioFrame.from_ndarray(data, format=fmt, layout=astream.layout.name)
                 frame.sample_rate = audio_rate
-                frame.pts = start
+                frame.pts = start + round(start_s * audio_rate)
                 frame.time_base = Fraction(1, audio_rate)
                 container.mux(astream.encode(frame))
             container.mux(astream.encode())
+
+
+def write_segments(path: str, segments: Sequence[dict], fps: int = 25) -> None:
+    """One MPEG-TS file made of consecutive segments whose picture size or audio layout may
+    differ (as in a broadcast stream that changes format part-way): each segment, a dict of
+    `write_clip` arguments (frames, audio, audio_rate), is written as its own .ts at the time
+    the previous one ended, and the files are joined byte by byte."""
+    import tempfile
+
+    start, parts = 0.0, []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, seg in enumerate(segments):
+            part = os.path.join(tmp, f"{i}.ts")
+            write_clip(part, fps=fps, start_s=start, **seg)
+            with open(part, "rb") as f:
+                parts.append(f.read())
+            frames = seg.get("frames")
+            start += len(frames) / fps if frames is not None else 0.0
+    with open(path, "wb") as f:
+        f.write(b"".join(parts))

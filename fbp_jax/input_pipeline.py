@@ -75,6 +75,7 @@ def prepared_builder(data_config: ml_collections.ConfigDict) -> tfds.core.Datase
             f"{data_dir or 'the TFDS default, $TFDS_DATA_DIR or ~/tensorflow_datasets'}).\n"
             f"Prepare it first with data_prep, e.g.\n"
             f"  fbp-jax build {name} --manual_dir=<corpus as distributed> --data_dir=<dir>\n"
+            f"(or python -m data_prep.build ...)"
             f"and pass --config.data.data_dir=<dir>; see docs/corpora.md for the supported "
             f"corpora. To try the system without licensed data, run the demo on the "
             f"synthetic corpus: bash tasks.sh demo"
@@ -200,9 +201,7 @@ def preprocess(
     audio, video = example["audio"], example["video"]
     aug = augment if train else None
     if train:
-        seed_crop, seed_aug, seed_mask = tf.unstack(
-            tf.random.experimental.stateless_split(seed, 3)
-        )
+        seed_crop, seed_aug, seed_mask = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     if _uses_log_power_augment(aug):
         audio = _augment_log_power(audio, aug, seed_aug)
     audio = audio_view(audio, d)

@@ -205,7 +205,7 @@ def load_params(workdir: str, step: str | int = "best") -> tuple[Any, int]:
     manager = create_checkpoint_manager(workdir)
     try:
         raw = manager.restore(step, args=ocp.args.StandardRestore())
-    except Exception as e:  # noqa: BLE001 - any failure to read is reported the same way
+    except Exception as e:
         raise WorkdirError(f"{workdir}: checkpoint {step} cannot be read ({e})") from e
     finally:
         manager.close()
@@ -225,7 +225,7 @@ def restore_latest_good(manager: ocp.CheckpointManager, target: Any) -> tuple[An
         try:
             state = manager.restore(step, args=ocp.args.StandardRestore(target))
             return state, step
-        except Exception as e:  # noqa: BLE001 - any failure to read means unusable
+        except Exception as e:
             path = os.path.join(str(manager.directory), str(step))
             aside_dir = os.path.join(os.path.dirname(str(manager.directory)), UNREADABLE)
             os.makedirs(aside_dir, exist_ok=True)
@@ -356,7 +356,7 @@ class WorkdirLock:
 
     def __enter__(self) -> WorkdirLock:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        f = open(self.path, "a+")  # noqa: SIM115 - kept open while the lock is held
+        f = open(self.path, "a+")
         deadline = time.monotonic() + self.wait_seconds
         while True:
             try:

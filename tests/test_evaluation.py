@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-from fbp_jax.evaluation.predictions import EvaluationError, Predictions
 from scipy import stats
 
 from fbp_jax import metrics
@@ -15,6 +14,7 @@ from fbp_jax import workdir as workdir_lib
 from fbp_jax.evaluation import evaluate as evaluate_lib
 from fbp_jax.evaluation import predictions as predictions_lib
 from fbp_jax.evaluation import significance
+from fbp_jax.evaluation.predictions import EvaluationError, Predictions
 
 # ----------------------------------------------------------------------------------------------
 # Metrics against hand-computed values
@@ -42,9 +42,7 @@ def test_metrics_of_a_fixed_confusion_matrix():
     assert c["accuracy"] is None and c["precision"] == pytest.approx(0.0)
     assert m["confusion_matrix"] == CONFUSION.tolist()
     # The training loop's UA (clu metric) is the same quantity.
-    assert float(metrics.unweighted_accuracy(CONFUSION)) == pytest.approx(
-        m["unweighted_accuracy"]
-    )
+    assert float(metrics.unweighted_accuracy(CONFUSION)) == pytest.approx(m["unweighted_accuracy"])
     json.dumps(m)  # JSON-serialisable (None, not NaN)
 
 

@@ -28,7 +28,9 @@ def _real_batch(workdir, n):
 def test_exported_model_equals_the_original(amfbp_workdir, tmp_path):
     out = str(tmp_path / "export")
     export.export_model(amfbp_workdir, out)
-    assert sorted(os.listdir(out)) == sorted([bundle.MODEL_FILE, bundle.STATS_FILE, bundle.SERVING_FILE])
+    assert sorted(os.listdir(out)) == sorted(
+        [bundle.MODEL_FILE, bundle.STATS_FILE, bundle.SERVING_FILE]
+    )
     served = bundle.load_exported(out)
     assert served.fusion == "am_fbp" and len(served.class_names) == 7
     loaded, batch = _real_batch(amfbp_workdir, 16)  # the evaluation tests' batch shape

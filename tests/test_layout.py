@@ -45,7 +45,8 @@ def _modules():
 
 def _imports(path):
     """Every module a file imports, at any depth (lazy imports inside functions too)."""
-    tree = ast.parse(open(path).read())
+    with open(path) as f:
+        tree = ast.parse(f.read())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (a.name for a in node.names)
@@ -103,7 +104,11 @@ def test_every_command_answers_help(command):
 
 def test_unknown_command_lists_the_commands():
     proc = subprocess.run(
-        [sys.executable, "-m", "fbp_jax", "nosuch"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "fbp_jax", "nosuch"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 2 and "unknown command 'nosuch'" in proc.stderr
     assert "predict" in proc.stderr and "evaluate" in proc.stderr

@@ -93,7 +93,9 @@ def test_demo_and_prediction_from_the_wheel(installed):
     rng = np.random.default_rng(0)
     t = np.arange(16000) / 16000
     wav = work / "clip.wav"
-    soundfile.write(wav, 0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size), 16000)
+    soundfile.write(
+        wav, 0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size), 16000
+    )
     # The demo's audio model is trained on 40-bin features: data_prep gives 200, a clear refusal.
     refused = subprocess.run(
         [str(bin_dir / "fbp-jax"), "predict", f"--model={work / 'runs' / 'audio'}", str(wav)],

@@ -147,9 +147,7 @@ def test_no_recompilation_over_steps_and_evaluations():
     )
     config = tiny_config("g_fbp")
     state = parallel.replicate(make_state(config))
-    p_train = parallel.pmap(
-        functools.partial(steps.train_step, fusion="g_fbp"), donate_state=True
-    )
+    p_train = parallel.pmap(functools.partial(steps.train_step, fusion="g_fbp"), donate_state=True)
     p_eval = parallel.pmap(functools.partial(steps.eval_step, fusion="g_fbp"))
     rng = parallel.replicate(jax.random.key(0))
     batches = [labelled_batch(config, 4, seed=i) for i in range(3)]

@@ -33,13 +33,12 @@ SPEAKER = "unknown"
 def list_videos(manual_dir: str) -> tuple[list[corpus.ClipSource], list[corpus.Skipped]]:
     """Every video of `Train_AFEW/<Emotion>/` and `Val_AFEW/<Emotion>/`.
 
-    Videos in folders that are not one of the 7 emotions, a split folder that is missing, and
-    clip ids seen twice are reported as skipped.
+    Videos in folders that are not one of the 7 emotions and a split folder that is missing
+    are reported as skipped (clip ids seen twice are checked by the builder's listing check).
     """
     sources: list[corpus.ClipSource] = []
     skipped: list[corpus.Skipped] = []
     entries = {e.lower(): e for e in os.listdir(manual_dir)} if os.path.isdir(manual_dir) else {}
-    seen: dict[str, str] = {}
     for split, folder_name in SPLIT_FOLDERS.items():
         if folder_name.lower() not in entries:
             skipped.append(
@@ -63,12 +62,7 @@ def list_videos(manual_dir: str) -> tuple[list[corpus.ClipSource], list[corpus.S
                             stem, split, path, f"folder {emotion_dir!r} is not an AFEW emotion"
                         )
                     )
-                elif stem in seen:
-                    skipped.append(
-                        corpus.Skipped(stem, split, path, f"clip id also used by {seen[stem]}")
-                    )
-                else:
-                    seen[stem] = path
+                else:  # The same id twice is caught by corpus.check_listing.
                     sources.append(
                         corpus.ClipSource(stem, split, SPEAKER, label, files={"video": path})
                     )

@@ -7,6 +7,7 @@ the build report beside them.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from data_prep.builders import corpus
+from fbp_jax import io
 
 _BYTES = tfds.features.Encoding.BYTES
 
@@ -60,6 +62,8 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     EXTRACTION_VERSION: ClassVar[str] = "1"
     num_workers: int | None = None
+    # What to do with a clip whose streams' durations disagree (data_prep.features.sync).
+    duration_mismatch: str = "keep"
 
     # Nothing to download, so no checksums file to look up (tensorflow/datasets#11212).
     @tfds.core.utils.classproperty
@@ -78,18 +82,24 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         manual_dir = os.fspath(dl_manager.manual_dir)
         sources, listing_skips = self.list_clips(manual_dir)
-        if not sources:
+        sources, duplicates = corpus.check_listing(sources)
+        listing_skips = list(listing_skips) + duplicates
+        if not sources and not listing_skips:
             raise FileNotFoundError(
                 f"No clips of {self.name} found under {manual_dir}.\n"
                 f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
             )
-        version = f"{self.builder_config.name}-{self.EXTRACTION_VERSION}"
+        version = f"{self.builder_config.name}-{self.EXTRACTION_VERSION}-c{corpus.CHECKS_VERSION}"
         cache_dir = os.path.join(
             os.fspath(dl_manager.download_dir), "extracted", self.name, version
         )
+        features = self.info.features
+        spec = corpus.ExampleSpec(
+            num_bins=features["audio"].shape[1], video_shape=tuple(features["video"].shape[1:])
+        )
         extraction = corpus.extract_all(
             sources,
-            self.extractor(),
+            functools.partial(corpus.checked, self.extractor(), spec),
             cache_dir,
             version,
             num_workers=self.num_workers,
@@ -98,6 +108,11 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self._report = corpus.make_report(
             f"{self.name}/{self.builder_config.name}", extraction, listing_skips
         )
+        if not self._report["written"]:
+            raise ValueError(
+                f"No clip of {self.name} under {manual_dir} could be used:\n"
+                + corpus.format_report(self._report, max_lines=10)
+            )
         return {
             split: self._generate_examples(clips, cache_dir, version)
             for split, clips in sorted(extraction.clips.items())
@@ -116,9 +131,7 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         super().download_and_prepare(*args, **kwargs)
         if self._report is not None:
             path = os.path.join(self.data_dir, corpus.REPORT_FILE)
-            with open(path + ".tmp", "w") as f:
-                json.dump(self._report, f, indent=1)
-            os.replace(path + ".tmp", path)
+            io.write_json(self._report, path)
             logging.info("Build report (%s):\n%s", path, corpus.format_report(self._report))
 
     def report(self) -> dict[str, Any] | None:

@@ -31,8 +31,12 @@ import numpy as np
 import tqdm
 
 from data_prep.errors import BadClip
+from fbp_jax.io import atomic_write
 
 REPORT_FILE = "build_report.json"
+# Part of every cache key: bumped when the checks of extracted clips change, so that clips
+# cached (accepted or skipped) under older checks are extracted again.
+CHECKS_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Skipped:
 
 
 Extractor = Callable[[ClipSource], tuple[dict[str, Any], list[str]]]
+UNEXPECTED = "unexpected error"  # Prefix of the reason of a skip no check foresaw.
 
 
 def fingerprint(source: ClipSource, version: str) -> str:
@@ -87,26 +92,182 @@ def _cache_paths(cache_dir: str, source: ClipSource, version: str) -> tuple[str,
     return stem + ".npz", stem + ".skip.json"
 
 
-def _atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, mode) as f:
-        write(f)
-    os.replace(tmp, path)
+def _main_file(source: ClipSource) -> str:
+    files = dict(source.files)
+    for role in ("audio", "video"):
+        if role in files:
+            return files[role]
+    return next(iter(files.values()), source.clip_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleSpec:
+    """What a written example must be: the feature shapes of the dataset and plausible ranges.
+
+    Attributes:
+      num_bins: spectrogram bins.
+      video_shape: per-frame video feature shape (None entries: any size).
+      max_log_power: the largest natural-log power a bin of full-scale audio can reach
+        (640 samples of amplitude 1 under a Hamming window: about 11.7), with margin.
+      min_log_power: the floor of the spectrogram (log of 1e-10).
+      max_video_abs: the largest magnitude a video feature may have.
+    """
+
+    num_bins: int
+    video_shape: tuple[int | None, ...]
+    max_log_power: float = 14.0
+    min_log_power: float = -23.1
+    max_video_abs: float = 1e4
+
+
+def validate_example(example: dict[str, Any], spec: ExampleSpec, path: str) -> None:
+    """Checks the content of an example before it is cached for writing.
+
+    Raises:
+      BadClip: a stream is empty, has the wrong shape, is not finite or out of range, or the
+        streams disagree on the number of frames; the message says which and how.
+    """
+    audio = np.asarray(example["audio"])
+    video = np.asarray(example["video"])
+    valid = np.asarray(example["video_valid"])
+    if audio.ndim != 2 or audio.shape[1] != spec.num_bins or not len(audio):
+        raise BadClip(
+            path, f"spectrogram of shape {audio.shape}, expected [frames, {spec.num_bins}]"
+        )
+    if video.ndim != 1 + len(spec.video_shape) or not len(video):
+        raise BadClip(
+            path, f"video features of shape {video.shape}, expected [frames, *{spec.video_shape}]"
+        )
+    for got, want in zip(video.shape[1:], spec.video_shape):
+        if want is not None and got != want:
+            raise BadClip(
+                path,
+                f"video features of shape {video.shape[1:]} per frame, expected {spec.video_shape}",
+            )
+    if valid.shape != video.shape[:1]:
+        raise BadClip(path, f"{len(valid)} validity flags for {len(video)} video frames")
+    for name, x in (("spectrogram", audio), ("video features", video)):
+        if not np.all(np.isfinite(x)):
+            bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+            raise BadClip(path, f"{name} has {bad} non-finite values")
+    lo, hi = float(audio.min()), float(audio.max())
+    if hi > spec.max_log_power or lo < spec.min_log_power - 1e-3:
+        raise BadClip(
+            path,
+            f"spectrogram log power in [{lo:.1f}, {hi:.1f}], outside what full-scale audio gives "
+            f"([{spec.min_log_power:.1f}, {spec.max_log_power:.1f}])",
+        )
+    peak = float(np.abs(video).max())
+    if peak > spec.max_video_abs:
+        raise BadClip(path, f"video feature magnitude {peak:.3g} > {spec.max_video_abs:g}")
+    duration = float(example.get("duration_s", 0.0))
+    if not np.isfinite(duration) or duration <= 0:
+        raise BadClip(path, f"duration {duration} s")
+
+
+def checked(
+    extractor: Extractor, spec: ExampleSpec | None, source: ClipSource
+) -> tuple[dict[str, Any], list[str]]:
+    """`extractor(source)`, then `validate_example` (picklable through functools.partial)."""
+    example, notes = extractor(source)
+    if spec is not None:
+        validate_example(example, spec, _main_file(source))
+    return example, notes
 
 
 def _extract_one(extractor: Extractor, source: ClipSource, cache_dir: str, version: str) -> str:
-    """Runs in a worker: extracts one clip into the cache. Returns 'ok' or 'skipped'."""
+    """Runs in a worker: extracts one clip into the cache. Returns 'ok' or 'skipped'.
+
+    Nothing a clip raises escapes: `BadClip` is a foreseen rejection; any other exception is
+    recorded as an unexpected error with its type and message (and counted in the report, so
+    that it gets a proper check).
+    """
     ok_path, skip_path = _cache_paths(cache_dir, source, version)
     try:
         example, notes = extractor(source)
+        arrays = {k: np.asarray(v) for k, v in example.items()}
+        arrays["__notes__"] = np.asarray(json.dumps(notes))
     except BadClip as e:
-        record = {"file": e.path, "reason": e.reason}
-        _atomic_write(skip_path, lambda f: json.dump(record, f), mode="w")
-        return "skipped"
-    arrays = {k: np.asarray(v) for k, v in example.items()}
-    arrays["__notes__"] = np.asarray(json.dumps(notes))
-    _atomic_write(ok_path, lambda f: np.savez(f, **arrays))
+        return _record_skip(skip_path, e.path, e.reason)
+    except Exception as e:  # one clip never stops a build
+        message = " ".join(str(e).split())[:500]
+        reason = f"{UNEXPECTED} {type(e).__name__}: {message}"
+        return _record_skip(skip_path, _main_file(source), reason, unexpected=True)
+    atomic_write(ok_path, lambda f: np.savez(f, **arrays), mode="wb")
     return "ok"
+
+
+def _record_skip(skip_path: str, path: str, reason: str, unexpected: bool = False) -> str:
+    record = {"file": path, "reason": reason, "unexpected": unexpected}
+    atomic_write(skip_path, lambda f: json.dump(record, f))
+    return "skipped"
+
+
+def check_listing(
+    sources: Sequence[ClipSource], same_content: Callable[[list[str]], bool] | None = None
+) -> tuple[list[ClipSource], list[Skipped]]:
+    """Checks that span clips, before any extraction: one source per clip id.
+
+    Clips whose id appears more than once (e.g. the same clip as .wav and .flac) are all
+    skipped with a reason naming every file involved, unless all their files are
+    byte-identical copies, of which the first is kept and the others reported.
+
+    Returns:
+      (the sources to extract, the skipped ones).
+    """
+    same_content = same_content or _identical_files
+    by_id: dict[str, list[ClipSource]] = {}
+    for s in sources:
+        by_id.setdefault(s.clip_id, []).append(s)
+    kept, skipped = [], []
+    for s in sources:
+        group = by_id[s.clip_id]
+        if len(group) == 1:
+            kept.append(s)
+            continue
+        if s is not group[0]:
+            continue
+        roles = sorted({r for g in group for r in g.files})
+        differing = [r for r in roles if not same_content([g.files.get(r, "") for g in group])]
+        if not differing:
+            kept.append(group[0])
+            skipped += [
+                Skipped(
+                    g.clip_id,
+                    g.split,
+                    _main_file(g),
+                    f"duplicate of {_main_file(group[0])} (identical files); that one is kept",
+                )
+                for g in group[1:]
+            ]
+            continue
+        files = sorted({g.files[r] for g in group for r in differing if r in g.files})
+        for g in group:
+            mine = [g.files[r] for r in differing if r in g.files]
+            skipped.append(
+                Skipped(
+                    g.clip_id,
+                    g.split,
+                    mine[0] if mine else _main_file(g),
+                    f"clip id {g.clip_id} is given by {len(files)} different files "
+                    f"({', '.join(files)}): which is right is unknown, so none is written",
+                )
+            )
+    return kept, skipped
+
+
+def _identical_files(paths: list[str]) -> bool:
+    try:
+        sizes = {os.path.getsize(p) for p in paths}
+        if len(sizes) != 1:
+            return False
+        digests = set()
+        for p in paths:
+            with open(p, "rb") as f:
+                digests.add(hashlib.sha256(f.read()).hexdigest())
+        return len(digests) == 1
+    except OSError:
+        return False
 
 
 def load_cached(cache_dir: str, source: ClipSource, version: str) -> dict[str, Any]:
@@ -126,6 +287,7 @@ class Extraction:
     reused: int
     extracted: int
     seconds: float
+    unexpected: int = 0
 
 
 def extract_all(
@@ -162,17 +324,9 @@ def extract_all(
                 _extract_one(extractor, s, cache_dir, version)
                 bar.update()
         else:
-            # 'spawn': workers must not inherit TensorFlow's threads from a fork.
-            ctx = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                futures = [
-                    pool.submit(_extract_one, extractor, s, cache_dir, version) for s in todo
-                ]
-                for future in concurrent.futures.as_completed(futures):
-                    future.result()
-                    bar.update()
+            _extract_in_pool(todo, extractor, cache_dir, version, workers, bar)
     clips: dict[str, list[ClipSource]] = {}
-    skipped, notes = [], []
+    skipped, notes, unexpected = [], [], 0
     for s in sources:
         ok_path, skip_path = _cache_paths(cache_dir, s, version)
         clips.setdefault(s.split, [])
@@ -186,6 +340,7 @@ def extract_all(
             with open(skip_path) as f:
                 record = json.load(f)
             skipped.append(Skipped(s.clip_id, s.split, record["file"], record["reason"]))
+            unexpected += bool(record.get("unexpected"))
     return Extraction(
         clips=clips,
         skipped=skipped,
@@ -193,7 +348,43 @@ def extract_all(
         reused=len(sources) - len(todo),
         extracted=len(todo),
         seconds=time.time() - start,
+        unexpected=unexpected,
     )
+
+
+def _extract_in_pool(todo, extractor, cache_dir, version, workers, bar) -> None:
+    """Extracts `todo` in a process pool; survives workers that die.
+
+    A worker killed by its clip (a decoder crash, the out-of-memory killer) breaks the whole
+    pool. The clips that were not finished then run again, one process each, so that the
+    clip that kills its process is found, recorded as skipped, and nothing else is lost.
+    """
+    # 'spawn': workers must not inherit TensorFlow's threads from a fork.
+    ctx = multiprocessing.get_context("spawn")
+    try:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_extract_one, extractor, s, cache_dir, version) for s in todo]
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+                bar.update()
+        return
+    except concurrent.futures.process.BrokenProcessPool:
+        pass
+    left = [s for s in todo if not any(map(os.path.exists, _cache_paths(cache_dir, s, version)))]
+    for s in left:
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            try:
+                pool.submit(_extract_one, extractor, s, cache_dir, version).result()
+            except concurrent.futures.process.BrokenProcessPool:
+                _, skip_path = _cache_paths(cache_dir, s, version)
+                _record_skip(
+                    skip_path,
+                    _main_file(s),
+                    f"{UNEXPECTED}: the extraction process died on this clip (a crash of a "
+                    "decoder or library, or the out-of-memory killer)",
+                    unexpected=True,
+                )
+        bar.update()
 
 
 def make_report(
@@ -213,6 +404,7 @@ def make_report(
         },
         "written": sum(len(v) for v in extraction.clips.values()),
         "skipped": [dataclasses.asdict(s) for s in skipped],
+        "unexpected_errors": extraction.unexpected,
         "converted": extraction.notes,
         "extracted_now": extraction.extracted,
         "reused_from_cache": extraction.reused,
@@ -232,9 +424,15 @@ def format_report(report: Mapping[str, Any], max_lines: int = 50) -> str:
         lines.append(f"    {s['clip_id'] or '-'} ({s['split'] or '-'}): {s['file']}: {s['reason']}")
     if len(skipped) > max_lines:
         lines.append(f"    ... {len(skipped) - max_lines} more in {REPORT_FILE}")
+    unexpected = report.get("unexpected_errors", 0)
+    if unexpected:
+        lines.append(
+            f"  {unexpected} of the skips are unexpected errors (reasons starting "
+            f"'{UNEXPECTED}'): no check foresaw them; please report them"
+        )
     converted = report["converted"]
     if converted:
-        lines.append(f"  {len(converted)} conversions (kept), e.g.:")
+        lines.append(f"  {len(converted)} conversions and notes (kept), e.g.:")
         for n in converted[:5]:
             lines.append(f"    {n['clip_id']}: {n['note']}")
     lines.append(

@@ -47,6 +47,11 @@ ACTOR_GROUPS = {
     "group4": (1055, 1072),
     "group5": (1073, 1091),
 }
+# The 12 sentences and 4 emotion levels of the corpus's file names.
+SENTENCES = frozenset(
+    ["IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI"]
+)
+LEVELS = frozenset({"LO", "MD", "HI", "XX"})
 VIDEO_DIR, AUDIO_DIR = "VideoFlash", "AudioWAV"
 _ID = re.compile(r"^(\d{4})_([A-Z0-9]{3})_([A-Z]{3})_([A-Z]{2})$")
 
@@ -59,14 +64,15 @@ def actor_group(actor: int) -> str:
     raise ValueError(f"CREMA-D actor {actor} outside {FIRST_ACTOR}-{LAST_ACTOR}")
 
 
-def _files(folder: str, extensions: tuple[str, ...]) -> dict[str, str]:
+def _files(folder: str, extensions: tuple[str, ...]) -> dict[str, list[str]]:
+    """Clip id -> its files in `folder` (more than one when an id has several extensions)."""
     if not os.path.isdir(folder):
         return {}
-    out = {}
+    out: dict[str, list[str]] = {}
     for name in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(name)
         if ext.lower() in extensions:
-            out.setdefault(stem, os.path.join(folder, name))
+            out.setdefault(stem, []).append(os.path.join(folder, name))
     return out
 
 
@@ -78,7 +84,7 @@ def list_videos(manual_dir: str) -> tuple[list[corpus.ClipSource], list[corpus.S
     sources: list[corpus.ClipSource] = []
     skipped: list[corpus.Skipped] = []
     for clip_id in sorted(set(videos) | set(audios)):
-        path = videos.get(clip_id) or audios[clip_id]
+        path = (videos.get(clip_id) or audios[clip_id])[0]
         match = _ID.match(clip_id)
         if not match:
             skipped.append(
@@ -94,7 +100,12 @@ def list_videos(manual_dir: str) -> tuple[list[corpus.ClipSource], list[corpus.S
             )
             continue
         split = actor_group(int(actor))
-        if emotion not in EMOTION_CODES:
+        _, sentence, _, level = match.groups()
+        if sentence not in SENTENCES:
+            skipped.append(corpus.Skipped(clip_id, split, path, f"unknown sentence {sentence}"))
+        elif level not in LEVELS:
+            skipped.append(corpus.Skipped(clip_id, split, path, f"unknown emotion level {level}"))
+        elif emotion not in EMOTION_CODES:
             skipped.append(corpus.Skipped(clip_id, split, path, f"unknown emotion {emotion}"))
         elif clip_id not in videos:
             where = os.path.join(manual_dir, VIDEO_DIR, f"{clip_id}.flv")
@@ -106,16 +117,18 @@ def list_videos(manual_dir: str) -> tuple[list[corpus.ClipSource], list[corpus.S
             skipped.append(
                 corpus.Skipped(clip_id, split, path, f"video without audio file ({where} missing)")
             )
-        else:
-            sources.append(
+        else:  # Every video x audio file of the id: corpus.check_listing judges duplicates.
+            sources += [
                 corpus.ClipSource(
                     clip_id,
                     split,
                     actor,
                     EMOTION_CODES[emotion],
-                    files={"video": videos[clip_id], "audio": audios[clip_id]},
+                    files={"video": video, "audio": audio},
                 )
-            )
+                for video in videos[clip_id]
+                for audio in audios[clip_id]
+            ]
     return sources, skipped
 
 

@@ -72,16 +72,23 @@ def _pipeline(detect_max_side: int) -> faces.FacePipeline:
 
 
 def extract(
-    source: corpus.ClipSource, mode: str = "fer", detect_max_side: int = 480
+    source: corpus.ClipSource,
+    mode: str = "fer",
+    detect_max_side: int = 480,
+    duration_mismatch: str = "keep",
 ) -> tuple[dict[str, Any], list[str]]:
     """One clip -> schema example and notes. `source.files`: 'video', optional 'audio' (a
     separate audio file), and 'features' (the .npy, mode 'files')."""
     video_path = source.files["video"]
     audio_path = source.files.get("audio")
     if mode == "fer":
-        result = _pipeline(detect_max_side)(video_path, audio_path)
+        pipeline = _pipeline(detect_max_side)
+        pipeline.duration_mismatch = duration_mismatch
+        result = pipeline(video_path, audio_path)
     elif mode == "files":
-        result = faces.features_from_file(source.files["features"], video_path, audio_path)
+        result = faces.features_from_file(
+            source.files["features"], video_path, audio_path, duration_mismatch
+        )
     else:
         raise ValueError(f"Unknown face feature mode {mode!r}.")
     example = {
@@ -100,6 +107,47 @@ def extract(
     return example, notes
 
 
+def check_feature_sizes(
+    sources: list[corpus.ClipSource],
+) -> tuple[list[corpus.ClipSource], list[corpus.Skipped]]:
+    """Every clip's .npy features must have the same per-frame size D1, checked on the files'
+    headers before any extraction. The size most files have is taken as D1; a file of another
+    size, an empty or unreadable one is skipped with a reason naming it, the size it has and
+    the size (and an example file) of the others."""
+    shapes, skipped = {}, []
+    for s in sources:
+        path = s.files["features"]
+        try:
+            shapes[s.clip_id] = faces.feature_file_shape(path)
+        except corpus.BadClip as e:
+            skipped.append(corpus.Skipped(s.clip_id, s.split, e.path, e.reason))
+    sizes: dict[tuple, list[str]] = {}
+    for s in sources:
+        if s.clip_id in shapes:
+            sizes.setdefault(shapes[s.clip_id][1:], []).append(s.files["features"])
+    if not sizes:
+        return [], skipped
+    common = max(sizes, key=lambda k: len(sizes[k]))
+    kept = []
+    for s in sources:
+        if s.clip_id not in shapes:
+            continue
+        if shapes[s.clip_id][1:] != common:
+            skipped.append(
+                corpus.Skipped(
+                    s.clip_id,
+                    s.split,
+                    s.files["features"],
+                    f"features of shape {shapes[s.clip_id]}, but {len(sizes[common])} other "
+                    f"clips have [frames, {', '.join(map(str, common))}] (e.g. "
+                    f"{sizes[common][0]}); every clip needs the same D1",
+                )
+            )
+        else:
+            kept.append(s)
+    return kept, skipped
+
+
 class FaceCorpusBuilder(base.CorpusBuilder, skip_registration=True):
     """A `CorpusBuilder` whose clips are videos turned into face features.
 
@@ -108,6 +156,8 @@ class FaceCorpusBuilder(base.CorpusBuilder, skip_registration=True):
     ``features`` config reads its .npy files.
     """
 
+    # 2: frames decoded at the detector's size (aligned from it, not from the full frame).
+    EXTRACTION_VERSION: ClassVar[str] = "2"
     CLASSES: ClassVar[tuple[str, ...]] = ()
     HOMEPAGE: ClassVar[str] = ""
     face_features_dir: str | None = None
@@ -169,12 +219,17 @@ class FaceCorpusBuilder(base.CorpusBuilder, skip_registration=True):
                 )
                 for s in sources
             ]
+            sources, odd = check_feature_sizes(sources)
+            skipped = list(skipped) + odd
         return sources, skipped
 
     def extractor(self):
         config = self.builder_config
         return functools.partial(
-            extract, mode=config.features, detect_max_side=config.detect_max_side
+            extract,
+            mode=config.features,
+            detect_max_side=config.detect_max_side,
+            duration_mismatch=self.duration_mismatch,
         )
 
     def _generate_examples(self, clips, cache_dir, version):
@@ -189,16 +244,8 @@ class FaceCorpusBuilder(base.CorpusBuilder, skip_registration=True):
                     "seconds": dict.fromkeys(_STAGES, 0.0),
                 },
             )
-        dims = set()
         for key, example in super()._generate_examples(clips, cache_dir, version):
             seconds = example.pop(_STATS_KEY, None)
-            dims.add(example["video"].shape[1:])
-            if len(dims) > 1:
-                raise ValueError(
-                    f"Face features of clip {key} have shape {example['video'].shape[1:]}, "
-                    f"other clips {sorted(dims - {example['video'].shape[1:]})}: every clip "
-                    "needs the same D1."
-                )
             if stats is not None and seconds is not None:
                 stats["clips"] += 1
                 stats["frames"] += len(example["video_valid"])

@@ -34,6 +34,7 @@ import tensorflow_datasets as tfds
 
 from data_prep.builders import base, corpus
 from data_prep.features import audio as audio_lib
+from data_prep.features import sync
 
 CLASSES = ("neutral", "happy", "sad", "angry")
 CODES = {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry"}
@@ -56,8 +57,14 @@ class IemocapConfig(tfds.core.BuilderConfig):
     num_markers: int = NUM_MARKERS
 
 
-def read_labels(path: str) -> tuple[dict[str, str], list[str]]:
-    """Turn id -> emotion code of an EmoEvaluation file, and lines that could not be read."""
+# IEMOCAP turn names: Ses<session 01-05><F|M: who wears the markers>_<impro|script><dialog>
+# [_<part>]_<F|M: speaker><turn number>, e.g. Ses01F_impro01_F000, Ses05M_script01_1b_M013.
+_TURN = re.compile(r"^Ses0([1-5])([FM])_(impro|script)\d{2}[a-z]?(_\d[a-z]?)?_([FM])(\d{3})$")
+
+
+def read_labels(path: str) -> tuple[dict[str, list[tuple[str, int]]], list[str]]:
+    """Turn id -> [(emotion code, line number)] of an EmoEvaluation file (more than one entry
+    when the file labels a turn twice), and the lines that could not be read."""
     labels, problems = {}, []
     with open(path, errors="replace") as f:
         for number, line in enumerate(f, start=1):
@@ -69,8 +76,18 @@ def read_labels(path: str) -> tuple[dict[str, str], list[str]]:
                     f"line {number}: not '[start - end] TAB turn TAB code TAB [v, a, d]'"
                 )
                 continue
-            labels[match.group(3)] = match.group(4)
+            labels.setdefault(match.group(3), []).append((match.group(4), number))
     return labels, problems
+
+
+def turn_problem(turn: str, session: int) -> str | None:
+    """Why a turn name cannot be an IEMOCAP turn of `session` (None when it can)."""
+    match = _TURN.match(turn)
+    if not match:
+        return f"turn name {turn!r} is not Ses0N[FM]_(impro|script)NN[_part]_[FM]NNN"
+    if int(match.group(1)) != session:
+        return f"turn {turn} names session {match.group(1)} but is in Session{session}"
+    return None
 
 
 def read_markers(path: str, num_markers: int) -> np.ndarray:
@@ -126,16 +143,25 @@ def resample_markers(markers: np.ndarray, fps: float, source_fps: float = MOCAP_
     return np.where(np.isfinite(out), out, 0.0).astype(np.float32), valid
 
 
-def extract(source: corpus.ClipSource, *, video_fps: int, num_markers: int):
+def extract(
+    source: corpus.ClipSource,
+    *,
+    video_fps: int,
+    num_markers: int,
+    duration_mismatch: str = "keep",
+):
     """One turn -> schema example (spectrogram, markers [Tv, M, 3]) and conversion notes."""
     path = source.files["audio"]
     audio = audio_lib.load_audio(path)
-    notes = []
-    if audio.converted:
-        notes.append(
-            f"{path}: {audio.source_rate} Hz x {audio.source_channels} channels -> 16 kHz mono"
-        )
+    notes = [f"{path}: {n}" for n in audio.notes] + list(source.extra.get("notes", ()))
     markers = read_markers(source.files["markers"], num_markers)
+    notes += sync.check_durations(
+        source.files["markers"],
+        audio.duration_s,
+        len(markers) / MOCAP_FPS,
+        "markers",
+        duration_mismatch,
+    )
     if not np.isfinite(markers).all(axis=(1, 2)).any():
         raise corpus.BadClip(source.files["markers"], "every marker row has NaN values")
     video, valid = resample_markers(markers, video_fps)
@@ -156,23 +182,50 @@ def list_clips(
 ) -> tuple[list[corpus.ClipSource], list[corpus.Skipped]]:
     """Label lines of the improvised dialogs joined with their audio and marker files."""
     codes = dict(CODES, exc="happy") if config.merge_excited else CODES
-    sources, skipped = [], []
+    sources, skipped, duplicates = [], [], []
     for session in range(1, 6):
         root = os.path.join(manual_dir, f"Session{session}")
         split = f"session{session}"
         if not os.path.isdir(root):
             continue
-        labels = {}
+        entries: dict[str, list[tuple[str, str]]] = {}  # turn -> [(code, 'file, line n')]
         for path in sorted(glob.glob(os.path.join(root, "dialog", "EmoEvaluation", "*.txt"))):
             if "_impro" not in os.path.basename(path):
                 continue
             file_labels, problems = read_labels(path)
             skipped += [corpus.Skipped("", split, path, p) for p in problems]
-            labels.update({turn: (code, path) for turn, code in file_labels.items()})
+            for turn, found in file_labels.items():
+                entries.setdefault(turn, []).extend(
+                    (code, f"{path}, line {line}") for code, line in found
+                )
+        labels = {}
+        for turn, found in entries.items():
+            codes_found = {code for code, _ in found}
+            where = "; ".join(place for _, place in found)
+            if len(codes_found) > 1:
+                skipped.append(
+                    corpus.Skipped(
+                        turn,
+                        split,
+                        found[0][1].rsplit(",", 1)[0],
+                        f"labelled {len(found)} times with different codes "
+                        f"({', '.join(code for code, _ in found)}: {where}); none is chosen",
+                    )
+                )
+                continue
+            problem = turn_problem(turn, session)
+            if problem:
+                skipped.append(corpus.Skipped(turn, split, found[0][1].rsplit(",", 1)[0], problem))
+                continue
+            labels[turn] = (found[0][0], found[0][1].rsplit(",", 1)[0])
+            if len(found) > 1:
+                duplicates.append(
+                    f"{turn}: the same label {found[0][0]!r} {len(found)} times ({where})"
+                )
         wav_dir = os.path.join(root, "sentences", "wav")
         wavs = sorted(glob.glob(os.path.join(wav_dir, "*_impro*", "*.wav")))
         turns = {os.path.splitext(os.path.basename(w))[0]: w for w in wavs}
-        for turn in sorted(set(turns) - set(labels)):
+        for turn in sorted(set(turns) - set(entries)):
             skipped.append(corpus.Skipped(turn, split, turns[turn], "no label line for this turn"))
         for turn, (code, label_path) in sorted(labels.items()):
             skip = functools.partial(corpus.Skipped, turn, split)
@@ -196,6 +249,7 @@ def list_clips(
                         speaker=turn[:5] + turn.rsplit("_", 1)[1][0],  # e.g. Ses01F
                         label=codes[code],
                         files={"audio": wav, "markers": mocap},
+                        extra={"notes": [d for d in duplicates if d.startswith(turn + ":")]},
                     )
                 )
     return sources, skipped
@@ -237,5 +291,8 @@ class Iemocap(base.CorpusBuilder):
     def extractor(self):
         config = self.builder_config
         return functools.partial(
-            extract, video_fps=config.video_fps, num_markers=config.num_markers
+            extract,
+            video_fps=config.video_fps,
+            num_markers=config.num_markers,
+            duration_mismatch=self.duration_mismatch,
         )

@@ -61,15 +61,18 @@ def read_features(path: str, num_features: int) -> tuple[dict[str, np.ndarray], 
 
     Returns:
       (clip id -> float32 [num_features], problems): rows with a wrong number of values or
-      non-finite values are left out and described in `problems`.
+      non-finite values are left out and described in `problems`; a clip id with two rows is
+      kept once if the rows are equal (and noted), and left out if they differ.
 
     Raises:
-      corpus.BadClip: the file is missing or its header does not have `num_features` columns.
+      corpus.BadClip: the file is missing, empty, or its header does not have `num_features`
+        columns.
     """
     if not os.path.isfile(path):
         raise corpus.BadClip(path, "features CSV not found")
-    features, problems = {}, []
-    with open(path, newline="") as f:
+    rows: dict[str, list[tuple[int, np.ndarray]]] = {}
+    problems = []
+    with open(path, newline="", errors="replace") as f:
         reader = csv.reader(f)
         header = next(reader, [])
         if len(header) != num_features + 1:
@@ -79,7 +82,7 @@ def read_features(path: str, num_features: int) -> tuple[dict[str, np.ndarray], 
                 f"found {len(header)} columns",
             )
         for line, row in enumerate(reader, start=2):
-            if not row:
+            if not row or not any(cell.strip() for cell in row):
                 continue
             try:
                 values = np.array([float(v) for v in row[1:]], np.float32)
@@ -88,19 +91,55 @@ def read_features(path: str, num_features: int) -> tuple[dict[str, np.ndarray], 
             if values is None or len(values) != num_features or not np.all(np.isfinite(values)):
                 problems.append(f"{path}, line {line}: bad feature row for {row[0]!r}")
                 continue
-            features[row[0]] = values
+            rows.setdefault(row[0].strip(), []).append((line, values))
+    features = {}
+    for clip, found in rows.items():
+        lines = ", ".join(str(line) for line, _ in found)
+        if all(np.array_equal(found[0][1], v) for _, v in found[1:]):
+            features[clip] = found[0][1]
+            if len(found) > 1:
+                problems.append(f"{path}, lines {lines}: {clip!r} repeated with equal values")
+        else:
+            problems.append(
+                f"{path}, lines {lines}: {len(found)} different feature rows for {clip!r}; "
+                "none is used"
+            )
     return features, problems
+
+
+def name_problem(fields: tuple[int, ...], folder_actor: int) -> str | None:
+    """Why MM-VV-EE-II-SS-RR-AA cannot name a RAVDESS speech audio file of `folder_actor`
+    (None when it can), after the corpus's own specification."""
+    modality, channel, emotion, intensity, statement, repetition, actor = fields
+    if modality != 3:
+        kind = {1: "a full audio-video", 2: "a video-only"}.get(modality, "an unknown")
+        return f"modality {modality:02d} is {kind} file; audio files are 03"
+    if channel not in (1, 2):
+        return f"vocal channel {channel:02d} is neither 01 (speech) nor 02 (song)"
+    if channel == 2:
+        return f"vocal channel {channel:02d} is song, not speech"
+    if not 1 <= emotion <= len(EMOTIONS):
+        return f"unknown emotion code {emotion:02d}"
+    if intensity not in (1, 2):
+        return f"intensity {intensity:02d} is neither 01 (normal) nor 02 (strong)"
+    if emotion == 1 and intensity == 2:
+        return "intensity 02 does not exist for neutral (01)"
+    if statement not in (1, 2):
+        return f"statement {statement:02d} is neither 01 nor 02"
+    if repetition not in (1, 2):
+        return f"repetition {repetition:02d} is neither 01 nor 02"
+    if not 1 <= actor <= NUM_ACTORS:
+        return f"actor {actor:02d} is not one of 01-{NUM_ACTORS}"
+    if actor != folder_actor:
+        return f"actor {actor:02d} in the name, folder Actor_{folder_actor:02d}"
+    return None
 
 
 def extract(source: corpus.ClipSource) -> tuple[dict[str, Any], list[str]]:
     """One clip -> schema example (spectrogram, repeated clip features) and conversion notes."""
     path = source.files["audio"]
     audio = audio_lib.load_audio(path)
-    notes = []
-    if audio.source_rate != audio_lib.SAMPLE_RATE:
-        notes.append(f"{path}: resampled {audio.source_rate} Hz -> {audio_lib.SAMPLE_RATE} Hz")
-    if audio.source_channels != 1:
-        notes.append(f"{path}: downmixed {audio.source_channels} channels to mono")
+    notes = [f"{path}: {n}" for n in audio.notes]
     spectrogram = audio_lib.log_spectrogram(audio.samples, path)
     num_frames = max(1, math.ceil(len(spectrogram) / (audio_lib.FRAMES_PER_SECOND // VIDEO_FPS)))
     features = np.asarray(source.extra["features"], np.float32)
@@ -142,13 +181,11 @@ def list_clips(
             if not fields:
                 skipped.append(skip("file name is not MM-VV-EE-II-SS-RR-AA"))
                 continue
-            _, channel, emotion, _, _, _, file_actor = (int(v) for v in fields.groups())
-            if channel != 1:
-                skipped.append(skip(f"vocal channel {channel:02d} is song, not speech"))
-            elif not 1 <= emotion <= len(EMOTIONS):
-                skipped.append(skip(f"unknown emotion code {emotion:02d}"))
-            elif file_actor != actor:
-                skipped.append(skip(f"actor {file_actor:02d} in the name, folder {folder}"))
+            values = tuple(int(v) for v in fields.groups())
+            emotion = values[2]
+            problem = name_problem(values, actor)
+            if problem:
+                skipped.append(skip(problem))
             elif "01" + stem[2:] not in features:
                 skipped.append(skip(f"no facial features for {'01' + stem[2:]} in {csv_path}"))
             else:

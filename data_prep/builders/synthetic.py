@@ -787,7 +787,7 @@ def _segment(rng: np.random.Generator, num: int, fraction: float) -> tuple[int, 
 # TFDS builder.
 
 if tfds is not None:
-    _BYTES = tfds.features.Encoding.BYTES
+    from data_prep.builders import base
 
     class SyntheticAV(tfds.core.GeneratorBasedBuilder):
         """Synthetic audio-visual emotion corpus in the project schema (see module docstring)."""
@@ -808,32 +808,11 @@ if tfds is not None:
             config = self.builder_config
             return self.dataset_info_from_configs(
                 description=__doc__.split("\n\n")[0],
-                features=tfds.features.FeaturesDict(
-                    {
-                        "clip_id": tfds.features.Text(doc="Corpus-unique clip id."),
-                        "speaker": tfds.features.Text(doc="Speaker id."),
-                        "label": tfds.features.ClassLabel(names=list(config.class_names)),
-                        # Raw bytes: a FloatList is ~20x slower to write (element by element).
-                        "audio": tfds.features.Tensor(
-                            shape=(None, config.num_bins),
-                            dtype=np.float32,
-                            encoding=_BYTES,
-                            doc="Log-power spectrogram, 100 frames/s.",
-                        ),
-                        "video": tfds.features.Tensor(
-                            shape=(None, config.face_dim),
-                            dtype=np.float32,
-                            encoding=_BYTES,
-                            doc="Per-frame face features, 25 frames/s.",
-                        ),
-                        "video_valid": tfds.features.Tensor(
-                            shape=(None,),
-                            dtype=np.bool_,
-                            encoding=_BYTES,
-                            doc="False where no face was detected.",
-                        ),
-                        "duration_s": tfds.features.Scalar(dtype=np.float32, doc="Seconds."),
-                    }
+                features=base.schema_features(
+                    config.class_names,
+                    (config.face_dim,),
+                    "Per-frame face features, 25 frames/s.",
+                    num_bins=config.num_bins,
                 ),
                 supervised_keys=None,
             )

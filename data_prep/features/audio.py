@@ -17,6 +17,7 @@ import dataclasses
 import math
 import os
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 import soundfile
@@ -33,7 +34,18 @@ NFFT = 800
 NUM_BINS = 200  # 0-4 kHz
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP
 LOG_FLOOR = 1e-10  # Power floor before the log (digital silence gives log(1e-10)).
-SILENCE_RMS = 1e-4  # Below this RMS (full scale 1.0), a clip counts as silent (-80 dBFS).
+SILENCE_RMS = 1e-4  # Below this RMS (full scale 1.0, DC removed) a clip is silent (-80 dBFS).
+# Plausible sources: below 8 kHz the 0-4 kHz band of the features does not exist; above
+# 384 kHz no recorder writes speech.
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 384000
+MAX_SECONDS = 600.0  # A longer "clip" is a recording, not an utterance: refused.
+# Samples above full scale (1.0) up to this peak are kept with a note; beyond it the file is
+# not audio at full scale 1.0 (e.g. a float file of raw integers) and is refused.
+MAX_PEAK = 2.0
+# A downmix whose RMS is below this fraction of the channels' own RMS cancels (channels in
+# opposite phase): one channel is kept instead.
+CANCEL_RATIO = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,11 +56,13 @@ class Audio:
       samples: float32 [n] mono at `SAMPLE_RATE`, full scale 1.0.
       source_rate: the file's sample rate.
       source_channels: the file's channel count.
+      notes: conversions that kept the clip usable (for the build report).
     """
 
     samples: np.ndarray
     source_rate: int
     source_channels: int
+    notes: tuple[str, ...] = ()
 
     @property
     def converted(self) -> bool:
@@ -59,46 +73,152 @@ class Audio:
         return len(self.samples) / SAMPLE_RATE
 
 
-def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Downmixes [n, channels] (or [n]) samples to mono and resamples them to 16 kHz."""
+def _rms(x: np.ndarray, axis=None) -> np.ndarray:
+    """RMS after removing the mean (a DC offset is not signal)."""
+    x = np.asarray(x, np.float64)
+    return np.sqrt(np.mean(np.square(x - x.mean(axis=axis, keepdims=True)), axis=axis))
+
+
+def downmix(samples: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """[n, channels] -> ([n] mono, note or None): the mean of the channels, or the loudest
+    channel alone when the mean cancels (channels in opposite phase)."""
     samples = np.asarray(samples, np.float32)
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
+    if samples.ndim == 1 or samples.shape[1] == 1:
+        return samples.reshape(len(samples)), None
+    mono = samples.mean(axis=1)
+    channel_rms = _rms(samples, axis=0)
+    loud = float(channel_rms.max())
+    if loud >= SILENCE_RMS and float(_rms(mono)) < CANCEL_RATIO * loud:
+        k = int(np.argmax(channel_rms))
+        note = (
+            f"the {samples.shape[1]} channels cancel when averaged (mean RMS "
+            f"{float(_rms(mono)):.1e} vs {loud:.1e} per channel); kept channel {k + 1} alone"
+        )
+        return samples[:, k], note
+    return mono, None
+
+
+def resample_to_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mono samples at `sample_rate` -> 16 kHz (polyphase filter)."""
+    samples = np.asarray(samples, np.float32)
     if sample_rate != SAMPLE_RATE:
         g = math.gcd(int(sample_rate), SAMPLE_RATE)
         samples = signal.resample_poly(samples, SAMPLE_RATE // g, int(sample_rate) // g)
     return samples.astype(np.float32)
 
 
-def load_audio(path: str, min_seconds: float = WINDOW / SAMPLE_RATE) -> Audio:
+def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Downmixes [n, channels] (or [n]) samples to mono and resamples them to 16 kHz."""
+    return resample_to_16k(downmix(samples)[0], sample_rate)
+
+
+def check_rate(path: str, rate: int) -> None:
+    """Refuses a sample rate no real recording has (a damaged or lying header)."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise BadClip(
+            path,
+            f"implausible sample rate {rate} Hz (accepted: {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} "
+            "Hz; the features need 0-4 kHz)",
+        )
+
+
+def load_audio(
+    path: str, min_seconds: float = WINDOW / SAMPLE_RATE, max_seconds: float = MAX_SECONDS
+) -> Audio:
     """Reads a WAV / FLAC / OGG file as 16 kHz mono and checks that it holds a usable clip.
 
     Args:
       path: the audio file.
       min_seconds: shorter clips are rejected (default: one analysis window).
+      max_seconds: longer files are rejected before they are decoded.
 
     Returns:
-      The decoded `Audio`.
+      The decoded `Audio`, with notes of the conversions made.
 
     Raises:
-      BadClip: the file is missing, unreadable or truncated, empty, too short or silent; the
+      BadClip: the file is missing, unreadable or truncated, has an implausible sample rate or
+        duration, is empty, too short, not finite, far beyond full scale or silent; the
         message names the file and the problem.
     """
     if not os.path.isfile(path):
         raise BadClip(path, "file not found")
     try:
         with soundfile.SoundFile(path) as f:
-            rate, channels = f.samplerate, f.channels
+            rate, frames = f.samplerate, f.frames
+            check_rate(path, rate)
+            if frames > max_seconds * rate:
+                raise BadClip(
+                    path,
+                    f"{frames / rate:.0f} s long: a recording, not a clip (max {max_seconds:.0f} s)",
+                )
             samples = f.read(dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError, ValueError) as e:
+    except BadClip:
+        raise
+    except (RuntimeError, soundfile.LibsndfileError, ValueError, MemoryError) as e:
         raise BadClip(path, f"unreadable audio ({e})") from e
     declared = _wav_declared_frames(path)
     if declared is not None and len(samples) < declared:
-        raise BadClip(path, f"truncated audio: header says {declared} samples, found {len(samples)}")
+        raise BadClip(
+            path, f"truncated audio: header says {declared} samples, found {len(samples)}"
+        )
     if len(samples) == 0:
         raise BadClip(path, "zero-length audio")
-    mono = to_mono_16k(samples, rate)
-    return _check(Audio(mono, rate, channels), path, min_seconds)
+    return finish_audio(samples, rate, path, min_seconds)
+
+
+def finish_audio(
+    samples: np.ndarray, rate: int, path: str, min_seconds: float, notes: Sequence[str] = ()
+) -> Audio:
+    """[n, channels] samples at `rate` -> checked 16 kHz mono `Audio` with notes."""
+    return combine_segments([(samples, rate)], path, min_seconds, notes)
+
+
+def combine_segments(
+    segments: Sequence[tuple[np.ndarray, int]],
+    path: str,
+    min_seconds: float,
+    notes: Sequence[str] = (),
+) -> Audio:
+    """Consecutive parts of one recording -> checked 16 kHz mono `Audio` with notes.
+
+    Each part is [n, channels] samples at its own rate (a stream whose channel layout or rate
+    changes part-way has several); each is downmixed and resampled on its own, then they are
+    joined.
+
+    Raises:
+      BadClip: not finite, far beyond full scale, too short or silent.
+    """
+    notes = list(notes)
+    segments = [(np.asarray(x, np.float32).reshape(len(x), -1), int(r)) for x, r in segments]
+    if not segments or sum(len(x) for x, _ in segments) == 0:
+        raise BadClip(path, "zero-length audio")
+    for x, rate in segments:
+        check_rate(path, rate)
+        if not np.all(np.isfinite(x)):
+            raise BadClip(path, "audio contains NaN or infinite samples")
+    peak = max(float(np.abs(x).max()) for x, _ in segments if x.size)
+    if peak > MAX_PEAK:
+        raise BadClip(
+            path, f"samples far outside [-1, 1] (peak {peak:.3g}): not audio at full scale 1.0"
+        )
+    if peak > 1.0 + 1e-6:
+        notes.append(f"samples above full scale (peak {peak:.3f}), kept as they are")
+    parts = []
+    for x, rate in segments:
+        mono, note = downmix(x)
+        if note and note not in notes:
+            notes.append(note)
+        parts.append(resample_to_16k(mono, rate))
+    rate, channels = segments[0][1], segments[0][0].shape[1]
+    if len(segments) > 1:
+        layouts = " -> ".join(f"{x.shape[1]} ch {r} Hz" for x, r in segments)
+        notes.append(f"channel layout or rate changes part-way ({layouts}); each part converted")
+    if rate != SAMPLE_RATE:
+        notes.append(f"resampled {rate} Hz -> {SAMPLE_RATE} Hz")
+    if channels != 1 and not any("cancel" in n for n in notes):
+        notes.append(f"downmixed {channels} channels to mono")
+    audio = Audio(np.concatenate(parts), rate, channels, tuple(notes))
+    return _check(audio, path, min_seconds)
 
 
 def _wav_declared_frames(path: str) -> int | None:
@@ -130,9 +250,9 @@ def _check(audio: Audio, path: str, min_seconds: float) -> Audio:
         raise BadClip(path, "audio contains NaN or infinite samples")
     if audio.duration_s < min_seconds:
         raise BadClip(path, f"clip too short ({audio.duration_s * 1000:.0f} ms)")
-    rms = float(np.sqrt(np.mean(np.square(audio.samples, dtype=np.float64))))
+    rms = float(_rms(audio.samples))
     if rms < SILENCE_RMS:
-        raise BadClip(path, f"silent clip (RMS {rms:.1e} < {SILENCE_RMS:.0e})")
+        raise BadClip(path, f"silent clip (RMS {rms:.1e} < {SILENCE_RMS:.0e}, DC removed)")
     return audio
 
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from data_prep.errors import BadClip
 from data_prep.features import audio as audio_lib
+from data_prep.features import sync
 from data_prep.features import video as video_lib
 
 FACE_SIZE = 64  # Input side of the FER2013 encoder.
@@ -218,7 +219,7 @@ class FaceDetector:
             chunk = small[start : start + self.batch_size]
             try:
                 rows = self._run(chunk)
-            except Exception as e:  # noqa: BLE001  (mtcnn raises assorted errors)
+            except Exception as e:
                 self.failures.append(f"{type(e).__name__}: {str(e)[:120]}")
                 rows = np.zeros((0, 16))
             for i in range(len(chunk)):
@@ -302,11 +303,19 @@ class FacePipeline:
         frame whole, all invalid).
     """
 
-    def __init__(self, detector=None, encoder=None, batch_size: int = 64, require_face=True):
+    def __init__(
+        self,
+        detector=None,
+        encoder=None,
+        batch_size: int = 64,
+        require_face=True,
+        duration_mismatch: str = "keep",
+    ):
         self._detector = detector
         self._encoder = encoder
         self.batch_size = batch_size
         self.require_face = require_face
+        self.duration_mismatch = duration_mismatch
 
     @property
     def detector(self) -> FaceDetector:
@@ -351,7 +360,11 @@ class FacePipeline:
           BadClip: the video or audio is unusable, or (with `require_face`) no frame has a face.
         """
         t0 = time.perf_counter()
-        clip = video_lib.read_video(video_path, with_audio=audio_path is None)
+        # Frames are decoded at the size the detector works on: memory follows that size,
+        # not the source resolution.
+        clip = video_lib.read_video(
+            video_path, with_audio=audio_path is None, max_side=self.detector.detect_max_side
+        )
         seconds = {"decode": time.perf_counter() - t0}
         failures_before = len(self.detector.failures)
         crops, valid, stage = self.crops(clip.frames)
@@ -371,14 +384,13 @@ class FacePipeline:
             )
         if audio_path is not None:
             sound = audio_lib.load_audio(audio_path)
-            if sound.converted:
-                notes.append(
-                    f"audio {sound.source_rate} Hz, {sound.source_channels} channel(s) -> "
-                    "16 kHz mono"
-                )
-            spectrogram = spectrogram_of(audio_path, sound.samples)
+            notes += [f"{audio_path}: {n}" for n in sound.notes]
         else:
-            spectrogram = spectrogram_of(video_path, clip.audio.samples)
+            sound = clip.audio
+        spectrogram = spectrogram_of(audio_path or video_path, sound.samples)
+        notes += sync.check_durations(
+            video_path, sound.duration_s, clip.duration_s, "video", self.duration_mismatch
+        )
         seconds["audio"] = time.perf_counter() - t0
         return FaceFeatures(
             features=features,
@@ -415,7 +427,10 @@ def clip_features(path: str) -> dict[str, np.ndarray | float]:
 
 
 def features_from_file(
-    npy_path: str, video_path: str, audio_path: str | None = None
+    npy_path: str,
+    video_path: str,
+    audio_path: str | None = None,
+    duration_mismatch: str = "keep",
 ) -> FaceFeatures:
     """Per-frame features a user extracted (one .npy [frames, D1] per clip) on the grid.
 
@@ -432,7 +447,7 @@ def features_from_file(
         raise BadClip(npy_path, "face feature file not found")
     try:
         rows = np.load(npy_path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise BadClip(npy_path, f"unreadable face feature file ({e})") from e
     if rows.ndim != 2 or not len(rows):
         raise BadClip(npy_path, f"expected features [frames, D1], got shape {rows.shape}")
@@ -448,9 +463,13 @@ def features_from_file(
     notes = list(clip.notes)
     if audio_path is not None:
         sound = audio_lib.load_audio(audio_path)
-        spectrogram = spectrogram_of(audio_path, sound.samples)
+        notes += [f"{audio_path}: {n}" for n in sound.notes]
     else:
-        spectrogram = spectrogram_of(video_path, clip.audio.samples)
+        sound = clip.audio
+    spectrogram = spectrogram_of(audio_path or video_path, sound.samples)
+    notes += sync.check_durations(
+        video_path, sound.duration_s, clip.duration_s, "video", duration_mismatch
+    )
     if not valid.all():
         notes.append(f"{int((~valid).sum())} of {len(valid)} frames without features (invalid)")
     return FaceFeatures(
@@ -554,3 +573,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def feature_file_shape(npy_path: str) -> tuple[int, ...]:
+    """The shape a .npy feature file declares, read from its header only.
+
+    Raises:
+      BadClip: missing, empty or not a .npy file.
+    """
+    if not os.path.isfile(npy_path):
+        raise BadClip(npy_path, "face feature file not found")
+    if os.path.getsize(npy_path) == 0:
+        raise BadClip(npy_path, "empty face feature file (0 bytes)")
+    try:
+        return tuple(np.load(npy_path, mmap_mode="r", allow_pickle=False).shape)
+    except (OSError, ValueError, EOFError) as e:
+        raise BadClip(npy_path, f"unreadable face feature file ({e})") from e

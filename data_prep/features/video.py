@@ -120,6 +120,7 @@ def read_video(
     fps: float | None = VIDEO_FPS,
     keep_frames: bool = True,
     min_audio_seconds: float = audio_lib.WINDOW / audio_lib.SAMPLE_RATE,
+    max_side: int | None = None,
 ) -> Video:
     """Decodes a video file (and its audio track) into frames on the schema's time grid.
 
@@ -129,6 +130,8 @@ def read_video(
       fps: rate of the output grid; None keeps every source frame.
       keep_frames: False decodes the frames for their timestamps only (no pixels kept).
       min_audio_seconds: shorter audio tracks are rejected.
+      max_side: frames are kept shrunk by an integer factor to at most this longer side
+        (None: full resolution).
 
     Returns:
       A `Video`.
@@ -158,7 +161,7 @@ def read_video(
         header_frames = vstream.frames or 0  # Frame count of the header or index (0: unknown).
         nominal = float(vstream.average_rate) if vstream.average_rate else None
         astream = container.streams.audio[0] if with_audio else None
-        frames_in = _FrameCollector(fps, keep_frames, nominal)
+        frames_in = _FrameCollector(fps, keep_frames, nominal, max_side)
         audio_in = _AudioCollector()
         streams = [vstream] + list(container.streams.audio[:1])
         errors = {"video": [], "audio": []}
@@ -195,6 +198,11 @@ def read_video(
                 )
             notes.append(f"{len(errs)} damaged {kind} packets skipped (first {errs[0]})")
         frames_in.finish()
+        if frames_in.size_changes:
+            notes.append(
+                f"picture size changes part-way ({'; '.join(frames_in.size_changes)}); every "
+                f"frame scaled to {frames_in.size[0]}x{frames_in.size[1]}"
+            )
         times, kept, kept_index = frames_in.times, frames_in.kept, frames_in.kept_index
         first, dropped = frames_in.first, frames_in.dropped
         if not times:
@@ -248,18 +256,19 @@ def read_video(
         if astream is not None:
             audio = audio_in.result(astream, path, first, min_audio_seconds, notes)
 
+    empty_shape = scaled_size(vstream.width, vstream.height, max_side)[::-1]
     if fps is None:
         frame_index = np.arange(len(source_times))
-        frames = _stack(kept, container_shape=(vstream.height, vstream.width))
+        frames = _stack(kept, container_shape=empty_shape)
     else:
         steps = grid_steps(duration, fps)
         frame_index = frame_for_times(source_times, np.arange(steps) / fps)
         if keep_frames:
             position = {src: i for i, src in enumerate(kept_index)}
-            frames = _stack(kept, container_shape=(vstream.height, vstream.width))
+            frames = _stack(kept, container_shape=empty_shape)
             frames = frames[[position[i] for i in frame_index]]
         else:
-            frames = _stack([], container_shape=(vstream.height, vstream.width))
+            frames = _stack([], container_shape=empty_shape)
     return Video(
         frames=frames,
         frame_index=frame_index,
@@ -297,16 +306,37 @@ def _header_duration(container, vstream) -> tuple[float | None, bool]:
     return None, False
 
 
-class _FrameCollector:
-    """Receives decoded video frames in presentation order; keeps those the grid shows."""
+def scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(width, height) shrunk by the smallest integer factor that fits `max_side`."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    k = -(-max(width, height) // max_side)
+    return max(1, width // k), max(1, height // k)
 
-    def __init__(self, fps: float | None, keep_frames: bool, nominal: float | None):
+
+class _FrameCollector:
+    """Receives decoded video frames in presentation order; keeps those the grid shows.
+
+    Kept frames are converted to RGB at one size: the first frame's, shrunk by an integer
+    factor to at most `max_side` pixels (memory then grows with that size, not with the
+    source resolution); a frame of another size (the picture size changes part-way) is scaled
+    to the same size and noted.
+    """
+
+    def __init__(
+        self, fps: float | None, keep_frames: bool, nominal: float | None, max_side: int | None
+    ):
         self.fps, self.keep_frames, self.nominal = fps, keep_frames, nominal
+        self.max_side = max_side
         self.times: list[float] = []  # Relative to the first frame.
         self.kept: list[np.ndarray] = []
         self.kept_index: list[int] = []
         self.first: float | None = None
         self.dropped = 0
+        self.source_size: tuple[int, int] | None = None  # (width, height) of the first frame
+        self.size: tuple[int, int] | None = None  # of the kept frames
+        self.size_changes: list[str] = []
+        self._last_size: tuple[int, int] | None = None
         self._pending = None  # The last frame, kept once we know whether a grid step shows it.
 
     def add(self, frame) -> None:
@@ -330,37 +360,71 @@ class _FrameCollector:
             self._keep()
 
     def _keep(self) -> None:
-        self.kept.append(self._pending.to_ndarray(format="rgb24"))
+        frame = self._pending
+        source = (frame.width, frame.height)
+        if self.size is None:
+            self.source_size = self._last_size = source
+            self.size = scaled_size(*source, self.max_side)
+        elif source != self._last_size:
+            if len(self.size_changes) < 3:
+                self.size_changes.append(
+                    f"{self._last_size[0]}x{self._last_size[1]} -> {source[0]}x{source[1]} "
+                    f"at frame {len(self.times) - 1}"
+                )
+            self._last_size = source
+        if source == self.size:
+            rgb = frame.to_ndarray(format="rgb24")
+        else:
+            width, height = self.size
+            rgb = frame.reformat(
+                width=width, height=height, format="rgb24", interpolation="AREA"
+            ).to_ndarray()
+        self.kept.append(rgb)
         self.kept_index.append(len(self.times) - 1)
         self._pending = None
 
 
 class _AudioCollector:
-    """Receives decoded audio frames; gives 16 kHz mono aligned to the first video frame."""
+    """Receives decoded audio frames; gives 16 kHz mono aligned to the first video frame.
+
+    Frames are converted to planar float by a PyAV resampler that keeps rate and layout; when
+    the layout, rate or sample format changes part-way, the part so far is closed and a new
+    resampler starts, so each part is downmixed and resampled on its own.
+    """
 
     def __init__(self):
-        import av
-
-        self.resampler = av.AudioResampler(format="fltp")  # Planar float, rate and layout kept.
-        self.chunks: list[np.ndarray] = []
+        self.parts: list[tuple[tuple, list[np.ndarray]]] = []  # ((layout, rate, fmt), chunks)
+        self.resampler = None
         self.start: float | None = None
-        self.rate: int | None = None
 
     def add(self, frame) -> None:
+        import av
+
         if self.start is None and frame.time is not None:
             self.start = frame.time
-        self.rate = self.rate or frame.sample_rate
+        key = (frame.layout.name, frame.sample_rate, frame.format.name)
+        if not self.parts or self.parts[-1][0] != key:
+            self._flush()
+            self.resampler = av.AudioResampler(format="fltp")  # Rate and layout kept.
+            self.parts.append((key, []))
         for out in self.resampler.resample(frame):
-            self.chunks.append(out.to_ndarray())
+            self.parts[-1][1].append(out.to_ndarray())
+
+    def _flush(self) -> None:
+        if self.resampler is not None and self.parts:
+            for out in self.resampler.resample(None):
+                self.parts[-1][1].append(out.to_ndarray())
+        self.resampler = None
 
     def result(self, astream, path, video_start, min_seconds, notes) -> audio_lib.Audio:
-        if self.rate is not None:
-            for out in self.resampler.resample(None):
-                self.chunks.append(out.to_ndarray())
-        if not self.chunks or sum(c.shape[1] for c in self.chunks) == 0:
+        self._flush()
+        segments = [
+            (np.concatenate(chunks, axis=1).T, key[1]) for key, chunks in self.parts if chunks
+        ]
+        if not segments or sum(len(x) for x, _ in segments) == 0:
             raise BadClip(path, "zero-length audio track")
-        samples = np.concatenate(self.chunks, axis=1).T  # [n, channels]
-        mono = audio_lib.to_mono_16k(samples, self.rate)
+        audio = audio_lib.combine_segments(segments, path, 0.0)
+        mono = audio.samples
         offset = (self.start or 0.0) - (video_start or 0.0)
         shift = round(offset * audio_lib.SAMPLE_RATE)
         if shift > 0:
@@ -369,12 +433,8 @@ class _AudioCollector:
             mono = mono[-shift:]
         if abs(offset) > 0.1:
             notes.append(f"audio starts {offset * 1000:+.0f} ms from the video; shifted to align")
-        audio = audio_lib.Audio(mono, int(self.rate), int(samples.shape[1]))
-        if audio.converted:
-            notes.append(
-                f"audio track {audio.source_rate} Hz, {audio.source_channels} channel(s) -> "
-                "16 kHz mono"
-            )
+        notes += [f"audio track: {n}" for n in audio.notes]
+        audio = dataclasses.replace(audio, samples=mono, notes=())
         return audio_lib._check(audio, path, min_seconds)
 
 

@@ -40,10 +40,10 @@ from ml_collections import config_flags
 
 from fbp_jax import io
 from fbp_jax import workdir as workdir_lib
-from fbp_jax.metrics import pct
 from fbp_jax.evaluation import evaluate as evaluate_lib
 from fbp_jax.evaluation import predictions as predictions_lib
 from fbp_jax.evaluation import significance
+from fbp_jax.metrics import pct
 from fbp_jax.training import loop
 
 FOLD_RESULT = "fold_result.json"

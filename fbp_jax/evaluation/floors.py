@@ -51,7 +51,7 @@ def clip_statistics(
 ) -> dict[str, np.ndarray]:
     """Statistics of one clip: {'audio': [2 * bins], 'video': [2 * D]} (mean, std)."""
     energy = audio.mean(axis=1)
-    k = max(1, int(round(LOUD_FRACTION * len(audio))))
+    k = max(1, round(LOUD_FRACTION * len(audio)))
     loud = audio[np.sort(np.argsort(energy)[-k:])]
     frames = video.reshape(len(video), -1)
     if video_valid is not None and video_valid.any():
@@ -174,9 +174,7 @@ def run_floors(config_file: str, output_dir: str, data_dir: str | None = None) -
                     "test_accuracy": metrics["weighted_accuracy"],
                     "test_unweighted_accuracy": metrics["unweighted_accuracy"],
                 }
-                io.write_json(
-                    result, os.path.join(directory, cross_validation.FOLD_RESULT)
-                )
+                io.write_json(result, os.path.join(directory, cross_validation.FOLD_RESULT))
             summaries[name] = cross_validation.summarize(workdir, write=True)
             logging.info("%s: pooled WA %.4f", name, summaries[name]["pooled"]["weighted_accuracy"])
     table = {

@@ -39,7 +39,6 @@ class EvaluationError(ValueError):
     """Bad input to an evaluation: the message names the file or workdir and the problem."""
 
 
-
 @dataclasses.dataclass
 class Predictions:
     """Posteriors of one system on the clips of a split.

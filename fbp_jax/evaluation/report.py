@@ -37,9 +37,9 @@ from matplotlib.figure import Figure
 
 from fbp_jax import io
 from fbp_jax import workdir as workdir_lib
-from fbp_jax.metrics import percent
 from fbp_jax.evaluation import evaluate as evaluate_lib
 from fbp_jax.evaluation import predictions as predictions_lib
+from fbp_jax.metrics import percent
 
 FIGURES = {
     "attention": "fig6_attention.png",
@@ -419,7 +419,6 @@ def _run_label(workdir: str) -> str:
     except (OSError, ValueError, KeyError):
         return name
     return name if fusion in name else f"{name} ({fusion})"
-
 
 
 def _markdown(loaded, split, step, metrics, mu_rows, curves, figures, skipped, chosen) -> str:

@@ -6,7 +6,6 @@ import dataclasses
 import math
 
 import numpy as np
-
 from scipy import stats as scipy_stats
 
 from fbp_jax.evaluation.predictions import Predictions

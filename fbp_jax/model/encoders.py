@@ -80,7 +80,9 @@ class FCNEncoder(nn.Module):
             raise ValueError("features, kernel_sizes, strides and pool_after differ in length")
         lrn_after = tuple(self.lrn_after) or (True,) * len(self.features)
         if len(lrn_after) != len(self.features):
-            raise ValueError(f"lrn_after has {len(lrn_after)} entries for {len(self.features)} layers")
+            raise ValueError(
+                f"lrn_after has {len(lrn_after)} entries for {len(self.features)} layers"
+            )
         impl = self.conv_impl
         if impl == "auto":
             impl = "patches" if jax.default_backend() == "cpu" else "xla"

@@ -144,7 +144,7 @@ class TransformerEncoderBlock(nn.Module):
     @nn.compact
     def __call__(self, x: Array, mask: Array, *, train: bool = False) -> Array:
         """x: [B, T, C]; mask: boolean [B, T] -> [B, T, C]."""
-        drop = lambda y: nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+        drop = nn.Dropout(self.dropout_rate, deterministic=not train)
         y = nn.LayerNorm(dtype=self.dtype, name="attention_norm")(x)
         # Padded steps are never attended to; their own (query) rows are ignored downstream.
         y = nn.MultiHeadDotProductAttention(

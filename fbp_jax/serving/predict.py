@@ -304,7 +304,7 @@ def predict_files(
     for path in paths:
         try:
             features[path] = read_features(path, model)
-        except Exception as e:  # noqa: BLE001 - one file never stops the others
+        except Exception as e:
             features[path] = _error(e)
     stats: dict[str, dict | None] = {}
     if by_speaker:
@@ -328,7 +328,7 @@ def predict_files(
             try:
                 s = stats.get(_speaker_key(path, groups)) if by_speaker else model.stats
                 f = predict_features(model, f, span_seconds, s)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 f = _error(e)
         rows.append((path, f))
     return rows

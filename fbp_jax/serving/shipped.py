@@ -20,7 +20,9 @@ def available() -> tuple[str, ...]:
         return ()
     return tuple(
         sorted(
-            n for n in os.listdir(MODELS_DIR) if os.path.isfile(os.path.join(MODELS_DIR, n, "serving.json"))
+            n
+            for n in os.listdir(MODELS_DIR)
+            if os.path.isfile(os.path.join(MODELS_DIR, n, "serving.json"))
         )
     )
 

@@ -45,7 +45,9 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     flags.DEFINE_enum("config", "demo", ["demo", "afew", "iemocap"], "Base config of the shapes.")
-    flags.DEFINE_enum("fcn", None, list(base_config.FCN_PRESETS), "Audio FCN preset (default: config's).")
+    flags.DEFINE_enum(
+        "fcn", None, list(base_config.FCN_PRESETS), "Audio FCN preset (default: config's)."
+    )
     flags.DEFINE_list("variants", sorted(fusion.FUSION_STREAMS), "Fusion variants.")
     flags.DEFINE_list("batch_sizes", ["32", "64"], "Global batch sizes.")
     flags.DEFINE_list("dtypes", ["float32"], "Computation dtypes (float32, bfloat16).")
@@ -148,9 +150,7 @@ def benchmark_variant(variant: str, dtype: str, batch_size: int, peak: float) ->
     state = parallel.replicate(state)
     rng = parallel.replicate(jax.random.key(1))
     batch = next(parallel.prefetch([random_batch(config, batch_size)]))
-    p_train = parallel.pmap(
-        functools.partial(steps.train_step, fusion=variant), donate_state=True
-    )
+    p_train = parallel.pmap(functools.partial(steps.train_step, fusion=variant), donate_state=True)
     p_infer = parallel.pmap(functools.partial(steps.predict_step, fusion=variant))
 
     start = time.perf_counter()
@@ -267,7 +267,13 @@ def _run_with_devices(devices: int, batch_size: int) -> list[dict]:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rows.json")
-        cmd = [sys.executable, "-m", "fbp_jax.tools.benchmark", *args, f"--batch_sizes={batch_size}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "fbp_jax.tools.benchmark",
+            *args,
+            f"--batch_sizes={batch_size}",
+        ]
         cmd += [f"--matmul_size={min(FLAGS.matmul_size, 256)}", f"--json={out}"]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode:

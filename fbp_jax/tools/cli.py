@@ -17,7 +17,10 @@ import sys
 
 # command -> (module, what it does). The module has define_flags() and main(argv).
 COMMANDS = {
-    "demo": ("fbp_jax.tools.demo", "Build the synthetic corpus, train four systems, print a table."),
+    "demo": (
+        "fbp_jax.tools.demo",
+        "Build the synthetic corpus, train four systems, print a table.",
+    ),
     "build": ("data_prep.build", "Turn a corpus as distributed into TFDS records (with a report)."),
     "train": ("fbp_jax.training.cli", "Train one model of a config; resumes a killed run."),
     "evaluate": ("fbp_jax.evaluation.cli", "Metrics and per-clip predictions of a run on a split."),

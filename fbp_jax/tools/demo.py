@@ -31,7 +31,9 @@ def define_flags() -> None:
         "'afew': the README's demo (AFEW-like sizes, ~8 min on 2 cores); 'tiny': seconds.",
     )
     flags.DEFINE_string("workdir", os.path.join("workdirs", "demo"), "Parent of the run workdirs.")
-    flags.DEFINE_list("variants", ["audio", "video", "g_fbp", "am_fbp"], "Fusion variants to train.")
+    flags.DEFINE_list(
+        "variants", ["audio", "video", "g_fbp", "am_fbp"], "Fusion variants to train."
+    )
     flags.DEFINE_integer("num_epochs", None, "Override the demo config's epochs (all variants).")
     flags.DEFINE_integer("fusion_epochs", 6, "Epochs of the fusion variants (initialised runs).")
     flags.DEFINE_enum(

@@ -88,9 +88,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     )
     data = input_pipeline.create_datasets(config, workdir)
     if lead:
-        workdir_lib.save_dataset_info(
-            workdir, config.data.name, data.class_names, data.split_sizes
-        )
+        workdir_lib.save_dataset_info(workdir, config.data.name, data.class_names, data.split_sizes)
     steps_per_epoch = data.steps_per_epoch
     num_steps = config.num_train_steps
     if num_steps <= 0:

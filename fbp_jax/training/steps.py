@@ -230,7 +230,9 @@ def eval_step(state: TrainState, batch: dict[str, Array], *, fusion: str) -> Eva
     """Metrics of one device's share of an evaluation batch; padding examples have mask 0.
 
     Uses the parameter average when the state has one (`TrainState.eval_params`)."""
-    out = state.apply_fn({"params": state.eval_params}, frontend.model_inputs(batch, fusion), train=False)
+    out = state.apply_fn(
+        {"params": state.eval_params}, frontend.model_inputs(batch, fusion), train=False
+    )
     return EvalMetrics.gather_from_model_output(
         loss=cross_entropy(out["logits"], batch["label"]),
         logits=out["logits"],
