@@ -1,4 +1,4 @@
-"""RAVDESS speech, fusion 'audio'; the argument picks the fold ('dev' or 1-6, ravdess_common.py).
+"""RAVDESS speech, fusion 'audio'; the argument is FOLD[,RECIPE] (ravdess_common.py).
 
 python train.py --config=configs/ravdess_audio.py:dev --config.data.data_dir=data
 """

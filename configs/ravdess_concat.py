@@ -1,4 +1,4 @@
-"""RAVDESS speech, fusion 'concat'; the argument picks the fold ('dev' or 1-6, ravdess_common.py).
+"""RAVDESS speech, fusion 'concat'; the argument is FOLD[,RECIPE] (ravdess_common.py).
 
 python train.py --config=configs/ravdess_concat.py:dev --config.data.data_dir=data
 """

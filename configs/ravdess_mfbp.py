@@ -1,4 +1,4 @@
-"""RAVDESS speech, fusion 'm_fbp'; the argument picks the fold ('dev' or 1-6, ravdess_common.py).
+"""RAVDESS speech, fusion 'm_fbp'; the argument is FOLD[,RECIPE] (ravdess_common.py).
 
 python train.py --config=configs/ravdess_mfbp.py:dev --config.data.data_dir=data
 """

@@ -1,0 +1,11 @@
+"""RAVDESS speech, fusion 'cfn_sr' (the CFN-SR comparison); the argument is FOLD[,RECIPE]
+(ravdess_common.py).
+
+python train.py --config=configs/ravdess_cfnsr.py:dev --config.data.data_dir=data
+"""
+
+from configs import ravdess_common
+
+
+def get_config(fold=None):
+    return ravdess_common.get_config("cfn_sr", fold)
