@@ -8,6 +8,9 @@ The config argument is `FOLD[,RECIPE]`, e.g. `--config=configs/ravdess_amfbp.py:
 * `dev1` .. `dev6`: speaker-independent cross-validation on the development copy, 6 folds of
   2 actors: fold k tests on actors 2k-1 and 2k, chooses its checkpoint on the next pair and
   trains on the other 8. Every recipe decision is taken on the mean over these folds.
+* `all`: every development actor (01-12) trains; its "validation" split is the training
+  split itself, which only monitors the fit (use the latest checkpoint: nothing is chosen).
+  This is how the shipped model (fbp_jax/serving/models/ravdess-audio) was trained.
 * `1` .. `6`: the public protocol on all 24 actors, 6 folds of 4 consecutive actors. Fold k
   tests on actors 4k-3 .. 4k, chooses its checkpoint on the next fold's 4 actors, and trains on
   the other 16.
@@ -53,11 +56,15 @@ def fold_actors(fold: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int,
     """(train, validation, test) actors of a fold: 'dev', 'dev1'..'dev6' or '1'..'6'."""
     if fold == "dev":
         return DEV_TRAIN_ACTORS, DEV_EVAL_ACTORS, ()
+    if fold == "all":
+        return DEV_ACTORS, DEV_ACTORS, ()
     if fold in DEV_FOLDS:
         return _rotating_folds(DEV_ACTORS, DEV_FOLD_SIZE, int(fold[3:]))
     if fold in FOLDS:
         return _rotating_folds(tuple(range(1, NUM_ACTORS + 1)), FOLD_SIZE, int(fold))
-    raise ValueError(f"RAVDESS fold must be 'dev', one of {DEV_FOLDS} or {FOLDS}, got {fold!r}.")
+    raise ValueError(
+        f"RAVDESS fold must be 'dev', 'all', one of {DEV_FOLDS} or {FOLDS}, got {fold!r}."
+    )
 
 
 def parse_argument(argument: str | None) -> tuple[str, str]:

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from fbp_jax import parallel
+from fbp_jax import io, parallel
 from fbp_jax.model import frontend
 
 BATCH_KEYS = ("audio", "audio_mask", "video", "video_mask", "label", "mask")
@@ -310,9 +310,7 @@ def load_or_compute_stats(
     by_speaker = bool(data_config is not None and data_config.get("speaker_norm", False))
     stats = compute_stats(builder, split, data_config, by_speaker=by_speaker)
     if path and jax.process_index() == 0:
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, **stats)
-        os.replace(tmp, path)  # Never leaves a half-written file under the final name.
+        io.atomic_write(path, lambda f: np.savez(f, **stats), mode="wb")
     return stats
 
 

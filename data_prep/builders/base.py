@@ -26,7 +26,12 @@ _BYTES = tfds.features.Encoding.BYTES
 def schema_features(
     class_names: Sequence[str], video_shape: Sequence[int], video_doc: str, num_bins: int = 200
 ) -> tfds.features.FeaturesDict:
-    """The project's example schema (DESIGN.md, 'Data')."""
+    """The project's example schema, the same for every corpus.
+
+    clip_id (corpus-unique), speaker (for speaker-independent folds), label, audio [frames,
+    num_bins] log-power spectrogram at 100 frames/s, video [frames, *video_shape] at 25 frames/s,
+    video_valid [frames] (a usable face / markers), duration_s.
+    """
     return tfds.features.FeaturesDict(
         {
             "clip_id": tfds.features.Text(doc="Corpus-unique clip id."),

@@ -149,7 +149,10 @@ def load_exported(export_dir: str) -> ServingModel:
     stats = None
     data = {**DATA_FIELDS, **info["data"]}
     if data["normalize"]:
-        with np.load(os.path.join(export_dir, STATS_FILE)) as f:
+        path = os.path.join(export_dir, STATS_FILE)
+        if not os.path.isfile(path):
+            raise PredictError(f"{path}: missing; the model standardises its inputs with it")
+        with np.load(path) as f:
             stats = dict(f)
     (inputs_tree,), _ = exported.in_tree.unflatten(range(len(exported.in_avals)))
     keys = set(inputs_tree)  # The input names the model was exported with.

@@ -57,29 +57,56 @@ def export_model(
     if os.path.exists(output_dir) and not overwrite:
         raise FileExistsError(f"{output_dir} exists; pass --overwrite to replace it")
     loaded = workdir_lib.load_trained(workdir, step)
-    info = bundle.serving_info(loaded.config, loaded.class_names, loaded.step)
-    model, params = loaded.model, loaded.params
+    write_export(
+        output_dir,
+        loaded.model,
+        loaded.params,
+        loaded.config,
+        loaded.class_names,
+        loaded.stats,
+        step=loaded.step,
+        platforms=platforms,
+        extra={"workdir": os.path.abspath(workdir)},
+    )
+    logging.info("Exported %s (step %d) to %s.", workdir, loaded.step, output_dir)
+    return output_dir
+
+
+def write_export(
+    output_dir: str,
+    model,
+    params,
+    config,
+    class_names: Sequence[str],
+    stats: dict[str, np.ndarray] | None,
+    *,
+    step: int | None = None,
+    platforms: Sequence[str] | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Serialises `model` with `params` (jax.export, symbolic batch) into `output_dir`, with
+    the preprocessing settings of `config` and the statistics; returns serving.json's dict."""
+    info = bundle.serving_info(config, class_names, step)
 
     def serve(inputs):
         out = model.apply({"params": params}, inputs, train=False)
         out["probabilities"] = jax.nn.softmax(out["logits"].astype(jnp.float32), axis=-1)
         return out
 
-    specs = bundle.input_specs(info["data"], loaded.streams)
+    streams = bundle.fusion_lib.streams_for(config.model.fusion)
+    specs = bundle.input_specs(info["data"], streams)
     exported = jax.export.export(jax.jit(serve), platforms=platforms)(specs)
     info["platforms"] = list(exported.platforms)
     info["inputs"] = {k: [str(d) for d in v.shape] for k, v in specs.items()}
-    info["workdir"] = os.path.abspath(workdir)
-
+    info.update(extra or {})
     with io.atomic_directory(output_dir) as tmp:
         with open(os.path.join(tmp, bundle.MODEL_FILE), "wb") as f:
             f.write(exported.serialize())
-        if loaded.stats is not None:
-            np.savez(os.path.join(tmp, bundle.STATS_FILE), **loaded.stats)
+        if stats is not None:
+            np.savez(os.path.join(tmp, bundle.STATS_FILE), **stats)
         with open(os.path.join(tmp, bundle.SERVING_FILE), "w") as f:
             json.dump(info, f, indent=1)
-    logging.info("Exported %s (step %d) to %s.", workdir, loaded.step, output_dir)
-    return output_dir
+    return info
 
 
 # ---------------------------------------------------------------------------------------------
