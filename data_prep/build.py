@@ -52,6 +52,9 @@ def build(
     overwrite: bool = False,
     num_workers: int | None = None,
     face_features_dir: str | None = None,
+    duration_mismatch: str = "keep",
+    beam_runner: str | None = None,
+    beam_options: Sequence[str] = (),
 ):
     """Generates the records of ``NAME[/CONFIG]`` (a no-op if they already exist).
 
@@ -63,20 +66,37 @@ def build(
       num_workers: extraction processes of the real corpora (None: all cores).
       face_features_dir: per-clip .npy face features of the AFEW / CREMA-D 'features'
         config (None: MANUAL_DIR/face_features).
+      duration_mismatch: 'keep' (with a note) or 'skip' clips whose streams' durations
+        disagree (data_prep.features.sync).
+      beam_runner: extract inside TFDS's Apache Beam pipeline with this runner
+        ('DirectRunner', 'DataflowRunner', 'FlinkRunner', 'SparkRunner'; needs apache-beam);
+        None: the local process pool.
+      beam_options: Beam pipeline options, e.g. ['--direct_num_workers=2',
+        '--direct_running_mode=multi_processing'].
 
     Returns:
       The prepared ``tfds.core.DatasetBuilder``.
     """
     builder = make_builder(name, data_dir)
     builder.num_workers = num_workers
+    builder.duration_mismatch = duration_mismatch
     if face_features_dir is not None:
         builder.face_features_dir = face_features_dir
+    beam = {}
+    if beam_runner:
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        builder.use_beam = True
+        beam = {
+            "beam_runner": beam_runner,
+            "beam_options": PipelineOptions([f"--runner={beam_runner}", *beam_options]),
+        }
     mode = (
         tfds.download.GenerateMode.FORCE_REDOWNLOAD
         if overwrite
         else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
     )
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode)
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode, **beam)
     start = time.time()
     builder.download_and_prepare(download_config=config)
     elapsed = time.time() - start
@@ -118,6 +138,9 @@ def main(argv: Sequence[str]) -> None:
         overwrite=FLAGS.overwrite,
         num_workers=FLAGS.num_workers,
         face_features_dir=FLAGS.face_features_dir,
+        duration_mismatch=FLAGS.duration_mismatch,
+        beam_runner=FLAGS.beam_runner,
+        beam_options=FLAGS.beam_options,
     )
 
 
@@ -143,6 +166,25 @@ def define_flags() -> None:
         None,
         "AFEW / CREMA-D 'features' config: folder of <clip_id>.npy [frames, D1] face features "
         "(default: MANUAL_DIR/face_features).",
+    )
+    flags.DEFINE_enum(
+        "duration_mismatch",
+        "keep",
+        ["keep", "skip"],
+        "Clips whose audio and video (or markers) durations disagree beyond the tolerance "
+        "of data_prep.features.sync: kept with a note, or skipped.",
+    )
+    flags.DEFINE_string(
+        "beam_runner",
+        None,
+        "Extract inside TFDS's Apache Beam pipeline with this runner (DirectRunner, "
+        "DataflowRunner, FlinkRunner, SparkRunner); default: the local process pool.",
+    )
+    flags.DEFINE_list(
+        "beam_options",
+        [],
+        "Beam pipeline options, e.g. --beam_options=--direct_num_workers=2,"
+        "--direct_running_mode=multi_processing",
     )
 
 

@@ -66,9 +66,13 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """
 
     EXTRACTION_VERSION: ClassVar[str] = "1"
+    # Keys of a cached example that are for the report, not the records.
+    INTERNAL_KEYS: ClassVar[tuple[str, ...]] = ("__notes__",)
     num_workers: int | None = None
     # What to do with a clip whose streams' durations disagree (data_prep.features.sync).
     duration_mismatch: str = "keep"
+    # Set (by `data_prep.build --beam_runner`) to extract inside TFDS's Apache Beam pipeline.
+    use_beam: bool = False
 
     # Nothing to download, so no checksums file to look up (tensorflow/datasets#11212).
     @tfds.core.utils.classproperty
@@ -102,38 +106,78 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         spec = corpus.ExampleSpec(
             num_bins=features["audio"].shape[1], video_shape=tuple(features["video"].shape[1:])
         )
+        extractor = functools.partial(corpus.checked, self.extractor(), spec)
+        self._listing = (sources, listing_skips, cache_dir, version, manual_dir)
+        if self.use_beam:
+            # Each clip is extracted by a Beam worker into the same cache (so reruns resume and
+            # the report is the same); the report is made once the pipeline has run.
+            self._beam_todo = len(corpus.pending(sources, cache_dir, version))
+            by_split: dict[str, list[corpus.ClipSource]] = {}
+            for source in sources:
+                by_split.setdefault(source.split, []).append(source)
+            return {
+                split: self._beam_examples(clips, extractor, cache_dir, version)
+                for split, clips in sorted(by_split.items())
+            }
         extraction = corpus.extract_all(
             sources,
-            functools.partial(corpus.checked, self.extractor(), spec),
+            extractor,
             cache_dir,
             version,
             num_workers=self.num_workers,
             description=f"{self.name}/{self.builder_config.name}",
         )
-        self._report = corpus.make_report(
-            f"{self.name}/{self.builder_config.name}", extraction, listing_skips
-        )
-        if not self._report["written"]:
-            raise ValueError(
-                f"No clip of {self.name} under {manual_dir} could be used:\n"
-                + corpus.format_report(self._report, max_lines=10)
-            )
+        self._finish_report(extraction)
         return {
             split: self._generate_examples(clips, cache_dir, version)
             for split, clips in sorted(extraction.clips.items())
             if clips
         }
 
+    def _finish_report(self, extraction: corpus.Extraction) -> None:
+        _, listing_skips, cache_dir, version, manual_dir = self._listing
+        self._report = corpus.make_report(
+            f"{self.name}/{self.builder_config.name}", extraction, listing_skips
+        )
+        self._report.update(self.report_extras(extraction, cache_dir, version))
+        if not self._report["written"]:
+            raise ValueError(
+                f"No clip of {self.name} under {manual_dir} could be used:\n"
+                + corpus.format_report(self._report, max_lines=10)
+            )
+
+    def report_extras(
+        self, extraction: corpus.Extraction, cache_dir: str, version: str
+    ) -> dict[str, Any]:
+        """More entries of the build report, from the cached clips (none here)."""
+        return {}
+
+    def _for_records(self, example: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in example.items() if k not in self.INTERNAL_KEYS}
+
     def _generate_examples(self, clips: list[corpus.ClipSource], cache_dir: str, version: str):
         for source in clips:
-            example = corpus.load_cached(cache_dir, source, version)
-            example.pop("__notes__", None)
-            yield source.clip_id, example
+            yield source.clip_id, self._for_records(corpus.load_cached(cache_dir, source, version))
+
+    def _beam_examples(self, clips, extractor, cache_dir: str, version: str):
+        beam = tfds.core.lazy_imports.apache_beam
+        keep = self._for_records
+
+        def extract(source):
+            example = corpus.extract_cached(extractor, cache_dir, version, source)
+            if example is not None:
+                yield source.clip_id, keep(example)
+
+        return beam.Create(clips) | "extract clips" >> beam.FlatMap(extract)
 
     def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
         """TFDS's, then the build report written beside the finished records."""
         self._report = None
+        self._listing = None
         super().download_and_prepare(*args, **kwargs)
+        if self.use_beam and self._listing is not None:
+            sources, _, cache_dir, version, _ = self._listing
+            self._finish_report(corpus.collect(sources, cache_dir, version, self._beam_todo))
         if self._report is not None:
             path = os.path.join(self.data_dir, corpus.REPORT_FILE)
             io.write_json(self._report, path)

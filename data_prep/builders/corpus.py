@@ -312,11 +312,8 @@ def extract_all(
     Returns:
       An `Extraction`; its clips keep the order of `sources`.
     """
-    os.makedirs(cache_dir, exist_ok=True)
-    for stale in glob.glob(os.path.join(cache_dir, "*.tmp*")):  # left by a killed build
-        os.remove(stale)
     start = time.time()
-    todo = [s for s in sources if not any(map(os.path.exists, _cache_paths(cache_dir, s, version)))]
+    todo = pending(sources, cache_dir, version)
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
     with tqdm.tqdm(total=len(todo), desc=description, unit="clip", dynamic_ncols=True) as bar:
         if workers == 0 or len(todo) <= 1:
@@ -325,6 +322,36 @@ def extract_all(
                 bar.update()
         else:
             _extract_in_pool(todo, extractor, cache_dir, version, workers, bar)
+    return collect(sources, cache_dir, version, len(todo), time.time() - start)
+
+
+def pending(sources: Sequence[ClipSource], cache_dir: str, version: str) -> list[ClipSource]:
+    """The clips without a cached result (after removing what a killed build left half-done)."""
+    os.makedirs(cache_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(cache_dir, "*.tmp*")):
+        os.remove(stale)
+    return [s for s in sources if not any(map(os.path.exists, _cache_paths(cache_dir, s, version)))]
+
+
+def extract_cached(
+    extractor: Extractor, cache_dir: str, version: str, source: ClipSource
+) -> dict[str, Any] | None:
+    """Extracts `source` unless its result is cached; the example to write, or None when the
+    clip is skipped. What a Beam worker runs for each clip (see `base.CorpusBuilder`)."""
+    ok_path, skip_path = _cache_paths(cache_dir, source, version)
+    if not (os.path.exists(ok_path) or os.path.exists(skip_path)):
+        _extract_one(extractor, source, cache_dir, version)
+    return load_cached(cache_dir, source, version) if os.path.exists(ok_path) else None
+
+
+def collect(
+    sources: Sequence[ClipSource],
+    cache_dir: str,
+    version: str,
+    extracted: int = 0,
+    seconds: float = 0.0,
+) -> Extraction:
+    """What the cache holds for `sources`: usable clips per split, skips, notes, counts."""
     clips: dict[str, list[ClipSource]] = {}
     skipped, notes, unexpected = [], [], 0
     for s in sources:
@@ -345,9 +372,9 @@ def extract_all(
         clips=clips,
         skipped=skipped,
         notes=notes,
-        reused=len(sources) - len(todo),
-        extracted=len(todo),
-        seconds=time.time() - start,
+        reused=len(sources) - extracted,
+        extracted=extracted,
+        seconds=seconds,
         unexpected=unexpected,
     )
 

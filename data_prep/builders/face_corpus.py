@@ -158,6 +158,7 @@ class FaceCorpusBuilder(base.CorpusBuilder, skip_registration=True):
 
     # 2: frames decoded at the detector's size (aligned from it, not from the full frame).
     EXTRACTION_VERSION: ClassVar[str] = "2"
+    INTERNAL_KEYS: ClassVar[tuple[str, ...]] = ("__notes__", _STATS_KEY)
     CLASSES: ClassVar[tuple[str, ...]] = ()
     HOMEPAGE: ClassVar[str] = ""
     face_features_dir: str | None = None
@@ -232,29 +233,30 @@ class FaceCorpusBuilder(base.CorpusBuilder, skip_registration=True):
             duration_mismatch=self.duration_mismatch,
         )
 
-    def _generate_examples(self, clips, cache_dir, version):
-        stats = None
-        if self._report is not None:
-            stats = self._report.setdefault(
-                "face_pipeline",
-                {
-                    "clips": 0,
-                    "frames": 0,
-                    "frames_with_face": 0,
-                    "seconds": dict.fromkeys(_STAGES, 0.0),
-                },
-            )
-        for key, example in super()._generate_examples(clips, cache_dir, version):
-            seconds = example.pop(_STATS_KEY, None)
-            if stats is not None and seconds is not None:
+    def report_extras(self, extraction, cache_dir, version):
+        """`face_pipeline`: frames, frames with a face and seconds per stage, from the cache."""
+        stats = {
+            "clips": 0,
+            "frames": 0,
+            "frames_with_face": 0,
+            "seconds": dict.fromkeys(_STAGES, 0.0),
+        }
+        for clips in extraction.clips.values():
+            for source in clips:
+                example = corpus.load_cached(cache_dir, source, version)
+                seconds = example.get(_STATS_KEY)
+                if seconds is None:
+                    continue
                 stats["clips"] += 1
                 stats["frames"] += len(example["video_valid"])
                 stats["frames_with_face"] += int(example["video_valid"].sum())
                 for stage, s in zip(_STAGES, np.atleast_1d(seconds)):
                     stats["seconds"][stage] = round(stats["seconds"][stage] + float(s), 3)
-                total = sum(stats["seconds"].values())
-                stats["frames_per_second_per_worker"] = round(stats["frames"] / total, 2)
-            yield key, example
+        if not stats["clips"]:
+            return {}
+        total = sum(stats["seconds"].values())
+        stats["frames_per_second_per_worker"] = round(stats["frames"] / max(total, 1e-9), 2)
+        return {"face_pipeline": stats}
 
     def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
         super().download_and_prepare(*args, **kwargs)
