@@ -187,13 +187,15 @@ def preprocess(
     seed: tf.Tensor | None = None,
     augment: ml_collections.ConfigDict | None = None,
 ) -> dict[str, tf.Tensor]:
-    """Crops both streams at the same instant, pads, standardises and adds masks.
+    """Crops both streams at the same instant, standardises, pads and adds masks.
 
     The crop starts on a video frame, so that audio frame 4k and video frame k stay aligned.
     Training crops at a random offset (from a stateless `seed`); evaluation crops the centre.
-    With `augment` (training only): random gain and additive noise on the stored log power
-    (before the frontend and the standardisation), then SpecAugment time and frequency masks
-    on the standardised, cropped audio (masked values are 0, the mean).
+    Only the cropped frames are processed further (the view, the standardisation), and the
+    padding added last stays zero. With `augment` (training only): random gain and additive
+    noise on the stored log power of the crop (the noise level relative to the crop's mean
+    power), before the view and the standardisation, then SpecAugment time and frequency
+    masks on the standardised audio (masked values are 0, the mean).
     """
     d = data_config
     ratio = d.audio_fps // d.video_fps
@@ -202,20 +204,22 @@ def preprocess(
     aug = augment if train else None
     if train:
         seed_crop, seed_aug, seed_mask = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    if _uses_log_power_augment(aug):
-        audio = _augment_log_power(audio, aug, seed_aug)
-    audio = audio_view(audio, d)
-    normalizer = _as_normalizer(stats)
-    if normalizer is not None:
-        audio, video = normalizer(audio, video, example.get("speaker"))
     n_units = tf.minimum(tf.shape(video)[0], -(-tf.shape(audio)[0] // ratio))
     slack = tf.maximum(n_units - tv, 0)
     if train:
         start = tf.random.stateless_uniform([], seed_crop, 0, slack + 1, dtype=tf.int32)
     else:
         start = slack // 2
-    audio, audio_mask = _crop_or_pad(audio, start * ratio, ta)
-    video, video_mask = _crop_or_pad(video, start, tv)
+    audio = audio[start * ratio : start * ratio + ta]
+    video = video[start : start + tv]
+    if _uses_log_power_augment(aug):
+        audio = _augment_log_power(audio, aug, seed_aug)
+    audio = audio_view(audio, d)
+    normalizer = _as_normalizer(stats)
+    if normalizer is not None:
+        audio, video = normalizer(audio, video, example.get("speaker"))
+    audio, audio_mask = _crop_or_pad(audio, 0, ta)
+    video, video_mask = _crop_or_pad(video, 0, tv)
     if aug is not None and (aug.time_masks or aug.freq_masks):
         s_time, s_freq = tf.unstack(tf.random.experimental.stateless_split(seed_mask, 2))
         valid = tf.reduce_sum(tf.cast(audio_mask, tf.int32))
