@@ -15,23 +15,12 @@ import tensorflow_datasets as tfds
 
 from data_prep import build
 from tests.conftest import REPO
-from tests.test_corpora import write_ravdess
+from tests.test_corpora import _SLOW_BUILD, write_ravdess
+from tests.test_train_e2e import train_cmd
 
 pytestmark = pytest.mark.slow
 RNG = np.random.default_rng(20261201)  # The kill points are random, and reproducible.
 ENV = {**os.environ, "PYTHONPATH": REPO, "PYTHONUNBUFFERED": "1"}
-
-_SLOW_BUILD = """
-import sys, time
-from data_prep import build
-from data_prep.builders import ravdess
-fast = ravdess.extract
-def slow(source):
-    time.sleep(0.15)
-    return fast(source)
-ravdess.extract = slow
-build.build("ravdess", sys.argv[1], sys.argv[2], num_workers=0)
-"""
 
 
 def _records(data_dir):
@@ -93,29 +82,20 @@ def test_build_killed_at_random_points_gives_the_records_of_a_clean_build(tmp_pa
 
 
 def _train_cmd(data_dir, workdir, steps):
-    return [
-        sys.executable,
-        "train.py",
-        "--config=configs/demo.py",
-        f"--workdir={workdir}",
-        "--config.data.name=synthetic_av/tiny",
-        f"--config.data.data_dir={data_dir}",
-        "--config.data.num_bins=40",
-        "--config.data.video_shape=(32,)",
-        "--config.data.clip_seconds=1.2",
-        "--config.model.fbp.num_trunks=3",
+    """`train_cmd` with dropout, mixup and a weight average, checkpoints every 4 steps."""
+    return train_cmd(
+        data_dir,
+        workdir,
+        steps,
         "--config.model.fbp.global_dim=16",
         "--config.model.fbp.multi_dim=16",
         "--config.model.dropout_rate=0.3",
         "--config.augment.mixup_alpha=0.2",
         "--config.optim.ema_decay=0.9",
-        "--config.batch_size=16",
-        f"--config.num_train_steps={steps}",
         "--config.checkpoint_every_steps=4",
         "--config.eval_every_steps=7",
         "--config.log_every_steps=7",
-        "--config.optim.learning_rate=3e-3",
-    ]
+    )
 
 
 def _result(workdir):

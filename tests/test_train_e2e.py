@@ -62,7 +62,8 @@ def _leaves(tree):
     return jax.tree.leaves(tree)
 
 
-def _train_cmd(data_dir, workdir, steps):
+def train_cmd(data_dir, workdir, steps, *extra):
+    """train.py on the tiny synthetic corpus for `steps` steps (checkpoints every 5)."""
     return [
         sys.executable,
         "train.py",
@@ -80,6 +81,7 @@ def _train_cmd(data_dir, workdir, steps):
         "--config.eval_every_steps=1000",
         "--config.log_every_steps=5",
         "--config.optim.learning_rate=3e-3",
+        *extra,
     ]
 
 
@@ -93,7 +95,7 @@ def test_killed_job_resumes_from_last_checkpoint(tiny_data_dir, tmp_path, repo_r
     log1 = tmp_path / "first.log"
     with open(log1, "w") as f:
         proc = subprocess.Popen(
-            _train_cmd(tiny_data_dir, workdir, 60),
+            train_cmd(tiny_data_dir, workdir, 60),
             cwd=repo_root,
             env=env,
             stdout=f,
@@ -114,7 +116,7 @@ def test_killed_job_resumes_from_last_checkpoint(tiny_data_dir, tmp_path, repo_r
     killed_at = max(int(p.name) for p in ckpt.glob("*") if p.name.isdigit())
     assert 10 <= killed_at < 60
     second = subprocess.run(
-        _train_cmd(tiny_data_dir, workdir, 60),
+        train_cmd(tiny_data_dir, workdir, 60),
         check=False,
         cwd=repo_root,
         env=env,

@@ -291,6 +291,20 @@ def spectrogram_of(path: str, samples: np.ndarray) -> np.ndarray:
     return audio_lib.log_spectrogram(samples, path)
 
 
+def clip_spectrogram(clip, video_path, audio_path, duration_mismatch, notes) -> np.ndarray:
+    """The spectrogram of a decoded clip's audio track, or of its separate audio file; the
+    conversions and a duration mismatch between the streams are appended to `notes`."""
+    if audio_path is not None:
+        sound = audio_lib.load_audio(audio_path)
+        notes += [f"{audio_path}: {n}" for n in sound.notes]
+    else:
+        sound = clip.audio
+    notes += sync.check_durations(
+        video_path, sound.duration_s, clip.duration_s, "video", duration_mismatch
+    )
+    return spectrogram_of(audio_path or video_path, sound.samples)
+
+
 class FacePipeline:
     """Video file -> `FaceFeatures` (MTCNN + alignment + FER2013 encoder + spectrogram).
 
@@ -382,15 +396,7 @@ class FacePipeline:
                 f"MTCNN failed on {len(failures)} batch(es) of frames, counted as without a "
                 f"face (first: {failures[0]})"
             )
-        if audio_path is not None:
-            sound = audio_lib.load_audio(audio_path)
-            notes += [f"{audio_path}: {n}" for n in sound.notes]
-        else:
-            sound = clip.audio
-        spectrogram = spectrogram_of(audio_path or video_path, sound.samples)
-        notes += sync.check_durations(
-            video_path, sound.duration_s, clip.duration_s, "video", self.duration_mismatch
-        )
+        spectrogram = clip_spectrogram(clip, video_path, audio_path, self.duration_mismatch, notes)
         seconds["audio"] = time.perf_counter() - t0
         return FaceFeatures(
             features=features,
@@ -461,15 +467,7 @@ def features_from_file(
     valid = np.isfinite(picked).all(axis=1)
     picked[~valid] = 0.0
     notes = list(clip.notes)
-    if audio_path is not None:
-        sound = audio_lib.load_audio(audio_path)
-        notes += [f"{audio_path}: {n}" for n in sound.notes]
-    else:
-        sound = clip.audio
-    spectrogram = spectrogram_of(audio_path or video_path, sound.samples)
-    notes += sync.check_durations(
-        video_path, sound.duration_s, clip.duration_s, "video", duration_mismatch
-    )
+    spectrogram = clip_spectrogram(clip, video_path, audio_path, duration_mismatch, notes)
     if not valid.all():
         notes.append(f"{int((~valid).sum())} of {len(valid)} frames without features (invalid)")
     return FaceFeatures(

@@ -46,7 +46,7 @@ from fbp_jax import io
 from fbp_jax.model import frontend
 from fbp_jax.serving.bundle import PredictError, ServingModel, load_serving_model
 
-SPEAKER_GROUPS = ("folder", "all", "file")
+SPEAKER_GROUPS = ("folder", "all", "file", "training")
 
 
 def media_extensions() -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -280,6 +280,18 @@ def predict_file(model: ServingModel, path: str, span_seconds: float = 1.0) -> d
     return predict_files(model, [path], span_seconds, "file")[0][1]
 
 
+def pooled_statistics(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One row of statistics from per-speaker rows: the training speakers pooled (equal
+    weights), the standardisation of an average training speaker."""
+    out = {}
+    for key in ("audio", "video"):
+        means, stds = stats[f"{key}_mean"], stats[f"{key}_std"]
+        grand = means.mean(0)
+        out[f"{key}_mean"] = grand
+        out[f"{key}_std"] = np.sqrt(np.mean(stds**2 + (means - grand) ** 2, axis=0))
+    return out
+
+
 def _speaker_key(path: str, groups: str) -> str:
     if groups == "all":
         return ""
@@ -307,7 +319,10 @@ def predict_files(
         except Exception as e:
             features[path] = _error(e)
     stats: dict[str, dict | None] = {}
-    if by_speaker:
+    if by_speaker and groups == "training":
+        pooled = pooled_statistics(model.stats)
+        stats = {path: pooled for path in paths}
+    elif by_speaker:
         members = collections.defaultdict(list)
         for path, f in features.items():
             if isinstance(f, dict):
@@ -326,7 +341,8 @@ def predict_files(
         f = features[path]
         if isinstance(f, dict):
             try:
-                s = stats.get(_speaker_key(path, groups)) if by_speaker else model.stats
+                key = path if groups == "training" else _speaker_key(path, groups)
+                s = stats.get(key) if by_speaker else model.stats
                 f = predict_features(model, f, span_seconds, s)
             except Exception as e:
                 f = _error(e)
