@@ -79,6 +79,9 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     data.num_classes = len(CLASSES.get(corpus, CLASSES["afew"]))
     data.normalize = True  # Standardise with statistics of the training split.
     data.speaker_norm = False  # Standardise with each speaker's own statistics instead.
+    # With speaker_norm, at evaluation: 'own' (each evaluated speaker's statistics, from its
+    # unlabelled clips) or 'training' (the training speakers' pooled: none of the evaluated).
+    data.speaker_stats = "own"
     data.frontend = "linear"  # Audio view: 'linear' (the stored bins, paper) or 'mel'.
     data.num_mel = 64  # Mel channels of the 'mel' view (over the same 0-4 kHz band).
     data.use_video_valid = False  # Also mask frames without a detected face (paper: no).

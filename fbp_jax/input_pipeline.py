@@ -318,6 +318,9 @@ def load_or_compute_stats(
     return stats
 
 
+SPEAKER_STATS = ("own", "training")
+
+
 def split_stats(
     builder: tfds.core.DatasetBuilder,
     data_config: ml_collections.ConfigDict,
@@ -326,9 +329,16 @@ def split_stats(
 ) -> dict[str, np.ndarray] | None:
     """The statistics that standardise `split`: the training split's, or, with
     `data.speaker_norm`, those of the split's own speakers (computed from its unlabelled
-    features: per-speaker standardisation needs several clips of each speaker)."""
+    features: per-speaker standardisation needs several clips of each speaker), or with
+    `data.speaker_stats = 'training'` the training speakers' pooled (no statistics of the
+    evaluated speakers at all)."""
     if train_stats is None or not data_config.get("speaker_norm", False):
         return train_stats
+    which = data_config.get("speaker_stats", "own")
+    if which not in SPEAKER_STATS:
+        raise ValueError(f"data.speaker_stats must be one of {SPEAKER_STATS}, got {which!r}")
+    if which == "training":
+        return frontend.pooled_statistics(train_stats)
     return compute_stats(builder, split, data_config, by_speaker=True)
 
 

@@ -56,6 +56,13 @@ def define_flags() -> None:
         "output_dir", None, "Where to write (default: <workdir>/eval/<split>-step<step>)."
     )
     flags.DEFINE_bool("save_outputs", False, "Also write outputs.npz (embeddings, attention, mu).")
+    flags.DEFINE_enum(
+        "speaker_stats",
+        None,
+        ["own", "training"],
+        "Speaker-normalised models: standardise each evaluated speaker with its own statistics "
+        "(default) or with the training speakers' pooled statistics.",
+    )
     flags.DEFINE_list(
         "members", [], "ensemble: workdirs, predictions CSVs or cross-validation workdirs."
     )
@@ -88,6 +95,7 @@ def _run(command: str, args: Sequence[str]) -> None:
             data_dir=FLAGS.data_dir,
             data_name=FLAGS.data_name,
             save_outputs=FLAGS.save_outputs,
+            speaker_stats=FLAGS.speaker_stats,
         )
         print(f"{FLAGS.workdir}, step {metrics['step']}, split {metrics['split']}")
         print(format_metrics(metrics))

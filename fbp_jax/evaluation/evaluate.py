@@ -56,6 +56,7 @@ def evaluate(
     data_name: str | None = None,
     keep_outputs: bool = True,
     keep_inputs: Callable[[int, str], bool] | None = None,
+    speaker_stats: str | None = None,
 ) -> Predictions:
     """Runs a checkpoint over every clip of a split through the evaluation pipeline.
 
@@ -70,6 +71,8 @@ def evaluate(
       keep_outputs: keep the per-clip model outputs of `OUTPUT_KEYS` in `outputs`.
       keep_inputs: (index in split, clip id) -> whether to keep that clip's model inputs in
         `outputs['inputs']` (for figures).
+      speaker_stats: for speaker-normalised models, 'own' (default: each evaluated speaker's
+        statistics) or 'training' (the training speakers' pooled statistics).
 
     Returns:
       Predictions of every clip of the split, in the split's order.
@@ -85,6 +88,8 @@ def evaluate(
         data_config.data_dir = data_dir
     if data_name is not None:
         data_config.name = data_name
+    if speaker_stats is not None:
+        data_config.speaker_stats = speaker_stats
     split = split or default_split(config)
     builder = input_pipeline.prepared_builder(data_config)
     unknown = [p for p in split.split("+") if p.split("[")[0].strip() not in builder.info.splits]
@@ -177,6 +182,7 @@ def evaluate_workdir(
     data_dir: str | None = None,
     data_name: str | None = None,
     save_outputs: bool = False,
+    speaker_stats: str | None = None,
 ) -> tuple[Predictions, dict[str, Any], str]:
     """`evaluate` then `save_evaluation`; returns (predictions, metrics, output dir)."""
     loaded = _load(workdir, step)
@@ -188,9 +194,11 @@ def evaluate_workdir(
         data_dir=data_dir,
         data_name=data_name,
         keep_outputs=True,  # mu and eta go into predictions.csv
+        speaker_stats=speaker_stats,
     )
+    suffix = f"-{speaker_stats}-stats" if speaker_stats else ""
     output_dir = output_dir or os.path.join(
-        workdir, "eval", f"{split_dirname(split)}-step{loaded.step}"
+        workdir, "eval", f"{split_dirname(split)}-step{loaded.step}{suffix}"
     )
     info = {
         "workdir": os.path.abspath(workdir),
@@ -198,6 +206,7 @@ def evaluate_workdir(
         "split": split,
         "data": data_name or loaded.config.data.name,
         "fusion": loaded.fusion,
+        "speaker_stats": speaker_stats or loaded.config.data.get("speaker_stats", "own"),
     }
     metrics = save_evaluation(predictions, output_dir, info, save_outputs)
     return predictions, metrics, output_dir

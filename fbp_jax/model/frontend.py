@@ -89,6 +89,21 @@ def clip_frames(data_config: ml_collections.ConfigDict) -> tuple[int, int]:
     return round(d.clip_seconds * d.audio_fps), round(d.clip_seconds * d.video_fps)
 
 
+def pooled_statistics(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One row of standardisation statistics from per-speaker rows ([S, F] with `speakers`):
+    the speakers pooled with equal weights (the mean of their means, and the standard
+    deviation of their pooled frames), i.e. the statistics of an average training speaker."""
+    out = {}
+    for key in ("audio", "video"):
+        means, stds = np.asarray(stats[f"{key}_mean"]), np.asarray(stats[f"{key}_std"])
+        grand = means.mean(0)
+        out[f"{key}_mean"] = grand.astype(np.float32)
+        out[f"{key}_std"] = np.sqrt(np.mean(stds**2 + (means - grand) ** 2, axis=0)).astype(
+            np.float32
+        )
+    return out
+
+
 STREAM_KEYS = {"audio": ("audio", "audio_mask"), "video": ("video", "video_mask")}
 
 

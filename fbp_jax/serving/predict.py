@@ -14,9 +14,11 @@ adaptive factor mu (two-stream models), and per stream the window of `--span_sec
 holds the most attention weight, in seconds from the start of the file.
 
 A model trained with per-speaker standardisation (`data.speaker_norm`) standardises each clip
-with statistics of its speaker's clips, which prediction takes from the files it is given:
+with statistics of its speaker's clips, taken from the files it is given:
 `--speaker_groups=folder` (default: the files of one folder are one speaker), `all` (every file
-given is one speaker) or `file` (each file alone; a warning, since one clip is a poor estimate).
+given is one speaker), `file` (each file alone) or `training` (the training speakers' pooled
+statistics, nothing of the speaker). A group of fewer than `--min_speaker_clips` (10) clips
+uses the training speakers' pooled statistics, which classify a single clip almost as well.
 
 One file's failure never stops the others: a folder or several files give a CSV (`--output`,
 else stdout) whose `error` column names the problem (a file that cannot be read, or whose
@@ -47,6 +49,9 @@ from fbp_jax.model import frontend
 from fbp_jax.serving.bundle import PredictError, ServingModel, load_serving_model
 
 SPEAKER_GROUPS = ("folder", "all", "file", "training")
+# Fewer clips than this estimate a speaker's statistics poorly: such a group is standardised
+# with the training speakers' pooled statistics instead (see docs/recipe.md for both).
+MIN_SPEAKER_CLIPS = 10
 
 
 def media_extensions() -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -280,30 +285,26 @@ def predict_file(model: ServingModel, path: str, span_seconds: float = 1.0) -> d
     return predict_files(model, [path], span_seconds, "file")[0][1]
 
 
-def pooled_statistics(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One row of statistics from per-speaker rows: the training speakers pooled (equal
-    weights), the standardisation of an average training speaker."""
-    out = {}
-    for key in ("audio", "video"):
-        means, stds = stats[f"{key}_mean"], stats[f"{key}_std"]
-        grand = means.mean(0)
-        out[f"{key}_mean"] = grand
-        out[f"{key}_std"] = np.sqrt(np.mean(stds**2 + (means - grand) ** 2, axis=0))
-    return out
-
-
 def _speaker_key(path: str, groups: str) -> str:
     if groups == "all":
         return ""
-    if groups == "file":
+    if groups in ("file", "training"):
         return path
     return os.path.dirname(os.path.realpath(path))
 
 
 def predict_files(
-    model: ServingModel, paths: Sequence[str], span_seconds: float = 1.0, groups: str = "folder"
+    model: ServingModel,
+    paths: Sequence[str],
+    span_seconds: float = 1.0,
+    groups: str = "folder",
+    min_speaker_clips: int = MIN_SPEAKER_CLIPS,
 ) -> list[tuple[str, dict[str, Any] | str]]:
     """Predictions for several files, each isolated from the others.
+
+    A speaker-normalised model standardises each group of files (`groups`: one folder, all,
+    one file) with the group's own statistics; a group of fewer than `min_speaker_clips`
+    clips, or `groups='training'`, takes the training speakers' pooled statistics instead.
 
     Returns:
       (path, result dict) for each file predicted, (path, 'ExceptionType: message') for each
@@ -319,30 +320,32 @@ def predict_files(
         except Exception as e:
             features[path] = _error(e)
     stats: dict[str, dict | None] = {}
-    if by_speaker and groups == "training":
-        pooled = pooled_statistics(model.stats)
-        stats = {path: pooled for path in paths}
-    elif by_speaker:
+    if by_speaker:
+        pooled = frontend.pooled_statistics(model.stats)
         members = collections.defaultdict(list)
         for path, f in features.items():
             if isinstance(f, dict):
                 members[_speaker_key(path, groups)].append(f)
         for key, clips in members.items():
-            if len(clips) < 2:
-                logging.warning(
-                    "%s: one clip of its speaker; %s standardises each speaker with its own "
-                    "statistics, and one clip estimates them poorly.",
-                    key or "input",
-                    model.source,
-                )
-            stats[key] = speaker_statistics(clips, model.data)
+            if groups == "training" or (groups != "file" and len(clips) < min_speaker_clips):
+                stats[key] = pooled
+            else:
+                stats[key] = speaker_statistics(clips, model.data)
+        few = [k for k, c in members.items() if groups == "folder" and len(c) < min_speaker_clips]
+        if few:
+            logging.info(
+                "%d speaker group(s) with fewer than %d clips use the training speakers' pooled "
+                "statistics (e.g. %s).",
+                len(few),
+                min_speaker_clips,
+                few[0],
+            )
     rows = []
     for path in paths:
         f = features[path]
         if isinstance(f, dict):
             try:
-                key = path if groups == "training" else _speaker_key(path, groups)
-                s = stats.get(key) if by_speaker else model.stats
+                s = stats.get(_speaker_key(path, groups)) if by_speaker else model.stats
                 f = predict_features(model, f, span_seconds, s)
             except Exception as e:
                 f = _error(e)
@@ -455,6 +458,11 @@ def define_flags() -> None:
         list(SPEAKER_GROUPS),
         "Speaker-normalised models: which files share a speaker's statistics.",
     )
+    flags.DEFINE_integer(
+        "min_speaker_clips",
+        MIN_SPEAKER_CLIPS,
+        "Speaker groups with fewer clips take the training speakers' pooled statistics.",
+    )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -469,7 +477,9 @@ def main(argv: Sequence[str]) -> None:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     single = len(files) == 1 and len(argv) == 2 and os.path.isfile(argv[1])
-    rows = predict_files(model, files, FLAGS.span_seconds, FLAGS.speaker_groups)
+    rows = predict_files(
+        model, files, FLAGS.span_seconds, FLAGS.speaker_groups, FLAGS.min_speaker_clips
+    )
     failed = [(p, r) for p, r in rows if isinstance(r, str)]
     for path, r in failed:
         print(f"failed: {path}: {r}", file=sys.stderr)
