@@ -10,6 +10,7 @@ once, padding the last batch with `mask = 0` examples (never drop_remainder).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Iterator
@@ -61,12 +62,14 @@ def prepared_builder(data_config: ml_collections.ConfigDict) -> tfds.core.Datase
     from data_prep.builders import builder_class  # Registers that corpus's builder only.
 
     name, data_dir = data_config.name, data_config.data_dir
-    try:
+    # Registers the project's builder of that name; another name may be a user's own builder.
+    with contextlib.suppress(ValueError):
         builder_class(name)
+    try:
         builder = tfds.builder(name, data_dir=data_dir)
         prepared = tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json"))
         where = builder.data_dir
-    except (ValueError, tfds.core.registered.DatasetNotFoundError):
+    except tfds.core.registered.DatasetNotFoundError:
         builder, prepared = None, False
         where = os.path.join(data_dir or tfds.core.constants.DATA_DIR, name.split("/")[0])
     if not prepared:
@@ -75,7 +78,7 @@ def prepared_builder(data_config: ml_collections.ConfigDict) -> tfds.core.Datase
             f"{data_dir or 'the TFDS default, $TFDS_DATA_DIR or ~/tensorflow_datasets'}).\n"
             f"Prepare it first with data_prep, e.g.\n"
             f"  fbp-jax build {name} --manual_dir=<corpus as distributed> --data_dir=<dir>\n"
-            f"(or python -m data_prep.build ...)"
+            f"(or python -m data_prep.build ...)\n"
             f"and pass --config.data.data_dir=<dir>; see docs/corpora.md for the supported "
             f"corpora. To try the system without licensed data, run the demo on the "
             f"synthetic corpus: bash tasks.sh demo"

@@ -225,9 +225,9 @@ def test_evaluate_workdir_writes_metrics_and_predictions(amfbp_workdir, tmp_path
 def test_named_steps_and_bad_workdirs(amfbp_workdir, tmp_path):
     assert workdir_lib.resolve_step(amfbp_workdir, "latest") == 8
     assert workdir_lib.resolve_step(amfbp_workdir, "best") in (4, 8)
-    with pytest.raises(EvaluationError, match=r"no checkpoint '5'; use 'best', 'latest' or one"):
+    with pytest.raises(workdir_lib.WorkdirError, match=r"no checkpoint '5'; use 'best', 'latest'"):
         workdir_lib.resolve_step(amfbp_workdir, "5")
-    with pytest.raises(EvaluationError, match="not a training workdir"):
+    with pytest.raises(workdir_lib.WorkdirError, match="not a training workdir"):
         workdir_lib.load_trained(str(tmp_path))
     with pytest.raises(EvaluationError, match="no split 'nosuch'"):
         evaluate_lib.evaluate(amfbp_workdir, "nosuch")

@@ -157,7 +157,7 @@ def test_afew_builds_train_and_validation_and_reports_bad_clips(afew_built):
     root, builder, expected = afew_built
     records = _records(builder)
     assert {s: sorted(r) for s, r in records.items()} == {
-        "train": ["000001", "000002", "000005"],
+        "train": ["000002", "000005"],
         "validation": ["000003", "000004", "000016"],
     }
     names = builder.info.features["label"].names
@@ -183,18 +183,21 @@ def test_afew_builds_train_and_validation_and_reports_bad_clips(afew_built):
         file, why = reasons[(clip_id, "train")]
         assert file == os.path.join(fear, f"{clip_id}.avi") and reason in why, (clip_id, why)
     assert "not an AFEW emotion" in reasons[("000020", "train")][1]
-    assert "clip id also used by" in reasons[("000001", "validation")][1]
+    # The same file as an angry training clip and a disgusted validation clip: neither kept.
+    for split in ("train", "validation"):
+        why = reasons[("000001", split)][1]
+        assert "identical files" in why and "different labels angry, disgust" in why, why
     assert report["splits"] == {
-        "train": {"written": 3, "skipped": 7},
+        "train": {"written": 2, "skipped": 8},
         "validation": {"written": 3, "skipped": 1},
     }
     vfr = [n["note"] for n in report["converted"] if n["clip_id"] == "000016"]
     assert any("000016.mkv: variable frame rate" in n for n in vfr), vfr
     stats = report["face_pipeline"]
-    assert stats["clips"] == 6 and stats["frames"] == sum(
+    assert stats["clips"] == 5 and stats["frames"] == sum(
         len(ex["video_valid"]) for r in records.values() for ex in r.values()
     )
-    assert stats["frames_with_face"] == stats["frames"] - 5
+    assert stats["frames_with_face"] == stats["frames"] - 4
     assert stats["frames_per_second_per_worker"] > 0
 
 
@@ -258,7 +261,7 @@ def test_afew_user_features_config(afew_built, tmp_path):
         "afew/features", str(tmp_path / "out"), src, num_workers=0, face_features_dir=str(feats)
     )
     records = _records(builder)
-    assert sorted(records["train"]) == ["000001", "000002", "000005"]
+    assert sorted(records["train"]) == ["000002", "000005"]
     assert sorted(records["validation"]) == ["000003", "000016"]
     ex = records["train"]["000002"]
     assert ex["video"].shape == (FRAMES, 12) and not ex["video_valid"][2]

@@ -182,3 +182,37 @@ for model in sys.argv[1:3]:
     proc = run_script(script, audio_workdir, audio_export, clips["files"]["long"])
     lines = proc.stdout.split("\n")
     assert lines[0] == lines[1] and lines[0].endswith(" 1.0"), proc.stdout
+
+
+def test_speaker_normalised_model_predicts_as_it_evaluates(tiny_folds_data_dir, clips, tmp_path):
+    """A model trained with per-speaker standardisation: predicting the files of one speaker
+    (one folder) equals evaluating them with that speaker's own statistics, and a group too
+    small for statistics equals evaluating with the training speakers' pooled ones."""
+    from fbp_jax.training import loop
+    from tests.conftest import tiny_folds_config
+
+    workdir = str(tmp_path / "spk")
+    config = tiny_folds_config(tiny_folds_data_dir, "audio", num_train_steps=2, eval_every_steps=2)
+    with config.unlocked():
+        config.data.speaker_norm = True
+        config.data.frontend = "mel"
+        config.data.num_mel = 32
+    loop.train_and_evaluate(config, workdir)
+    model = bundle.load_serving_model(workdir)
+    assert "speakers" in model.stats and model.stats["audio_mean"].shape[1] == 32
+    paths = list(clips["files"].values())
+    for speaker_stats, groups, min_clips in (("own", "all", 2), ("training", "all", 3)):
+        evaluated = evaluate_lib.evaluate(
+            workdir,
+            "test",
+            data_dir=clips["data_dir"],
+            data_name="generated_clips",
+            batch_size=16,
+            speaker_stats=speaker_stats,
+        )
+        by_id = dict(zip(evaluated.clip_ids, evaluated.probabilities, strict=True))
+        rows = predict.predict_files(model, paths, groups=groups, min_speaker_clips=min_clips)
+        for path, r in rows:
+            name = os.path.splitext(os.path.basename(path))[0]
+            probs = np.array([r["probabilities"][c] for c in CLASSES])
+            np.testing.assert_allclose(probs, by_id[name], atol=1e-5, err_msg=speaker_stats)

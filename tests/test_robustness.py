@@ -373,12 +373,11 @@ def test_a_corpus_with_no_usable_clip_is_a_clear_error(tmp_path):
 
 
 _DECODE_PEAK = """
-import resource, sys
+import sys, tracemalloc
 from data_prep.features import video
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tracemalloc.start()
 clip = video.read_video(sys.argv[1], max_side=int(sys.argv[2]) or None)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((peak - base) / 1024, clip.frames.shape)
+print(tracemalloc.get_traced_memory()[1] / 2**20, clip.frames.shape)
 """
 
 

@@ -210,7 +210,8 @@ def check_listing(
 
     Clips whose id appears more than once (e.g. the same clip as .wav and .flac) are all
     skipped with a reason naming every file involved, unless all their files are
-    byte-identical copies, of which the first is kept and the others reported.
+    byte-identical copies with the same label, split and speaker, of which the first is kept
+    and the others reported.
 
     Returns:
       (the sources to extract, the skipped ones).
@@ -229,6 +230,23 @@ def check_listing(
             continue
         roles = sorted({r for g in group for r in g.files})
         differing = [r for r in roles if not same_content([g.files.get(r, "") for g in group])]
+        described = {
+            f: sorted({getattr(g, f) for g in group}) for f in ("label", "split", "speaker")
+        }
+        conflicts = [f"{f}s {', '.join(v)}" for f, v in described.items() if len(v) > 1]
+        if conflicts and not differing:
+            for g in group:
+                skipped.append(
+                    Skipped(
+                        g.clip_id,
+                        g.split,
+                        _main_file(g),
+                        f"clip id {g.clip_id} is given by identical files "
+                        f"({', '.join(_main_file(x) for x in group)}) with different "
+                        f"{'; '.join(conflicts)}: which is right is unknown, so none is written",
+                    )
+                )
+            continue
         if not differing:
             kept.append(group[0])
             skipped += [

@@ -529,11 +529,11 @@ BENCHMARK_CLIPS = (
 )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     import argparse
     import tempfile
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--benchmark", action="store_true", help="time the face pipeline")
     parser.add_argument("--video", action="append", help="video file(s) (default: generated)")
     parser.add_argument(

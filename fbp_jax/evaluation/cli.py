@@ -36,6 +36,7 @@ from fbp_jax.evaluation.predictions import (
 )
 from fbp_jax.evaluation.significance import format_mcnemar, mcnemar
 from fbp_jax.metrics import percent
+from fbp_jax.workdir import WorkdirError
 
 FLAGS = flags.FLAGS
 COMMANDS = ("evaluate", "ensemble", "mcnemar")
@@ -77,7 +78,7 @@ def main(argv: Sequence[str]) -> None:
     tf.config.experimental.set_visible_devices([], "GPU")  # TensorFlow only reads data.
     try:
         _run(argv[1], argv[2:])
-    except EvaluationError as e:
+    except (EvaluationError, WorkdirError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

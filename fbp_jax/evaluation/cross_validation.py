@@ -579,7 +579,7 @@ def main(argv: Sequence[str]) -> None:
             config_file=config_file,
             eval_batch_size=FLAGS.eval_batch_size,
         )
-    except (CrossValidationError, predictions_lib.EvaluationError) as e:
+    except (CrossValidationError, predictions_lib.EvaluationError, workdir_lib.WorkdirError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(format_summary(summary))

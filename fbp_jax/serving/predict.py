@@ -282,7 +282,15 @@ def predict_file(model: ServingModel, path: str, span_seconds: float = 1.0) -> d
     Raises:
       PredictError: see `read_features`.
     """
-    return predict_files(model, [path], span_seconds, "file")[0][1]
+    features = read_features(path, model)
+    stats = model.stats
+    if _speaker_normalised(model):
+        stats = speaker_statistics([features], model.data)
+    return predict_features(model, features, span_seconds, stats)
+
+
+def _speaker_normalised(model: ServingModel) -> bool:
+    return model.stats is not None and "speakers" in model.stats
 
 
 def _speaker_key(path: str, groups: str) -> str:
@@ -312,7 +320,7 @@ def predict_files(
     """
     if groups not in SPEAKER_GROUPS:
         raise ValueError(f"speaker groups must be one of {SPEAKER_GROUPS}, got {groups!r}")
-    by_speaker = model.stats is not None and "speakers" in model.stats
+    by_speaker = _speaker_normalised(model)
     features: dict[str, dict | str] = {}
     for path in paths:
         try:

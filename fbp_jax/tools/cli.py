@@ -59,7 +59,7 @@ def run(argv: list[str] | None = None) -> None:
     module = importlib.import_module(module_name)
     rest = argv[2:]
     if module_name == "data_prep.features.faces":  # argparse, not absl
-        module.main(rest)
+        module.main(rest, prog=f"fbp-jax {command}")
         return
     from absl import app, flags
 
