@@ -107,6 +107,32 @@ def test_demo_and_prediction_from_the_wheel(installed):
     assert refused.returncode == 1 and "200" in refused.stderr
     from fbp_jax.serving import shipped
 
+    assert "ravdess-audio" in shipped.available()
     for name in shipped.available():
         proc = _run([str(bin_dir / "fbp-jax"), "predict", f"--model={name}", str(wav)], work)
         assert "clip.wav:" in proc.stdout and "%" in proc.stdout
+
+
+def test_repository_configs_load_through_the_installed_command(installed, tmp_path):
+    """A config file of the repository imports its siblings (`from configs import ...`) when
+    named by path from any folder, as under `python -m`."""
+    bin_dir, _ = installed
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.run(
+        [
+            str(bin_dir / "fbp-jax"),
+            "train",
+            f"--config={os.path.join(REPO, 'configs', 'ravdess_audio.py')}:dev1",
+            f"--workdir={tmp_path / 'w'}",
+            f"--config.data.data_dir={tmp_path / 'nothing'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode != 0 and "No prepared dataset 'ravdess/speech'" in proc.stderr, (
+        proc.stderr[-3000:]
+    )

@@ -232,7 +232,7 @@ def _step(config, state, batch, **options):
 
 
 def test_ema_weights_are_the_evaluated_ones():
-    config = tiny_config("g_fbp")
+    config = tiny_config("video")
     with config.unlocked():
         config.optim.ema_decay = 0.5
         config.optim.learning_rate = 1e-2
@@ -243,11 +243,11 @@ def test_ema_weights_are_the_evaluated_ones():
         state = _step(config, state, batch, ema_decay=0.5)
     leaves = zip(jax.tree.leaves(state.params), jax.tree.leaves(state.ema_params), strict=True)
     assert any(not np.allclose(p, e) for p, e in leaves)
-    out = steps.predict_step(state, frontend.model_inputs(batch, "g_fbp"), fusion="g_fbp")
-    want = state.apply_fn({"params": state.ema_params}, frontend.model_inputs(batch, "g_fbp"))
+    out = steps.predict_step(state, frontend.model_inputs(batch, "video"), fusion="video")
+    want = state.apply_fn({"params": state.ema_params}, frontend.model_inputs(batch, "video"))
     np.testing.assert_allclose(out["logits"], want["logits"], rtol=1e-6)
     # Without the switch there is no average and the parameters are evaluated.
-    plain = make_state(tiny_config("g_fbp"))
+    plain = make_state(tiny_config("video"))
     assert plain.ema_params is None and plain.eval_params is plain.params
 
 

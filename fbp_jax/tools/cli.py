@@ -13,6 +13,7 @@ Each command is the `main` of one module, run with only that module's flags.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # command -> (module, what it does). The module has define_flags() and main(argv).
@@ -45,6 +46,19 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _config_imports(args: list[str]) -> None:
+    """Makes config files' own imports work as under `python -m`: the working directory and
+    the folder above each `--config` file's folder are importable (`from configs import ...`)."""
+    roots = [os.getcwd()]
+    for a in args:
+        if a.startswith("--config="):
+            config_file = a.split("=", 1)[1].split(":", 1)[0]
+            roots.append(os.path.dirname(os.path.dirname(os.path.abspath(config_file))))
+    for root in reversed(roots):
+        if root not in sys.path:
+            sys.path.insert(0, root)
+
+
 def run(argv: list[str] | None = None) -> None:
     """Entry point of the `fbp-jax` script."""
     argv = list(sys.argv if argv is None else argv)
@@ -56,8 +70,9 @@ def run(argv: list[str] | None = None) -> None:
         print(f"fbp-jax: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
     module_name, what = COMMANDS[command]
-    module = importlib.import_module(module_name)
     rest = argv[2:]
+    _config_imports(rest)
+    module = importlib.import_module(module_name)
     if module_name == "data_prep.features.faces":  # argparse, not absl
         module.main(rest, prog=f"fbp-jax {command}")
         return
