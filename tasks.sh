@@ -36,7 +36,7 @@ case "$cmd" in
   test)
     ensure_venv
     lint
-    exec "$VENV/bin/python" -m pytest -n 2 --durations=10 "$@" tests
+    exec "$VENV/bin/python" -m pytest -n 2 --dist loadgroup --durations=15 "$@" tests
     ;;
   lint)
     ensure_venv

@@ -177,6 +177,7 @@ def test_mcnemar_hand_computed_and_table_of_two_systems():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("trained_runs")
 def test_padded_and_unpadded_evaluation_agree(amfbp_workdir):
     loaded = workdir_lib.load_trained(amfbp_workdir)
     # 56 validation clips: batches of 16 end with 8 padding examples, batches of 8 have none.
@@ -201,6 +202,7 @@ def test_padded_and_unpadded_evaluation_agree(amfbp_workdir):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("trained_runs")
 def test_evaluate_workdir_writes_metrics_and_predictions(amfbp_workdir, tmp_path):
     out = str(tmp_path / "eval")
     predictions, metrics, out_dir = evaluate_lib.evaluate_workdir(
@@ -222,6 +224,7 @@ def test_evaluate_workdir_writes_metrics_and_predictions(amfbp_workdir, tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("trained_runs")
 def test_named_steps_and_bad_workdirs(amfbp_workdir, tmp_path):
     assert workdir_lib.resolve_step(amfbp_workdir, "latest") == 8
     assert workdir_lib.resolve_step(amfbp_workdir, "best") in (4, 8)

@@ -9,7 +9,8 @@ import pytest
 from fbp_jax import workdir as workdir_lib
 from fbp_jax.serving import bundle, export
 
-pytestmark = pytest.mark.slow
+# One worker trains the shared runs of conftest (amfbp_workdir, audio_workdir) for all.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("trained_runs")]
 
 
 def _real_batch(workdir, n):

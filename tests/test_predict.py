@@ -15,7 +15,8 @@ from fbp_jax.evaluation import evaluate as evaluate_lib
 from fbp_jax.serving import bundle, export, predict
 from fbp_jax.serving.bundle import PredictError
 
-pytestmark = pytest.mark.slow
+# One worker trains the shared runs of conftest (amfbp_workdir, audio_workdir) for all.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("trained_runs")]
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 CLIP_SECONDS = {"long": 2.13, "short": 0.71}  # longer and shorter than the 1.2 s crop
 

@@ -8,7 +8,8 @@ from matplotlib import image
 
 from fbp_jax.evaluation import report
 
-pytestmark = pytest.mark.slow
+# One worker trains the shared runs of conftest (amfbp_workdir, audio_workdir) for all.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("trained_runs")]
 
 
 def test_report_writes_every_figure(amfbp_workdir, audio_workdir, tmp_path):
