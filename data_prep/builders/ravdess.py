@@ -14,7 +14,7 @@ report). The CSV has one row per clip keyed by the audio-video clip id (modality
 column per feature; each clip's row is repeated at 25 frames/s as its "video" stream
 (D1 = number of columns, 35 OpenFace action-unit features in the development copy).
 
-    python -m data_prep.build ravdess --manual_dir=../shared/data/ravdess-dev --data_dir=data
+    python -m data_prep.build ravdess --manual_dir=<RAVDESS folder> --data_dir=data
 
 Splits ``actor01`` .. ``actor24`` (those present); protocols are split arithmetic in the
 configs (``configs/ravdess_common.py``).
