@@ -3,7 +3,20 @@
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
+
+# Many tests train the same tiny models, in this process and in subprocesses (kill and resume,
+# the installed wheel, the CLI): one persistent XLA compilation cache per test run (shared by
+# the xdist workers and inherited by subprocesses) compiles each of them once. Set before
+# JAX is imported; a cache dir given by the caller is kept.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(
+        tempfile.gettempdir(),
+        f"fbp_jax_test_xla_cache_{os.environ.get('PYTEST_XDIST_TESTRUNUID', os.getpid())}",
+    ),
+)
 
 import pytest
 

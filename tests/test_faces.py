@@ -200,6 +200,66 @@ def test_mtcnn_finds_the_face_where_it_is_and_not_where_it_is_not(pipeline, clip
     assert not pipeline.detector.failures
 
 
+def test_jax_mtcnn_finds_the_faces_of_the_original(clip):
+    """The JAX detector against the `mtcnn` package (TensorFlow) on the same frames: the same
+    faces, boxes and landmarks within a pixel, the same confidences."""
+    pytest.importorskip("tensorflow")
+    frames = [clip.frames[:16], clip.frames[16:], testclips.face_frames(6, size=(480, 360)).frames]
+    jax_detector = faces.FaceDetector(detect_max_side=None, min_confidence=0.5)
+    tf_detector = faces.FaceDetector(detect_max_side=None, min_confidence=0.5, backend="tensorflow")
+    found = 0
+    for batch in frames:
+        for mine, original in zip(
+            jax_detector.detect_batch(batch), tf_detector.detect_batch(batch)
+        ):
+            assert (mine is None) == (original is None)
+            if mine is not None:
+                found += 1
+                np.testing.assert_allclose(mine.box, original.box, atol=1.0)
+                np.testing.assert_allclose(mine.landmarks, original.landmarks, atol=1.0)
+                assert abs(mine.confidence - original.confidence) < 1e-3
+    assert found == clip.has_face.sum() + 6
+
+
+def test_jax_mtcnn_image_ops_match_tensorflow():
+    tf = pytest.importorskip("tensorflow")
+    from data_prep.features import mtcnn_net
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (2, 37, 53, 3)).astype(np.float32)
+    for size in [(22, 31), (5, 7), (37, 53)]:
+        np.testing.assert_allclose(
+            mtcnn_net.area_resize(images, size),
+            tf.image.resize(images, size, method="area").numpy(),
+            atol=1e-5,
+        )
+    # Boxes inside, across the border and outside the image (x0, y0, x1, y1 in pixels).
+    boxes = np.array([[3, 4, 20, 30], [-6, -2, 15, 12], [40, 30, 70, 50]], np.float32)
+    index = np.array([0, 1, 1], np.int32)
+    selector = boxes[:, [1, 0, 3, 2]] / np.array([37, 53, 37, 53], np.float32)
+    expected = tf.image.crop_and_resize(images, selector, index, (24, 24)).numpy()
+    np.testing.assert_allclose(
+        mtcnn_net.crop_and_resize(images, boxes, index, 24), expected, atol=1e-5
+    )
+
+
+def test_suppression_drops_boxes_overlapped_by_any_higher_box():
+    from data_prep.features import mtcnn_net
+
+    # b overlaps a (dropped); c overlaps b only: dropped too (the wheel's rule), d alone kept.
+    rows = np.array(
+        [
+            [0, 0, 0, 10, 10, 0.9],
+            [0, 3, 0, 13, 10, 0.8],
+            [0, 8, 0, 18, 10, 0.7],
+            [0, 50, 50, 60, 60, 0.6],
+            [1, 3, 0, 13, 10, 0.5],
+        ]
+    )
+    kept = mtcnn_net.suppress(rows[::-1], 0.3)
+    np.testing.assert_array_equal(kept[:, 5], [0.9, 0.6, 0.5])
+
+
 def test_aligned_crops_are_stable_across_position_and_scale(pipeline, clip):
     crops, valid, _ = pipeline.crops(clip.frames)
     np.testing.assert_array_equal(valid, clip.has_face)
@@ -234,20 +294,21 @@ def test_flax_encoder_matches_keras_original(pipeline, clip):
     assert np.array_equal(posteriors.argmax(1), ref_post.argmax(1))
 
 
-def test_encoder_module_runs_without_tensorflow():
+def test_face_pipeline_runs_without_tensorflow(clip_dir, clip):
+    # MTCNN in JAX, the FER encoder in Flax, PyAV decoding: what a GPU machine without
+    # TensorFlow runs.
     proc = run_script(
         BLOCK_TENSORFLOW
-        + """
+        + f"""
 import numpy as np
-from data_prep.features import fer_net
-enc = fer_net.FerEncoder(batch_size=4)
-f, p = enc(np.full((3, 64, 64), 128, np.uint8))
-assert f.shape == (3, 128) and p.shape == (3, 7)
-assert np.allclose(p.sum(1), 1, atol=1e-5)
-print("ok")
+from data_prep.features import faces
+result = faces.FacePipeline(batch_size=16)({str(clip_dir / "face.avi")!r})
+assert result.features.shape == ({NUM_FRAMES}, 128) and result.posteriors.shape[1] == 7
+print("valid", "".join("1" if v else "0" for v in result.valid))
 """
     )
-    assert "ok" in proc.stdout
+    expected = "".join("1" if v else "0" for v in clip.has_face)
+    assert f"valid {expected}" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_h5_loader_names_a_missing_layer(tmp_path):

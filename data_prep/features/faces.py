@@ -5,7 +5,8 @@ a network pre-trained on FER2013; frames without a face are passed whole ("the e
 resampled"). `FacePipeline` does this for one clip:
 
 1. decoding (`data_prep.features.video.read_video`): frames on the 25 frames/s grid, audio at 16 kHz;
-2. detection with MTCNN (the `mtcnn` package, TensorFlow; weights inside the wheel) on each
+2. detection with MTCNN (`data_prep.features.mtcnn_net`: the `mtcnn` wheel's weights in
+   jit-compiled JAX, batches of frames; or the `mtcnn` package itself on TensorFlow) on each
    grid frame, scaled down first so that its longer side is at most `detect_max_side` pixels
    (faces smaller than about 20 pixels at that scale are missed); the most confident face with
    confidence >= `min_confidence` is kept;
@@ -170,7 +171,7 @@ class Face:
 
 
 class FaceDetector:
-    """MTCNN (the `mtcnn` package) keeping the most confident face of each frame.
+    """MTCNN keeping the most confident face of each frame.
 
     Attributes:
       detect_max_side: frames are shrunk by the smallest integer factor (box filter) that
@@ -179,9 +180,12 @@ class FaceDetector:
         grows with the pixel count; faces smaller than about 20 pixels after shrinking are
         missed.
       min_confidence: faces below this MTCNN confidence are ignored.
-      min_face_size: MTCNN's smallest face, in pixels of the shrunk frame. Its image pyramid
-        needs it >= 20 (mtcnn 1.0 fails on smaller pyramid levels).
-      batch_size: frames per MTCNN call (its stages run on the stacked frames).
+      min_face_size: MTCNN's smallest face, in pixels of the shrunk frame (>= 20: the
+        `mtcnn` package fails on smaller pyramid levels).
+      batch_size: frames per MTCNN call (every stage runs on the stacked frames).
+      backend: 'jax' (`data_prep.features.mtcnn_net`: the wheel's weights in jit-compiled
+        JAX, no TensorFlow, on a GPU where there is one) or 'tensorflow' (the `mtcnn`
+        package itself). Both find the same faces (tests/test_faces.py).
     """
 
     def __init__(
@@ -189,15 +193,23 @@ class FaceDetector:
         detect_max_side: int | None = 480,
         min_confidence: float = 0.9,
         min_face_size: int = 20,
-        batch_size: int = 4,
-        device: str = "CPU:0",
+        batch_size: int = 32,
+        backend: str = "jax",
     ):
-        from mtcnn import MTCNN  # TensorFlow: imported only when detecting
+        self.min_face_size = max(int(min_face_size), 20)
+        if backend == "jax":
+            from data_prep.features import mtcnn_net
 
-        self.mtcnn = MTCNN(device=device)
+            self.mtcnn = mtcnn_net.MTCNN(min_face_size=self.min_face_size)
+        elif backend == "tensorflow":
+            from mtcnn import MTCNN  # TensorFlow: imported only for this backend
+
+            self.mtcnn = MTCNN(device="CPU:0")
+        else:
+            raise ValueError(f"backend must be 'jax' or 'tensorflow', got {backend!r}")
+        self.backend = backend
         self.detect_max_side = detect_max_side
         self.min_confidence = min_confidence
-        self.min_face_size = max(int(min_face_size), 20)
         self.batch_size = batch_size
         self.failures: list[str] = []  # MTCNN errors (frames counted as without a face).
 
@@ -227,6 +239,8 @@ class FaceDetector:
         return out
 
     def _run(self, images: list[np.ndarray]) -> np.ndarray:
+        if self.backend == "jax":
+            return self.mtcnn.detect(np.stack(images))
         batch = images if len(images) > 1 else images[0]
         rows = self.mtcnn.detect_faces(
             batch, output_type="numpy", box_format="xyxy", min_face_size=self.min_face_size
@@ -484,12 +498,21 @@ def features_from_file(
 # --------------------------------------------------------------------------- benchmark
 
 
-def benchmark(videos: Sequence[tuple[str, int]], repeats: int = 1) -> list[dict[str, float]]:
+def benchmark(
+    videos: Sequence[tuple[str, int]],
+    repeats: int = 1,
+    backend: str = "jax",
+    detect_batch: int = 32,
+) -> list[dict[str, float]]:
     """Times the whole pipeline on each (video, detect_max_side) after a warm-up run (which
-    loads MTCNN, fetches the weights and compiles the encoder); one row per video and repeat."""
+    loads MTCNN, fetches the weights and compiles); one row per video and repeat."""
     encoder = FacePipeline().encoder
     pipelines = {
-        side: FacePipeline(FaceDetector(detect_max_side=side), encoder, require_face=False)
+        side: FacePipeline(
+            FaceDetector(detect_max_side=side, batch_size=detect_batch, backend=backend),
+            encoder,
+            require_face=False,
+        )
         for side in sorted({side for _, side in videos})
     }
     for path, side in videos:
@@ -541,6 +564,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     )
     parser.add_argument("--seconds", type=float, default=4.0, help="length of generated clips")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per video")
+    parser.add_argument(
+        "--detector", choices=("jax", "tensorflow"), default="jax", help="MTCNN backend"
+    )
+    parser.add_argument("--detect_batch", type=int, default=32, help="frames per MTCNN call")
     args = parser.parse_args(argv)
     if not args.benchmark:
         parser.error("nothing to do (use --benchmark)")
@@ -557,14 +584,15 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
                 audio = testclips.speech_like(args.seconds, rate)
                 testclips.write_clip(path, clip.frames, audio=audio, audio_rate=rate, fps=fps)
                 videos.append((path, side))
-        rows = benchmark(videos, args.repeats)
+        rows = benchmark(videos, args.repeats, args.detector, args.detect_batch)
     import jax
 
     print(format_benchmark(rows))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"{os.cpu_count()} CPU cores (load average {load:.1f}); encoder on "
-        f"{jax.devices()[0].platform}; detect: MTCNN max frame side; stage f/s = frames / "
+        f"{os.cpu_count()} CPU cores (load average {load:.1f}); MTCNN on {args.detector}, "
+        f"{args.detect_batch} frames per call; JAX on {jax.devices()[0].platform}; "
+        "detect: MTCNN max frame side; stage f/s = frames / "
         "seconds in that stage; whole = frames / wall time of the clip"
     )
 
