@@ -45,7 +45,7 @@ def fcn_config(preset: str = "alexnet", *, first_stride: int = 4) -> ml_collecti
             "lrn_beta": 0.75,
             "lrn_after": (),  # Per layer; empty: after every conv (paper). AlexNet: conv1, 2.
             "freq_pooling": "mean",  # Pools the frequency (or marker) axis to 1 (Eq. 2).
-            "conv_impl": "auto",  # 'xla', 'patches' (im2col + matmul) or 'auto' (patches on CPU).
+            "conv_impl": "auto",  # 'xla', 'patches', 'matmul_grads'; 'auto': matmul_grads on CPU.
             "temperature": 0.3,  # lambda_a of the attention softmax (Eq. 4).
         }
     )

@@ -246,15 +246,22 @@ def test_gradients_of_kernels():
     check_grads(lambda e: ops.trunk_pooling(e, 2), (x,), order=1, modes=["rev"])
 
 
+@pytest.mark.parametrize("impl", [conv.conv2d_patches, conv.conv2d_matmul_grads])
 @pytest.mark.parametrize(
     "shape,k,stride,pad",
-    [((2, 23, 17, 1), 11, 4, 5), ((2, 9, 7, 5), 3, 1, 1), ((1, 8, 6, 3), 5, 2, 2)],
+    [
+        ((2, 23, 17, 1), 11, 4, (5, 5)),
+        ((2, 9, 7, 5), 3, 1, (1, 1)),
+        ((1, 8, 6, 3), 5, 2, (2, 2)),
+        ((2, 10, 7, 4), 5, 1, (2, 2)),
+        ((1, 9, 8, 2), 3, 1, (0, 2)),
+    ],
 )
-def test_conv2d_patches_equals_lax_conv_with_gradients(shape, k, stride, pad):
+def test_conv_drop_ins_equal_lax_conv_with_gradients(impl, shape, k, stride, pad):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     w = jnp.asarray(rng.normal(size=(k, k, shape[-1], 4)), jnp.float32)
-    padding = ((pad, pad), (pad, pad))
+    padding = (pad, pad[::-1])
 
     def ref(x, w):
         return jax.lax.conv_general_dilated(
@@ -262,7 +269,7 @@ def test_conv2d_patches_equals_lax_conv_with_gradients(shape, k, stride, pad):
         )
 
     def ours(x, w):
-        return conv.conv2d_patches(x, w, (stride, stride), padding)
+        return impl(x, w, (stride, stride), padding)
 
     np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-4, atol=1e-4)
     loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))

@@ -81,3 +81,71 @@ def max_pool_2d(x: Array, window: int, stride: int, padding: tuple[int, int]) ->
         ]
         x = functools.reduce(jnp.maximum, parts)
     return x
+
+
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+
+def _native(x: Array, w: Array, padding) -> Array:
+    return lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_DIMENSION_NUMBERS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_matmul_grads(x: Array, w: Array, padding) -> Array:
+    return _native(x, w, padding)
+
+
+def _conv_matmul_grads_fwd(x, w, padding):
+    return _native(x, w, padding), (x, w)
+
+
+def _conv_matmul_grads_bwd(padding, residuals, g):
+    x, w = residuals
+    kh, kw, c, o = w.shape
+    ho, wo = g.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    g2 = g.reshape(-1, o)
+    # dW: one matmul per kernel tap, the input view that tap reads against the output gradient.
+    dw = jnp.stack(
+        [
+            jnp.stack([xp[:, i : i + ho, j : j + wo].reshape(-1, c).T @ g2 for j in range(kw)])
+            for i in range(kh)
+        ]
+    )
+    # dx: the transposed convolution, itself a forward convolution of g.
+    flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
+    pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip((kh, kw), padding))
+    return _native(g, flipped, pads), dw
+
+
+_conv_matmul_grads.defvjp(_conv_matmul_grads_fwd, _conv_matmul_grads_bwd)
+
+
+def conv2d_matmul_grads(
+    lhs: Array,
+    rhs: Array,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    precision=None,
+) -> Array:
+    """The native convolution forward with gradients as matmuls; a drop-in for
+    `lax.conv_general_dilated` with the arguments (and limits) of `conv2d_patches`.
+
+    XLA:CPU's forward convolution is fast, its gradients are not, and `conv2d_patches`
+    materialises every patch. Here, for stride 1, the forward pass is the native convolution,
+    the kernel gradient one matmul per kernel tap and the input gradient the transposed
+    convolution (a forward convolution of the output gradient); strided convolutions (the
+    FCN's first layer, one input channel) go to `conv2d_patches`, faster there.
+    """
+    del dimension_numbers, precision
+    if any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ())):
+        raise ValueError("conv2d_matmul_grads does not support dilation")
+    if feature_group_count != 1 or isinstance(padding, str):
+        raise ValueError("conv2d_matmul_grads needs explicit padding and feature_group_count = 1")
+    if tuple(window_strides) != (1, 1):
+        return conv2d_patches(lhs, rhs, window_strides, padding)
+    return _conv_matmul_grads(lhs, rhs, tuple(tuple(int(p) for p in pair) for pair in padding))

@@ -39,8 +39,10 @@ class FCNEncoder(nn.Module):
       lrn_depth_radius, lrn_bias, lrn_alpha, lrn_beta: LRN constants (TF convention).
       freq_pooling: 'mean' or 'max' over the F axis.
       conv_impl: 'xla' (lax.conv_general_dilated), 'patches' (im2col + matmul,
-        `conv.conv2d_patches`: same parameters, faster to train on CPUs) or 'auto' (patches on
-        CPU, xla elsewhere).
+        `conv.conv2d_patches`), 'matmul_grads' (`conv.conv2d_matmul_grads`: the native
+        forward with gradients as matmuls, patches for the strided first layer) or 'auto'
+        (matmul_grads on CPU, where XLA's convolution gradients are slow; xla elsewhere).
+        All have the same parameters and results.
       dtype: computation dtype.
     """
 
@@ -85,10 +87,15 @@ class FCNEncoder(nn.Module):
             )
         impl = self.conv_impl
         if impl == "auto":
-            impl = "patches" if jax.default_backend() == "cpu" else "xla"
-        if impl not in ("xla", "patches"):
-            raise ValueError(f"conv_impl must be 'auto', 'xla' or 'patches', got {impl!r}")
-        conv_fn = conv.conv2d_patches if impl == "patches" else None
+            impl = "matmul_grads" if jax.default_backend() == "cpu" else "xla"
+        conv_fns = {
+            "xla": None,
+            "patches": conv.conv2d_patches,
+            "matmul_grads": conv.conv2d_matmul_grads,
+        }
+        if impl not in conv_fns:
+            raise ValueError(f"conv_impl must be 'auto' or one of {sorted(conv_fns)}, got {impl!r}")
+        conv_fn = conv_fns[impl]
         x = x.astype(self.dtype) * mask[:, :, None, None]
         for i, (feat, k, s, pool) in enumerate(
             zip(self.features, self.kernel_sizes, self.strides, self.pool_after)

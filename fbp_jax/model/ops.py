@@ -58,7 +58,14 @@ def local_response_normalization(
     window = (1,) * (x.ndim - 1) + (2 * depth_radius + 1,)
     padding = ((0, 0),) * (x.ndim - 1) + ((depth_radius, depth_radius),)
     sqr_sum = lax.reduce_window(sq, 0.0, lax.add, window, (1,) * x.ndim, padding)
-    scale = jnp.power(bias + alpha * sqr_sum, -beta)
+    base = bias + alpha * sqr_sum
+    if beta == 0.75:  # AlexNet's exponent as r * sqrt(r), r = base^-1/2: no pow (exp + log)
+        root = lax.rsqrt(base)
+        scale = root * jnp.sqrt(root)
+    elif beta == 0.5:
+        scale = lax.rsqrt(base)
+    else:
+        scale = jnp.power(base, -beta)
     return (x * scale).astype(x.dtype)
 
 

@@ -48,6 +48,12 @@ def define_flags() -> None:
     flags.DEFINE_enum(
         "fcn", None, list(base_config.FCN_PRESETS), "Audio FCN preset (default: config's)."
     )
+    flags.DEFINE_enum(
+        "conv_impl",
+        None,
+        ["auto", "xla", "patches", "matmul_grads"],
+        "Convolution implementation of the audio FCN (default: the config's, 'auto').",
+    )
     flags.DEFINE_list("variants", sorted(fusion.FUSION_STREAMS), "Fusion variants.")
     flags.DEFINE_list("batch_sizes", ["32", "64"], "Global batch sizes.")
     flags.DEFINE_list("dtypes", ["float32"], "Computation dtypes (float32, bfloat16).")
@@ -88,6 +94,8 @@ def get_config(name: str, fusion_name: str, dtype: str):
         config.model.dtype = dtype
         if FLAGS.fcn:
             config.model.audio = base_config.fcn_config(FLAGS.fcn)
+        if FLAGS.conv_impl:
+            config.model.audio.conv_impl = FLAGS.conv_impl
         if FLAGS.clip_seconds:
             config.data.clip_seconds = FLAGS.clip_seconds
     return config
