@@ -18,6 +18,13 @@ from jax import lax
 Array = jax.Array
 
 
+def _check_supported(name, padding, lhs_dilation, rhs_dilation, feature_group_count) -> None:
+    if any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ())):
+        raise ValueError(f"{name} does not support dilation")
+    if feature_group_count != 1 or isinstance(padding, str):
+        raise ValueError(f"{name} needs explicit padding and feature_group_count = 1")
+
+
 def conv2d_patches(
     lhs: Array,
     rhs: Array,
@@ -48,10 +55,7 @@ def conv2d_patches(
       [B, H', W', O].
     """
     del dimension_numbers  # Flax's channels-last numbers; the shapes below assume them.
-    if any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ())):
-        raise ValueError("conv2d_patches does not support dilation")
-    if feature_group_count != 1 or isinstance(padding, str):
-        raise ValueError("conv2d_patches needs explicit padding and feature_group_count = 1")
+    _check_supported("conv2d_patches", padding, lhs_dilation, rhs_dilation, feature_group_count)
     kh, kw, c, o = rhs.shape
     sh, sw = window_strides
     x = jnp.pad(lhs, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
@@ -121,17 +125,7 @@ def _conv_matmul_grads_bwd(padding, residuals, g):
 _conv_matmul_grads.defvjp(_conv_matmul_grads_fwd, _conv_matmul_grads_bwd)
 
 
-def conv2d_matmul_grads(
-    lhs: Array,
-    rhs: Array,
-    window_strides,
-    padding,
-    lhs_dilation=None,
-    rhs_dilation=None,
-    dimension_numbers=None,
-    feature_group_count: int = 1,
-    precision=None,
-) -> Array:
+def conv2d_matmul_grads(lhs: Array, rhs: Array, window_strides, padding, **options) -> Array:
     """The native convolution forward with gradients as matmuls; a drop-in for
     `lax.conv_general_dilated` with the arguments (and limits) of `conv2d_patches`.
 
@@ -141,11 +135,13 @@ def conv2d_matmul_grads(
     convolution (a forward convolution of the output gradient); strided convolutions (the
     FCN's first layer, one input channel) go to `conv2d_patches`, faster there.
     """
-    del dimension_numbers, precision
-    if any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ())):
-        raise ValueError("conv2d_matmul_grads does not support dilation")
-    if feature_group_count != 1 or isinstance(padding, str):
-        raise ValueError("conv2d_matmul_grads needs explicit padding and feature_group_count = 1")
     if tuple(window_strides) != (1, 1):
-        return conv2d_patches(lhs, rhs, window_strides, padding)
+        return conv2d_patches(lhs, rhs, window_strides, padding, **options)
+    _check_supported(
+        "conv2d_matmul_grads",
+        padding,
+        options.get("lhs_dilation"),
+        options.get("rhs_dilation"),
+        options.get("feature_group_count", 1),
+    )
     return _conv_matmul_grads(lhs, rhs, tuple(tuple(int(p) for p in pair) for pair in padding))
