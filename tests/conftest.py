@@ -1,6 +1,7 @@
 """Shared fixtures: the tiny synthetic corpus built once per test session, and its config."""
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -9,18 +10,22 @@ import textwrap
 # Many tests train the same tiny models, in this process and in subprocesses (kill and resume,
 # the installed wheel, the CLI): one persistent XLA compilation cache per test run (shared by
 # the xdist workers and inherited by subprocesses) compiles each of them once. Set before
-# JAX is imported; a cache dir given by the caller is kept.
+# JAX is imported; a cache dir given by the caller is kept (and not removed at the end).
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
-    os.path.join(
-        tempfile.gettempdir(),
-        f"fbp_jax_test_xla_cache_{os.environ.get('PYTEST_XDIST_TESTRUNUID', os.getpid())}",
-    ),
+    os.path.join(tempfile.gettempdir(), f"fbp_jax_test_xla_cache_{os.getpid()}"),
 )
 
-import pytest
+import pytest  # noqa: E402  (after the cache dir is set)
 
-from fbp_jax import base_config
+from fbp_jax import base_config  # noqa: E402
+
+
+def pytest_sessionfinish(session):
+    # The process that made the cache (the xdist controller, or pytest without xdist) removes it.
+    if _OWN_CACHE and not hasattr(session.config, "workerinput"):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
