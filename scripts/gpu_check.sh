@@ -5,7 +5,7 @@
 # platform. Results (table and JSON) go to OUT_DIR (default: gpu_check/).
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]            on a GPU machine (under 8 minutes)
-#   bash scripts/gpu_check.sh --smoke [OUT_DIR]    tiny sizes, about a minute on a CPU
+#   bash scripts/gpu_check.sh --smoke [OUT_DIR]    tiny sizes, about 3 minutes on a 2-core CPU
 #
 # It runs on a bare machine with JAX: it uses the Python that has JAX (FBP_PYTHON, else .venv,
 # else python3), installs the small pure-Python packages the checks import if they are missing

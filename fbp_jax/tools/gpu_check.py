@@ -1,7 +1,7 @@
 r"""One command that checks the project on an accelerator: `bash scripts/gpu_check.sh`.
 
     bash scripts/gpu_check.sh [OUT_DIR]           # a GPU machine: the checks below, < 8 min
-    bash scripts/gpu_check.sh --smoke [OUT_DIR]   # the same at tiny sizes, about a minute on a CPU
+    bash scripts/gpu_check.sh --smoke [OUT_DIR]   # the same at tiny sizes, ~3 min on 2 CPU cores
 
 It needs JAX, Flax, optax, orbax-checkpoint, clu and ml_collections, and no TensorFlow (the
 lent GPU machines have none). In order, each with its result in OUT_DIR/gpu_check.json and a
@@ -46,7 +46,9 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     flags.DEFINE_string("out", "gpu_check", "Folder of the results.")
-    flags.DEFINE_bool("smoke", False, "Tiny sizes (CPU, about a minute): checks the machinery.")
+    flags.DEFINE_bool(
+        "smoke", False, "Tiny sizes (about 3 min on 2 CPU cores): checks the machinery."
+    )
     flags.DEFINE_list(
         "variants", sorted(fusion.FUSION_STREAMS), "Benchmarked variants (--smoke: two of them)."
     )
