@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fbp_jax.model import conv
+
 PYRAMID_FACTOR = 0.709
 WINDOW = 12  # P-Net's window (pixels of a pyramid level) and stride 2.
 THRESHOLDS = (0.6, 0.7, 0.8)  # Face probability kept after P-Net, R-Net, O-Net.
@@ -74,12 +76,9 @@ def _conv(x, kernel, bias):
 
 
 def _conv_matmul(x, kernel, bias):
-    # The same valid convolution as one matmul over stacked shifted views: faster on XLA:CPU
-    # for the refinement networks' 3-channel first layers on small crops.
-    kh, kw, c, o = kernel.shape
-    h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-    views = [x[:, i : i + h, j : j + w] for i in range(kh) for j in range(kw)]
-    return jnp.concatenate(views, -1) @ kernel.reshape(kh * kw * c, o) + bias
+    # The same valid convolution as im2col + one matmul: faster on XLA:CPU for the refinement
+    # networks' 3-channel first layers on small crops.
+    return conv.conv2d_patches(x, kernel, (1, 1), ((0, 0), (0, 0))) + bias
 
 
 def _prelu(x, alpha):
