@@ -2,9 +2,9 @@
 
 XLA:CPU computes the gradients of `lax.conv_general_dilated` and of max-pooling
 (select-and-scatter) several times slower than their forward passes, and they dominate an FCN
-training step there. These two drop-ins have the same parameters and results, with gradients
-made of matmuls and slices; `FCNEncoder(conv_impl='auto')` uses them on CPU and the native
-ops (cuDNN) elsewhere. They are not part of the paper's method: see `ops` for that.
+training step there. The drop-ins here (two convolutions, one max-pool) have the same
+parameters and results, with gradients made of matmuls and slices; `FCNEncoder(conv_impl='auto')`
+uses `conv2d_matmul_grads` and `max_pool_2d` on CPU and the native ops (cuDNN) elsewhere. They are not part of the paper's method: see `ops` for that.
 """
 
 from __future__ import annotations

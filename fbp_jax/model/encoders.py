@@ -12,6 +12,14 @@ import jax.numpy as jnp
 from fbp_jax.model import conv, ops
 
 Array = jax.Array
+
+# `FCNEncoder.conv_impl` -> the convolution `nn.Conv` runs (None: lax.conv_general_dilated).
+CONV_IMPLS = {
+    "xla": None,
+    "patches": conv.conv2d_patches,
+    "matmul_grads": conv.conv2d_matmul_grads,
+}
+
 Dtype = Any
 
 
@@ -88,14 +96,9 @@ class FCNEncoder(nn.Module):
         impl = self.conv_impl
         if impl == "auto":
             impl = "matmul_grads" if jax.default_backend() == "cpu" else "xla"
-        conv_fns = {
-            "xla": None,
-            "patches": conv.conv2d_patches,
-            "matmul_grads": conv.conv2d_matmul_grads,
-        }
-        if impl not in conv_fns:
-            raise ValueError(f"conv_impl must be 'auto' or one of {sorted(conv_fns)}, got {impl!r}")
-        conv_fn = conv_fns[impl]
+        if impl not in CONV_IMPLS:
+            raise ValueError(f"conv_impl must be 'auto' or one of {list(CONV_IMPLS)}, got {impl!r}")
+        conv_fn = CONV_IMPLS[impl]
         x = x.astype(self.dtype) * mask[:, :, None, None]
         for i, (feat, k, s, pool) in enumerate(
             zip(self.features, self.kernel_sizes, self.strides, self.pool_after)

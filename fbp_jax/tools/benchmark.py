@@ -37,7 +37,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from fbp_jax import base_config, parallel
-from fbp_jax.model import frontend, fusion, network
+from fbp_jax.model import encoders, frontend, fusion, network
 from fbp_jax.training import steps
 
 FLAGS = flags.FLAGS
@@ -51,7 +51,7 @@ def define_flags() -> None:
     flags.DEFINE_enum(
         "conv_impl",
         None,
-        ["auto", "xla", "patches", "matmul_grads"],
+        ["auto", *encoders.CONV_IMPLS],
         "Convolution implementation of the audio FCN (default: the config's, 'auto').",
     )
     flags.DEFINE_list("variants", sorted(fusion.FUSION_STREAMS), "Fusion variants.")
