@@ -47,6 +47,9 @@ def fcn_config(preset: str = "alexnet", *, first_stride: int = 4) -> ml_collecti
             "freq_pooling": "mean",  # Pools the frequency (or marker) axis to 1 (Eq. 2).
             "conv_impl": "auto",  # 'xla', 'patches', 'matmul_grads'; 'auto': matmul_grads on CPU.
             "temperature": 0.3,  # lambda_a of the attention softmax (Eq. 4).
+            # 'attention' (Eq. 3-5) or 'attention_stats': the attention vector, the masked mean
+            # and the standard deviation of the sequence, projected back to its channels.
+            "pooling": "attention",
         }
     )
 
@@ -84,6 +87,10 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     data.speaker_stats = "own"
     data.frontend = "linear"  # Audio view: 'linear' (the stored bins, paper) or 'mel'.
     data.num_mel = 64  # Mel channels of the 'mel' view (over the same 0-4 kHz band).
+    # > 0: trim each clip to its voiced span (frames within this many dB of its loudest) and
+    # take the statistics over voiced frames only (frontend.clip_view); 0: the whole clip.
+    data.voiced_db = 0.0
+    data.level_norm = False  # Subtract each clip's mean log frame power (voiced frames).
     data.use_video_valid = False  # Also mask frames without a detected face (paper: no).
     data.cache = True  # Cache decoded examples in memory.
     data.shuffle_buffer = 2048
@@ -150,6 +157,11 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     augment.gain_db = 0.0  # Random gain in [-g, g] dB on the stored log power.
     augment.noise_prob = 0.0  # Share of clips with additive white noise ...
     augment.noise_snr_db = (10.0, 30.0)  # ... at an SNR drawn in this range.
+    augment.freq_warp = 0.0  # Vocal tract length perturbation: bins warped by U[1-w, 1+w].
+    augment.reverb_prob = 0.0  # Share of clips put in a room (power-domain reverberation) ...
+    augment.reverb_rt60 = (0.2, 0.8)  # ... with a reverberation time (s) in this range.
+    augment.band_limit_prob = 0.0  # Share of clips low-passed ...
+    augment.band_limit_hz = (2000.0, 4000.0)  # ... at a cutoff drawn in this range.
     augment.time_masks = 0  # SpecAugment: masks along time ...
     augment.time_mask_frames = 0  # ... of up to this many frames;
     augment.freq_masks = 0  # masks along the audio features ...

@@ -142,22 +142,73 @@ def audio_view(audio: tf.Tensor, data_config: ml_collections.ConfigDict) -> tf.T
     return tf.math.log(tf.maximum(tf.matmul(tf.exp(audio), fb), frontend.MEL_FLOOR))
 
 
-def _augment_log_power(audio: tf.Tensor, aug, seed: tf.Tensor) -> tf.Tensor:
-    """Random gain and additive white noise on a [T, bins] natural-log power spectrogram."""
-    s_gain, s_noise, s_snr, s_draw = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+def _warp_frequencies(audio: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
+    """Vocal tract length perturbation: bin k takes the log power found at k / alpha (linear
+    interpolation between bins; beyond the top bin, the top bin)."""
+    bins = tf.shape(audio)[1]
+    src = tf.range(bins, dtype=tf.float32) / alpha
+    src = tf.clip_by_value(src, 0.0, tf.cast(bins - 1, tf.float32))
+    lo = tf.cast(tf.floor(src), tf.int32)
+    hi = tf.minimum(lo + 1, bins - 1)
+    frac = src - tf.cast(lo, tf.float32)
+    return tf.gather(audio, lo, axis=1) * (1.0 - frac) + tf.gather(audio, hi, axis=1) * frac
+
+
+def _reverberate(power: tf.Tensor, rt60: tf.Tensor, drr_db: tf.Tensor, fps: int) -> tf.Tensor:
+    """A room in the power domain: each bin's power convolved along time with a direct path
+    and an exponential tail falling 60 dB in `rt60` seconds, the tail's energy `drr_db` below
+    the direct path's (at most 1 s of tail)."""
+    taps = fps
+    k = tf.range(1, taps + 1, dtype=tf.float32)
+    tail = tf.pow(10.0, -6.0 * k / (fps * rt60))
+    tail = tail / tf.reduce_sum(tail) * tf.pow(10.0, -drr_db / 10.0)
+    h = tf.concat([[1.0], tail], axis=0)  # h[j]: weight of the frame j steps back.
+    kernel = tf.reverse(h, [0])[:, None, None]
+    x = tf.transpose(power)[:, :, None]  # [bins, T, 1]: each bin a signal.
+    x = tf.pad(x, [[0, 0], [taps, 0], [0, 0]])
+    return tf.transpose(tf.nn.conv1d(x, kernel, stride=1, padding="VALID")[:, :, 0])
+
+
+def _augment_log_power(audio: tf.Tensor, aug, seed: tf.Tensor, d=None) -> tf.Tensor:
+    """Recording-condition changes on a [T, bins] natural-log power spectrogram (0-4 kHz bins
+    of 20 Hz), in the order they happen to a recording: another vocal tract length
+    (`freq_warp`), a room (`reverb_prob`), a band-limited channel (`band_limit_prob`), a gain
+    (`gain_db`) and additive white noise (`noise_prob`, at an SNR relative to the crop's mean
+    power). Each is drawn per clip from the stateless `seed`."""
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 10))
+    draw = lambda i, lo=0.0, hi=1.0: tf.random.stateless_uniform([], seeds[i], lo, hi)
+    hz_per_bin = frontend.SAMPLE_RATE / frontend.NFFT
+    if aug.get("freq_warp", 0.0):
+        alpha = draw(5, 1.0 - aug.freq_warp, 1.0 + aug.freq_warp)
+        audio = _warp_frequencies(audio, alpha)
+    if aug.get("reverb_prob", 0.0) > 0:
+        lo, hi = aug.reverb_rt60
+        fps = d.audio_fps if d is not None else 100
+        wet = tf.math.log(
+            tf.maximum(_reverberate(tf.exp(audio), draw(6, lo, hi), draw(7, 0.0, 10.0), fps), 1e-10)
+        )
+        audio = tf.where(draw(8) < aug.reverb_prob, wet, audio)
+    if aug.get("band_limit_prob", 0.0) > 0:
+        lo, hi = aug.band_limit_hz
+        cutoff = draw(9, lo, hi) / hz_per_bin
+        k = tf.range(tf.shape(audio)[1], dtype=tf.float32)
+        # 40 dB down over 300 Hz above the cutoff, then flat at -40 dB.
+        atten_db = tf.clip_by_value((k - cutoff) / (300.0 / hz_per_bin), 0.0, 1.0) * 40.0
+        limited = audio - atten_db / frontend.DB_PER_NEPER
+        apply = tf.random.stateless_uniform([], seeds[4]) < aug.band_limit_prob
+        audio = tf.where(apply, limited, audio)
     if aug.gain_db:
-        gain = tf.random.stateless_uniform([], s_gain, -aug.gain_db, aug.gain_db)
-        audio = audio + gain * (np.log(10.0) / 10.0)  # dB of power -> natural log.
+        gain = draw(0, -aug.gain_db, aug.gain_db)
+        audio = audio + gain / frontend.DB_PER_NEPER  # dB of power -> natural log.
     if aug.noise_prob > 0:
         lo, hi = aug.noise_snr_db
-        snr = tf.random.stateless_uniform([], s_snr, lo, hi)
+        snr = draw(2, lo, hi)
         power = tf.exp(audio)
         noise_power = tf.reduce_mean(power) / tf.pow(10.0, snr / 10.0)
         # The periodogram of white noise is exponentially distributed around its power.
-        u = tf.random.stateless_uniform(tf.shape(audio), s_noise, 1e-7, 1.0)
+        u = tf.random.stateless_uniform(tf.shape(audio), seeds[1], 1e-7, 1.0)
         noisy = tf.math.log(power + noise_power * -tf.math.log(u))
-        apply = tf.random.stateless_uniform([], s_draw) < aug.noise_prob
-        audio = tf.where(apply, noisy, audio)
+        audio = tf.where(draw(3) < aug.noise_prob, noisy, audio)
     return audio
 
 
@@ -177,8 +228,44 @@ def _mask_spans(x: tf.Tensor, axis: int, count: int, max_width: int, limit, seed
     return tf.where(keep, x, tf.zeros_like(x))
 
 
+LOG_POWER_AUGMENTS = ("gain_db", "noise_prob", "freq_warp", "reverb_prob", "band_limit_prob")
+
+
 def _uses_log_power_augment(aug) -> bool:
-    return aug is not None and (aug.get("gain_db", 0) or aug.get("noise_prob", 0) > 0)
+    return aug is not None and any(aug.get(k, 0) > 0 for k in LOG_POWER_AUGMENTS)
+
+
+def _voiced_frames(log_power: tf.Tensor, threshold_db: float) -> tf.Tensor:
+    """frontend.voiced_frames in TensorFlow: [T] frames within `threshold_db` of the loudest."""
+    level = tf.reduce_logsumexp(log_power, axis=1)
+    if threshold_db <= 0:
+        return tf.ones(tf.shape(level), tf.bool)
+    return level >= tf.reduce_max(level) - threshold_db / frontend.DB_PER_NEPER
+
+
+def _trim_to_voiced(audio, video, video_valid, d):
+    """frontend.voiced_span in TensorFlow: both streams cut to the clip's voiced span."""
+    ratio = d.audio_fps // d.video_fps
+    voiced = tf.cast(tf.where(_voiced_frames(audio, d.voiced_db))[:, 0], tf.int32)
+    n = tf.shape(audio)[0]
+    first = tf.cond(tf.size(voiced) > 0, lambda: voiced[0], lambda: 0) // ratio
+    last = tf.cond(tf.size(voiced) > 0, lambda: voiced[-1] + 1, lambda: n)
+    end = -(-last // ratio)
+    audio = audio[first * ratio : end * ratio]
+    video = video[first:end]
+    video_valid = None if video_valid is None else video_valid[first:end]
+    return audio, video, video_valid
+
+
+def clip_level(audio: tf.Tensor, d: ml_collections.ConfigDict) -> tuple[tf.Tensor, tf.Tensor]:
+    """(voiced [T], level shift) of a (trimmed) clip's stored log power: the frames the
+    statistics are taken over, and with `data.level_norm` the mean log frame power over them
+    (subtracted from every bin; 0 without it)."""
+    voiced = _voiced_frames(audio, float(d.get("voiced_db", 0.0) or 0.0))
+    if not d.get("level_norm", False):
+        return voiced, tf.constant(0.0)
+    level = tf.boolean_mask(tf.reduce_logsumexp(audio, axis=1), voiced)
+    return voiced, tf.reduce_mean(level)
 
 
 def preprocess(
@@ -192,21 +279,27 @@ def preprocess(
 ) -> dict[str, tf.Tensor]:
     """Crops both streams at the same instant, standardises, pads and adds masks.
 
-    The crop starts on a video frame, so that audio frame 4k and video frame k stay aligned.
-    Training crops at a random offset (from a stateless `seed`); evaluation crops the centre.
-    Only the cropped frames are processed further (the view, the standardisation), and the
-    padding added last stays zero. With `augment` (training only): random gain and additive
-    noise on the stored log power of the crop (the noise level relative to the crop's mean
-    power), before the view and the standardisation, then SpecAugment time and frequency
+    With `data.voiced_db` the clip is first trimmed to its voiced span, and with
+    `data.level_norm` its level is measured on the whole (trimmed) clip (`frontend.clip_view`
+    is the same in numpy). The crop starts on a video frame, so that audio frame 4k and video
+    frame k stay aligned. Training crops at a random offset (from a stateless `seed`);
+    evaluation crops the centre. Only the cropped frames are processed further (the view, the
+    standardisation), and the padding added last stays zero. With `augment` (training only):
+    the condition changes of `_augment_log_power` on the stored log power of the crop, before
+    the level shift, the view and the standardisation, then SpecAugment time and frequency
     masks on the standardised audio (masked values are 0, the mean).
     """
     d = data_config
     ratio = d.audio_fps // d.video_fps
     ta, tv = frontend.clip_frames(d)
     audio, video = example["audio"], example["video"]
+    video_valid = example.get("video_valid") if d.use_video_valid else None
     aug = augment if train else None
     if train:
         seed_crop, seed_aug, seed_mask = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    if d.get("voiced_db", 0.0):
+        audio, video, video_valid = _trim_to_voiced(audio, video, video_valid, d)
+    _, shift = clip_level(audio, d)
     n_units = tf.minimum(tf.shape(video)[0], -(-tf.shape(audio)[0] // ratio))
     slack = tf.maximum(n_units - tv, 0)
     if train:
@@ -216,7 +309,9 @@ def preprocess(
     audio = audio[start * ratio : start * ratio + ta]
     video = video[start : start + tv]
     if _uses_log_power_augment(aug):
-        audio = _augment_log_power(audio, aug, seed_aug)
+        audio = _augment_log_power(audio, aug, seed_aug, d)
+    if d.get("level_norm", False):
+        audio = audio - shift
     audio = audio_view(audio, d)
     normalizer = _as_normalizer(stats)
     if normalizer is not None:
@@ -231,8 +326,8 @@ def preprocess(
         if aug.freq_masks:
             bins = frontend.audio_feature_size(d)
             audio = _mask_spans(audio, 1, aug.freq_masks, aug.freq_mask_bins, bins, s_freq)
-    if d.use_video_valid:
-        valid, _ = _crop_or_pad(example["video_valid"], start, tv)
+    if video_valid is not None:
+        valid, _ = _crop_or_pad(video_valid, start, tv)
         video_mask = tf.logical_and(video_mask, valid)
     return {
         "audio": tf.ensure_shape(audio, [ta, frontend.audio_feature_size(d)]),
@@ -244,6 +339,21 @@ def preprocess(
     }
 
 
+def _stats_view(example: dict[str, tf.Tensor], d: ml_collections.ConfigDict) -> dict:
+    """A whole clip for the statistics: `frontend.clip_view` in TensorFlow (trimmed to its
+    voiced span, level-normalised, in the audio view) with its voiced frames."""
+    audio, video = example["audio"], example["video"]
+    if d.get("voiced_db", 0.0):
+        audio, video, _ = _trim_to_voiced(audio, video, None, d)
+    voiced, shift = clip_level(audio, d)
+    return {
+        "audio": audio_view(audio - shift, d),
+        "voiced": voiced,
+        "video": video,
+        "speaker": example["speaker"],
+    }
+
+
 def compute_stats(
     builder: tfds.core.DatasetBuilder,
     split: str,
@@ -251,7 +361,8 @@ def compute_stats(
     *,
     by_speaker: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Per-feature mean and std of audio (in the config's frontend view) and video frames.
+    """Per-feature mean and std of audio (in the config's frontend view, over voiced frames
+    with `data.voiced_db`) and video frames.
 
     Args:
       builder: prepared TFDS builder.
@@ -265,16 +376,17 @@ def compute_stats(
     """
     sums: dict[str, dict[str, list]] = {}
     ds = builder.as_dataset(split=split, shuffle_files=False)
-    view = (lambda a: audio_view(a, data_config)) if data_config is not None else tf.identity
     ds = ds.map(
-        lambda e: {"audio": view(e["audio"]), "video": e["video"], "speaker": e["speaker"]},
-        tf.data.AUTOTUNE,
+        lambda e: _stats_view(e, data_config) if data_config is not None else e, tf.data.AUTOTUNE
     )
     for ex in tfds.as_numpy(ds):
         key = ex["speaker"].decode() if by_speaker else ""
         acc = sums.setdefault(key, {})
+        voiced = ex.get("voiced")
         for stream in ("audio", "video"):
             x = ex[stream].astype(np.float64)
+            if stream == "audio" and voiced is not None:
+                x = x[voiced]
             s = acc.setdefault(stream, [0, 0.0, 0.0])
             s[0] += x.shape[0]
             s[1] = s[1] + x.sum(0)

@@ -301,3 +301,159 @@ def test_ravdess_recipes_and_folds():
     batch = random_batch(small, batch=2)
     params = model.init(jax.random.key(0), frontend.model_inputs(batch, "am_fbp"))
     assert params["params"]["audio_encoder"]["conv1"]["kernel"].shape[1] == 11
+
+
+# ----------------------------------------------------------------------------------------------
+# Recording conditions: voiced-span trimming, level normalisation, condition augmentation
+
+
+def _speech_like(seconds=1.5, rate=16000, seed=0):
+    """A voiced-like signal: harmonics of a gliding pitch under a syllable envelope."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 150 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    x = sum(np.sin(k * phase) / k for k in range(1, 12))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2
+    return (0.1 * x * envelope + 1e-4 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def _condition_config():
+    config = tiny_config("audio")
+    with config.unlocked():
+        config.data.num_bins = 200
+        config.data.frontend = "mel"
+        config.data.num_mel = 32
+        config.data.voiced_db = 35.0
+        config.data.level_norm = True
+        config.data.clip_seconds = 3.2
+    return config.data
+
+
+def _features(samples):
+    from data_prep.features import audio as audio_lib
+
+    spec = audio_lib.log_spectrogram(samples)
+    n = -(-len(spec) // 4)
+    return {"audio": spec, "video": np.zeros((n, 32), np.float32)}
+
+
+def test_voiced_trimming_and_level_make_silence_and_gain_irrelevant():
+    d = _condition_config()
+    speech = _speech_like()
+    rng = np.random.default_rng(1)
+    room = lambda n: (1e-4 * rng.standard_normal(n)).astype(np.float32)
+    padded = np.concatenate([room(32000), speech, room(32000)])  # 2 s of room noise each side
+    zeros = np.concatenate([np.zeros(16000, np.float32), speech, np.zeros(8000, np.float32)])
+    views = {
+        name: frontend.clip_view(_features(x), d)
+        for name, x in (("plain", speech), ("padded", padded), ("zeros", zeros))
+    }
+    quiet = frontend.clip_view(_features(0.1 * speech), d)  # 20 dB quieter
+    n = len(views["plain"]["audio"])
+    for name in ("padded", "zeros"):
+        # Trimmed to the voiced span: the same frames up to the frame grid (4 frames) and the
+        # 40 ms windows that straddle the speech's edges, at each end.
+        assert abs(len(views[name]["audio"]) - n) <= 12, name
+    voiced = views["plain"]["voiced"]
+    assert voiced.mean() > 0.8
+    level = lambda v: v["audio"][v["voiced"]].mean()
+    # The level shift leaves the voiced frames' mean log power in the same place at any gain.
+    assert abs(level(quiet) - level(views["plain"])) < 0.05
+    assert abs(level(views["padded"]) - level(views["plain"])) < 0.2
+    # Without level normalisation the 20 dB shows (4.6 nepers).
+    d2 = ml_collections.ConfigDict(d.to_dict())
+    d2.level_norm = False
+    raw_quiet = frontend.clip_view(_features(0.1 * speech), d2)
+    raw = frontend.clip_view(_features(speech), d2)
+    assert abs(level(raw) - level(raw_quiet) - 20 / frontend.DB_PER_NEPER) < 0.05
+
+
+def test_clip_view_numpy_and_tensorflow_agree():
+    """Trimming, the level shift, the view and the statistics' voiced frames: the training
+    pipeline (tf) and prediction (numpy) compute the same model input."""
+    from fbp_jax.serving import predict
+
+    d = _condition_config()
+    samples = np.concatenate([np.zeros(12000, np.float32), _speech_like(2.0), _speech_like(0.3)])
+    features = _features(samples)
+    view = frontend.clip_view(features, d)
+    ex = {
+        "audio": tf.constant(features["audio"]),
+        "video": tf.constant(features["video"]),
+        "video_valid": tf.ones([len(features["video"])], tf.bool),
+        "label": tf.constant(0, tf.int64),
+        "speaker": tf.constant("s"),
+    }
+    got = input_pipeline._stats_view(ex, d)
+    np.testing.assert_array_equal(got["voiced"].numpy(), view["voiced"])
+    np.testing.assert_allclose(got["audio"].numpy(), view["audio"], rtol=1e-4, atol=2e-4)
+    stats = predict.speaker_statistics([features], d.to_dict())
+    tf_out = input_pipeline.preprocess(ex, data_config=d, stats=stats, train=False)
+    np_batch, start_s = predict.prepare_inputs(features, d.to_dict(), stats, ("audio",))
+    np.testing.assert_array_equal(tf_out["audio_mask"].numpy(), np_batch["audio_mask"][0])
+    np.testing.assert_allclose(tf_out["audio"].numpy(), np_batch["audio"][0], rtol=1e-3, atol=2e-3)
+    assert 0.7 <= start_s <= 0.8  # The crop starts where the speech does, after 0.75 s.
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"freq_warp": 0.1},
+        {"reverb_prob": 1.0},
+        {"band_limit_prob": 1.0, "band_limit_hz": (2000.0, 2000.0)},
+    ],
+    ids=["warp", "reverb", "band_limit"],
+)
+def test_condition_augmentations_change_what_they_should(fields):
+    config = tiny_config("audio")
+    d = config.data
+    with config.unlocked():
+        d.num_bins = 200
+    ex = dict(_example())
+    spec = _features(_speech_like(1.2))["audio"]
+    ex["audio"] = tf.constant(spec)
+    ex["video"] = tf.zeros([-(-len(spec) // 4), 32])
+    ex["video_valid"] = tf.ones([-(-len(spec) // 4)], tf.bool)
+    seed = tf.constant([3, 4], tf.int64)
+    plain = input_pipeline.preprocess(ex, data_config=d, stats=None, train=True, seed=seed)
+    out = input_pipeline.preprocess(
+        ex, data_config=d, stats=None, train=True, seed=seed, augment=_augment(**fields)
+    )
+    a, b = plain["audio"].numpy(), out["audio"].numpy()
+    valid = plain["audio_mask"].numpy()
+    a, b = a[valid], b[valid]
+    assert b.shape == a.shape and np.isfinite(b).all() and not np.allclose(a, b)
+    if "band_limit_prob" in fields:  # 2 kHz = bin 100; 40 dB down from bin 115 on.
+        np.testing.assert_allclose(b[:, :100], a[:, :100], atol=1e-5)
+        np.testing.assert_allclose(b[:, 120:] - a[:, 120:], -40 / frontend.DB_PER_NEPER, atol=1e-4)
+    if "reverb_prob" in fields:  # Power only added, from earlier frames.
+        assert (b >= a - 1e-4).all()
+    if "freq_warp" in fields:  # Harmonics move: the spectral peak of a frame shifts.
+        assert np.mean(np.argmax(a, 1) != np.argmax(b, 1)) > 0.3
+    evaluated = input_pipeline.preprocess(
+        ex, data_config=d, stats=None, train=False, augment=_augment(**fields)
+    )
+    reference = input_pipeline.preprocess(ex, data_config=d, stats=None, train=False)
+    np.testing.assert_array_equal(evaluated["audio"].numpy(), reference["audio"].numpy())
+
+
+def test_statistics_pooling_beside_attention():
+    config = tiny_config("audio")
+    batch = random_batch(config, batch=3)
+    outs = {}
+    for pooling in ("attention", "attention_stats"):
+        with config.unlocked():
+            config.model.audio.pooling = pooling
+        model, params = init(config, batch)
+        outs[pooling] = (model.apply(params, frontend.model_inputs(batch, "audio")), params)
+    logits, params = outs["attention_stats"]
+    assert (
+        "audio_statistics" in params["params"]
+        and "audio_statistics" not in outs["attention"][1]["params"]
+    )
+    assert logits["logits"].shape == outs["attention"][0]["logits"].shape
+    with config.unlocked():
+        config.model.audio.pooling = "max"
+    with pytest.raises(ValueError, match="audio pooling"):
+        init(config, batch)

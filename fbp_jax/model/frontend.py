@@ -9,6 +9,18 @@ model can read them as they are (`data.frontend = 'linear'`, the paper) or as a 
 (`'mel'`): the power of the stored bins summed by `data.num_mel` triangular mel filters over
 the same 0-4 kHz band, then the natural log again. No rebuild of the records is needed, and the
 training pipeline (tf.data) and prediction (numpy) share the same filter matrix.
+
+Two optional steps make the view independent of how a recording was cut and how loud it is:
+
+* `data.voiced_db > 0`: a frame is voiced when its power (summed over the bins) is within
+  `voiced_db` dB of the clip's loudest frame. The clip is trimmed to the span from its first
+  to its last voiced frame (on video-frame boundaries, so both streams stay aligned), and the
+  standardisation statistics are taken over voiced frames only: leading and trailing silence
+  then count for nothing, however long they are.
+* `data.level_norm`: the clip's mean log frame power over its voiced frames is subtracted
+  from every bin (a gain applied to the file changes nothing).
+
+`input_pipeline` does the same in TensorFlow; tests hold the two equal.
 """
 
 from __future__ import annotations
@@ -72,6 +84,66 @@ def audio_view(log_power: np.ndarray, data_config: ml_collections.ConfigDict) ->
     fb = mel_matrix(data_config.num_bins, data_config.num_mel)
     power = np.exp(np.asarray(log_power, np.float64))
     return np.log(np.maximum(power @ fb, MEL_FLOOR)).astype(np.float32)
+
+
+def frame_level(log_power: np.ndarray) -> np.ndarray:
+    """[T, bins] natural-log power -> [T] natural log of each frame's total power."""
+    lp = np.asarray(log_power, np.float64)
+    top = lp.max(axis=1)
+    return top + np.log(np.exp(lp - top[:, None]).sum(axis=1))
+
+
+DB_PER_NEPER = 10.0 / np.log(10.0)  # dB of power per natural-log unit.
+
+
+def voiced_frames(log_power: np.ndarray, threshold_db: float) -> np.ndarray:
+    """[T] bool: frames within `threshold_db` dB of the loudest (all frames if <= 0)."""
+    level = frame_level(log_power)
+    if threshold_db <= 0 or not len(level):
+        return np.ones(len(level), bool)
+    return level >= level.max() - threshold_db / DB_PER_NEPER
+
+
+def voiced_span(log_power: np.ndarray, threshold_db: float, ratio: int) -> tuple[int, int]:
+    """(first, end) in units of `ratio` audio frames (one video frame) covering every voiced
+    frame: audio frames [first * ratio, end * ratio) and video frames [first, end)."""
+    voiced = np.flatnonzero(voiced_frames(log_power, threshold_db))
+    if not len(voiced):
+        return 0, -(-len(log_power) // ratio)
+    return int(voiced[0]) // ratio, -(-(int(voiced[-1]) + 1) // ratio)
+
+
+def clip_view(
+    features: dict[str, np.ndarray], data_config: ml_collections.ConfigDict
+) -> dict[str, np.ndarray]:
+    """A whole clip as the model sees it before cropping and standardisation: trimmed to its
+    voiced span (`voiced_db`), level-normalised (`level_norm`), in the audio view.
+
+    Args:
+      features: `audio` [Ta, bins] stored log power; optional `video` [Tv, ...] and
+        `video_valid` [Tv].
+      data_config: `config.data`.
+
+    Returns:
+      `audio` [Ta', F], `voiced` [Ta'] (the frames statistics are taken over), and the
+      trimmed `video` / `video_valid` where given.
+    """
+    d = data_config
+    threshold = float(d.get("voiced_db", 0.0) or 0.0)
+    log_power = np.asarray(features["audio"], np.float32)
+    out = {k: np.asarray(v) for k, v in features.items() if k in ("video", "video_valid")}
+    if threshold > 0:
+        ratio = d.audio_fps // d.video_fps
+        first, end = voiced_span(log_power, threshold, ratio)
+        log_power = log_power[first * ratio : end * ratio]
+        out = {k: v[first:end] for k, v in out.items()}
+    voiced = voiced_frames(log_power, threshold)
+    if d.get("level_norm", False):
+        shift = frame_level(log_power)[voiced].mean()
+        log_power = (log_power.astype(np.float64) - shift).astype(np.float32)
+    out["audio"] = audio_view(log_power, d)
+    out["voiced"] = voiced
+    return out
 
 
 def crop_or_pad(x: np.ndarray, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:

@@ -83,6 +83,13 @@ class AVEmotionNet(nn.Module):
             seq, mask = _fcn(cfg.audio, dtype, "audio_encoder")(x, batch["audio_mask"])
             seq = encoder_dropout(seq)
             att = pool(seq, mask, cfg.audio.temperature, True, "audio_attention")
+            pooling = cfg.audio.get("pooling", "attention")
+            if pooling == "attention_stats" and not on_sequence:
+                att = att._replace(pooled=_with_statistics(att.pooled, seq, mask, dtype))
+            elif pooling not in ("attention", "attention_stats"):
+                raise ValueError(
+                    f"audio pooling must be 'attention' or 'attention_stats', got {pooling!r}"
+                )
             a = fusion.Stream(*att, mask, seq)
         if "video" in streams:
             vcfg = cfg.video
@@ -151,6 +158,18 @@ class AVEmotionNet(nn.Module):
         weights = m / n  # [B, Tv], sums to 1 over valid frames
         weighted = weights[:, :, None] * pooled[:, None, :]
         return fusion.Stream(pooled, weighted, weights, mask, weighted * n[:, :, None])
+
+
+def _with_statistics(pooled: Array, seq: Array, mask: Array, dtype) -> Array:
+    """Statistics pooling beside attention: [attention vector, masked mean, masked standard
+    deviation] of the sequence, projected back to its C channels ([B, C])."""
+    m = mask.astype(jnp.float32)[..., None]
+    n = jnp.maximum(m.sum(axis=1), 1.0)
+    x = seq.astype(jnp.float32)
+    mean = (x * m).sum(axis=1) / n
+    std = jnp.sqrt(jnp.maximum((jnp.square(x - mean[:, None]) * m).sum(axis=1) / n, 0.0) + 1e-6)
+    both = jnp.concatenate([pooled.astype(jnp.float32), mean, std], axis=-1)
+    return nn.Dense(pooled.shape[-1], dtype=dtype, name="audio_statistics")(both.astype(dtype))
 
 
 def _drop_modality(a: fusion.Stream, v: fusion.Stream, rate: float, rng) -> tuple:

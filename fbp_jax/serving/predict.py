@@ -136,15 +136,13 @@ def speaker_statistics(
     """Per-feature mean and std over the frames of one speaker's clips, in the model's view
     (what `input_pipeline.compute_stats(by_speaker=True)` computes for a record split)."""
     config = _data_config(data)
+    views = [frontend.clip_view(c, config) for c in clips]
     stats = {}
     for key in ("audio", "video"):
-        if not all(key in c for c in clips):
+        if not all(key in v for v in views):
             continue
-        frames = [
-            frontend.audio_view(c[key], config) if key == "audio" else np.asarray(c[key])
-            for c in clips
-        ]
-        x = np.concatenate([f.reshape(len(f), *f.shape[1:]) for f in frames]).astype(np.float64)
+        frames = [v[key][v["voiced"]] if key == "audio" else v[key] for v in views]
+        x = np.concatenate(frames).astype(np.float64)
         stats[f"{key}_mean"] = x.mean(0).astype(np.float32)
         stats[f"{key}_std"] = np.maximum(x.std(0), 1e-3).astype(np.float32)
     return stats
@@ -179,26 +177,30 @@ def prepare_inputs(
     config = _data_config(data)
     ratio = data["audio_fps"] // data["video_fps"]
     ta, tv = frontend.clip_frames(config)
-    audio = frontend.audio_view(features["audio"], config)
+    view = frontend.clip_view(features, config)
+    audio = view["audio"]
     has_video = "video" in features
     if stats is not None:
         audio = (audio - stats["audio_mean"]) / stats["audio_std"]
     audio_units = -(-len(audio) // ratio)
-    n_units = min(len(features["video"]), audio_units) if has_video else audio_units
+    n_units = min(len(view["video"]), audio_units) if has_video else audio_units
     start = max(n_units - tv, 0) // 2
     batch = {}
     batch["audio"], batch["audio_mask"] = frontend.crop_or_pad(audio, start * ratio, ta)
     if "video" in streams:
-        video = np.asarray(features["video"], np.float32)
+        video = np.asarray(view["video"], np.float32)
         if stats is not None:
             video = (video - stats["video_mean"]) / stats["video_std"]
         batch["video"], mask = frontend.crop_or_pad(video, start, tv)
         if data["use_video_valid"]:
-            valid, _ = frontend.crop_or_pad(np.asarray(features["video_valid"], bool), start, tv)
+            valid, _ = frontend.crop_or_pad(np.asarray(view["video_valid"], bool), start, tv)
             mask &= valid
         batch["video_mask"] = mask
     batch = {k: v[None] for k, v in batch.items()}
-    return batch, start * ratio / data["audio_fps"]
+    first = 0
+    if data.get("voiced_db", 0.0):
+        first = frontend.voiced_span(features["audio"], data["voiced_db"], ratio)[0]
+    return batch, (first + start) * ratio / data["audio_fps"]
 
 
 def most_attended_span(

@@ -40,7 +40,11 @@ def init_from_single_modality(
         if not workdir:
             continue
         src, step = workdir_lib.load_params(workdir, "best")
-        copied = [n for n in (f"{stream}_encoder", f"{stream}_attention") if n in src]
+        copied = [
+            n
+            for n in (f"{stream}_encoder", f"{stream}_attention", f"{stream}_statistics")
+            if n in src
+        ]
         for name in copied:
             if name in params:
                 params[name] = jax.tree.map(
