@@ -12,6 +12,7 @@ import pytest
 from data_prep.builders import synthetic
 from fbp_jax import workdir as workdir_lib
 from fbp_jax.evaluation import cross_validation as cv
+from fbp_jax.evaluation import floors, selection
 from fbp_jax.evaluation import predictions as predictions_lib
 from tests.conftest import REPO
 
@@ -126,6 +127,14 @@ def test_runner_runs_every_fold_resumes_and_writes_the_table(tiny_folds_data_dir
         )
         assert {c.split("_")[0] for c in test.clip_ids} == {f"fold{r['fold']}"}
         assert test.metrics()["weighted_accuracy"] == pytest.approx(r["test_accuracy"])
+        # The chosen checkpoint's predictions on the validation speakers, for selection.
+        val = predictions_lib.read_predictions(
+            os.path.join(
+                workdir, f"fold{r['fold']}", "validation", predictions_lib.PREDICTIONS_FILE
+            )
+        )
+        assert {c.split("_")[0] for c in val.clip_ids} == {r["splits"]["validation"]}
+        assert val.metrics()["weighted_accuracy"] == pytest.approx(r["validation_accuracy"])
     accs = [r["test_accuracy"] for r in summary["folds"]]
     assert summary["mean"]["test_accuracy"] == pytest.approx(np.mean(accs))
     assert summary["std"]["test_accuracy"] == pytest.approx(np.std(accs, ddof=1))
@@ -145,6 +154,15 @@ def test_runner_runs_every_fold_resumes_and_writes_the_table(tiny_folds_data_dir
     # A run with itself: no discordant clip, p = 1.
     text = cv.compare([workdir, workdir])
     assert "only cv right 0" in text and "two-sided 1" in text
+
+    # Nested selection between the run and a floor of the same folds (and their ensemble).
+    floors_dir = str(tmp_path / "floors")
+    floors.run_floors(str(config_file), floors_dir)
+    floor = os.path.join(floors_dir, "both_speaker")
+    assert os.path.isfile(os.path.join(floor, "fold1", "validation", "predictions.csv"))
+    text = selection.run([workdir, floor], ensembles=True, output_dir=str(tmp_path / "chosen"))
+    assert "cv + both_speaker" in text and "nested" in text
+    assert cv.summarize(str(tmp_path / "chosen"))["complete"]
 
     # Resuming with other settings is refused, naming the differing field.
     changed = cv.load_folds(str(config_file), {"optim.learning_rate": 0.02})

@@ -5,6 +5,7 @@ r"""Cross-validation: every fold of a protocol in one command, resumable fold by
     python -m fbp_jax.evaluation.cross_validation --config=configs/ravdess_amfbp.py \
         --workdir=workdirs/cv/ravdess_am_fbp --config.data.data_dir=data
     python -m fbp_jax.evaluation.cross_validation --compare=workdirs/cv/g_fbp,workdirs/cv/am_fbp
+    python -m fbp_jax.evaluation.cross_validation --select=workdirs/cv/a,workdirs/cv/b
 
 A protocol is declared by its config file: `get_config(fold)` returns the config of one fold
 (with `data.train_split`, `data.eval_split` and `data.test_split`), and every fold's config
@@ -19,7 +20,9 @@ When every fold is done the runner prints the per-fold and mean +- std table (sa
 deviation over folds) and the pooled figures (every test clip once), and writes
 `cv_results.json`, `cv_results.csv` and `test_predictions.csv` (all test clips, with their
 fold). `--compare` puts several finished runs side by side, with the exact McNemar test of the
-first against each other on the pooled test clips.
+first against each other on the pooled test clips. `--select` chooses among finished runs on
+validation speakers only (fbp_jax.evaluation.selection): every fold also writes the chosen
+checkpoint's predictions on its validation speakers (`fold<k>/validation/`) for that.
 """
 
 from __future__ import annotations
@@ -282,12 +285,8 @@ def run_fold(fold: Fold, workdir: str, eval_batch_size: int | None = None) -> di
         val = manager.metrics(loaded.step) or {}
     finally:
         manager.close()
-    test_split = fold.config.data.test_split
-    predictions = evaluate_lib.evaluate(
-        loaded, test_split, batch_size=eval_batch_size, keep_outputs=True
-    )
-    info = {"workdir": os.path.abspath(directory), "step": loaded.step, "split": test_split}
-    test = evaluate_lib.save_evaluation(predictions, os.path.join(directory, "test"), info)
+    evaluate_part(loaded, directory, "validation", eval_batch_size)
+    test = evaluate_part(loaded, directory, "test", eval_batch_size)
     result = {
         "fold": fold.name,
         "splits": fold.splits,
@@ -312,6 +311,34 @@ def run_fold(fold: Fold, workdir: str, eval_batch_size: int | None = None) -> di
         result["test_unweighted_accuracy"],
     )
     return result
+
+
+PARTS = {"validation": "eval_split", "test": "test_split"}
+
+
+def evaluate_part(
+    loaded: workdir_lib.TrainedModel, directory: str, part: str, batch_size: int | None = None
+) -> dict[str, Any]:
+    """Evaluates a fold's chosen checkpoint on its validation or test speakers and writes
+    `fold<k>/<part>/predictions.csv` and `metrics.json` (validation predictions are what
+    ensembles and recipe selection choose on; test is read once, for the chosen)."""
+    split = loaded.config.data[PARTS[part]]
+    predictions = evaluate_lib.evaluate(loaded, split, batch_size=batch_size, keep_outputs=True)
+    info = {"workdir": os.path.abspath(directory), "step": loaded.step, "split": split}
+    return evaluate_lib.save_evaluation(predictions, os.path.join(directory, part), info)
+
+
+def ensure_validation_predictions(workdir: str) -> None:
+    """Writes the validation predictions of finished folds that lack them (runs made before
+    they were written), from each fold's chosen checkpoint."""
+    for name in summarize(workdir)["folds"]:
+        directory = fold_dir(workdir, name["fold"])
+        path = os.path.join(directory, "validation", predictions_lib.PREDICTIONS_FILE)
+        if not os.path.isfile(path):
+            if not workdir_lib.is_workdir(directory):
+                raise CrossValidationError(f"{directory}: no validation predictions and no run")
+            loaded = workdir_lib.load_trained(directory, name["best_step"])
+            evaluate_part(loaded, directory, "validation")
 
 
 def run_cross_validation(
@@ -546,6 +573,16 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "The cross-validation workdir (one fold<k>/ per fold).")
     flags.DEFINE_list("folds", [], "Run only these folds (default: all); a rerun resumes.")
     flags.DEFINE_list("compare", [], "Finished CV workdirs to put side by side (no training).")
+    flags.DEFINE_list(
+        "select",
+        [],
+        "Finished CV workdirs (recipes, floors) to choose among on each fold's validation "
+        "speakers only; prints validation and test side by side (fbp_jax.evaluation.selection).",
+    )
+    flags.DEFINE_bool("select_ensembles", False, "--select: ensembles of every subset too.")
+    flags.DEFINE_string(
+        "select_output", None, "--select: write the nested choice here as a CV workdir."
+    )
     flags.DEFINE_integer("eval_batch_size", None, "Test evaluation batch (default: config's).")
     flags.DEFINE_string(
         "compilation_cache_dir",
@@ -564,6 +601,11 @@ def main(argv: Sequence[str]) -> None:
     try:
         if FLAGS.compare:
             print(compare(FLAGS.compare))
+            return
+        if FLAGS.select:
+            from fbp_jax.evaluation import selection
+
+            print(selection.run(FLAGS.select, FLAGS.select_ensembles, FLAGS.select_output))
             return
         if not FLAGS.workdir or FLAGS["config"].value is None:
             raise app.UsageError("--config and --workdir are needed (or --compare)")

@@ -108,8 +108,9 @@ def design_matrix(data: dict[str, Any], streams: Sequence[str], normalisation: s
     return x
 
 
-def fit_fold(train, val, test, streams, normalisation, seed: int = 0):
-    """Trains on `train`, picks C on `val`, returns (probabilities on test, C, val accuracy)."""
+def fit_fold(train, val, test, streams, normalisation, seed: int = 0, return_validation=False):
+    """Trains on `train`, picks C on `val`, returns (probabilities on test, C, val accuracy),
+    and with `return_validation` the probabilities on `val` last."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -126,9 +127,16 @@ def fit_fold(train, val, test, streams, normalisation, seed: int = 0):
             best = (model, acc, c)
     model, val_acc, c = best
     # Classes absent from the training clips get probability 0.
-    probs = np.zeros((len(test["label"]), int(max(train["label"].max(), test["label"].max())) + 1))
-    probs[:, model.classes_] = model.predict_proba(xs[2])
-    return probs, c, val_acc
+    width = int(max(d["label"].max() for d in (train, val, test))) + 1
+
+    def posteriors(x):
+        probs = np.zeros((len(x), width))
+        probs[:, model.classes_] = model.predict_proba(x)
+        return probs
+
+    if return_validation:
+        return posteriors(xs[2]), c, val_acc, posteriors(xs[1])
+    return posteriors(xs[2]), c, val_acc
 
 
 def run_floors(config_file: str, output_dir: str, data_dir: str | None = None) -> dict[str, Any]:
@@ -153,15 +161,18 @@ def run_floors(config_file: str, output_dir: str, data_dir: str | None = None) -
             for fold in folds:
                 s = fold.splits
                 train, val, test = (features.get(s[k]) for k in ("train", "validation", "test"))
-                probs, c, val_acc = fit_fold(train, val, test, streams, norm)
-                probs = np.pad(probs, ((0, 0), (0, len(class_names) - probs.shape[1])))
-                pred = predictions_lib.Predictions(
-                    test["clip_id"], test["label"], probs, class_names, source=name
+                probs, c, val_acc, val_probs = fit_fold(
+                    train, val, test, streams, norm, return_validation=True
                 )
                 directory = cross_validation.fold_dir(workdir, fold.name)
-                metrics = evaluate_lib.save_evaluation(
-                    pred, os.path.join(directory, "test"), {"floor": name, "C": c}
-                )
+                for part, data, p in (("validation", val, val_probs), ("test", test, probs)):
+                    p = np.pad(p, ((0, 0), (0, len(class_names) - p.shape[1])))
+                    pred = predictions_lib.Predictions(
+                        data["clip_id"], data["label"], p, class_names, source=name
+                    )
+                    metrics = evaluate_lib.save_evaluation(
+                        pred, os.path.join(directory, part), {"floor": name, "C": c}
+                    )
                 result = {
                     "fold": fold.name,
                     "splits": s,
