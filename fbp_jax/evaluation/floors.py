@@ -108,35 +108,41 @@ def design_matrix(data: dict[str, Any], streams: Sequence[str], normalisation: s
     return x
 
 
-def fit_fold(train, val, test, streams, normalisation, seed: int = 0, return_validation=False):
-    """Trains on `train`, picks C on `val`, returns (probabilities on test, C, val accuracy),
-    and with `return_validation` the probabilities on `val` last."""
+def fit_classifier(train, val, streams, normalisation, seed: int = 0):
+    """Logistic regression trained on `train` with C chosen on `val`: (model, C, val accuracy).
+    The model takes `design_matrix` rows of the same streams and normalisation."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    xs = [design_matrix(d, streams, normalisation) for d in (train, val, test)]
+    x_train, x_val = (design_matrix(d, streams, normalisation) for d in (train, val))
     best = None
     for c in C_GRID:
         model = make_pipeline(
             StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=seed)
         )
-        model.fit(xs[0], train["label"])
-        acc = float(np.mean(model.predict(xs[1]) == val["label"]))
-        if best is None or acc > best[1]:
-            best = (model, acc, c)
-    model, val_acc, c = best
+        model.fit(x_train, train["label"])
+        acc = float(np.mean(model.predict(x_val) == val["label"]))
+        if best is None or acc > best[2]:
+            best = (model, c, acc)
+    return best
+
+
+def fit_fold(train, val, test, streams, normalisation, seed: int = 0, return_validation=False):
+    """Trains on `train`, picks C on `val`, returns (probabilities on test, C, val accuracy),
+    and with `return_validation` the probabilities on `val` last."""
+    model, c, val_acc = fit_classifier(train, val, streams, normalisation, seed)
     # Classes absent from the training clips get probability 0.
     width = int(max(d["label"].max() for d in (train, val, test))) + 1
 
-    def posteriors(x):
-        probs = np.zeros((len(x), width))
-        probs[:, model.classes_] = model.predict_proba(x)
+    def posteriors(data):
+        probs = np.zeros((len(data["label"]), width))
+        probs[:, model.classes_] = model.predict_proba(design_matrix(data, streams, normalisation))
         return probs
 
     if return_validation:
-        return posteriors(xs[2]), c, val_acc, posteriors(xs[1])
-    return posteriors(xs[2]), c, val_acc
+        return posteriors(test), c, val_acc, posteriors(val)
+    return posteriors(test), c, val_acc
 
 
 def run_floors(config_file: str, output_dir: str, data_dir: str | None = None) -> dict[str, Any]:

@@ -29,6 +29,10 @@ COMMANDS = {
     "mcnemar": ("fbp_jax.evaluation.cli", "Exact McNemar test of two systems on the same clips."),
     "cv": ("fbp_jax.evaluation.cross_validation", "Every fold of a protocol, resumable; table."),
     "floors": ("fbp_jax.evaluation.floors", "Linear floors on the folds of a protocol."),
+    "conditions": (
+        "fbp_jax.evaluation.conditions",
+        "Cross-validated systems on test speakers under other recording conditions.",
+    ),
     "report": ("fbp_jax.evaluation.report", "The paper's Fig. 6-10 and a Markdown report."),
     "predict": ("fbp_jax.serving.predict", "Class posteriors of media files (a file or folder)."),
     "export": ("fbp_jax.serving.export", "A jax.export bundle of a run, for serving."),

@@ -1,0 +1,158 @@
+"""Recording conditions applied to 16 kHz mono speech: the condition-shift test set.
+
+Each condition is a deterministic function of the samples (and a seed) that changes how a clip
+was recorded or stored, not what was said or how:
+
+    original     the clip as it is
+    trimmed      leading and trailing frames 35 dB below the loudest cut off
+    padded       2 s of digital silence added at each end
+    quiet        20 dB quieter
+    telephone    band-limited to 300-3400 Hz (4th-order Butterworth band-pass)
+    noise20      white noise at 20 dB SNR (relative to the power of the voiced frames)
+    noise10      the same at 10 dB SNR
+    resampled    down to 8 kHz and back to 16 kHz
+    reverb       a room with a 0.5 s reverberation time (exponentially decaying noise,
+                 generated in numpy), direct-to-reverberant ratio 3 dB
+    opus16       encoded with Opus at 16 kbit/s and decoded again (PyAV)
+    mp3_32       encoded as MP3 at 32 kbit/s and decoded again (PyAV)
+
+`apply(name, samples)` returns the changed samples; `CONDITIONS` lists the names in order.
+"""
+
+from __future__ import annotations
+
+import io as _io
+from collections.abc import Callable
+
+import numpy as np
+from scipy import signal
+
+from data_prep.features import audio as audio_lib
+
+RATE = audio_lib.SAMPLE_RATE
+VOICED_DB = 35.0
+
+
+def _frame_db(samples: np.ndarray) -> np.ndarray:
+    spec = audio_lib.log_spectrogram(samples)
+    top = spec.max(axis=1, keepdims=True)
+    return 10.0 / np.log(10.0) * (top[:, 0] + np.log(np.exp(spec - top).sum(axis=1)))
+
+
+def voiced_power(samples: np.ndarray) -> float:
+    """Mean power of the frames within 35 dB of the loudest (the speech, not the pauses)."""
+    db = _frame_db(samples)
+    frames = np.flatnonzero(db >= db.max() - VOICED_DB)
+    parts = [
+        samples[i * audio_lib.HOP : i * audio_lib.HOP + audio_lib.WINDOW].astype(np.float64)
+        for i in frames
+    ]
+    return float(np.mean(np.square(np.concatenate(parts))))
+
+
+def trim(samples: np.ndarray) -> np.ndarray:
+    db = _frame_db(samples)
+    voiced = np.flatnonzero(db >= db.max() - VOICED_DB)
+    return samples[voiced[0] * audio_lib.HOP : voiced[-1] * audio_lib.HOP + audio_lib.WINDOW]
+
+
+def pad(samples: np.ndarray, seconds: float = 2.0) -> np.ndarray:
+    silence = np.zeros(int(seconds * RATE), np.float32)
+    return np.concatenate([silence, samples, silence])
+
+
+def gain(samples: np.ndarray, db: float) -> np.ndarray:
+    return samples * np.float32(10.0 ** (db / 20.0))
+
+
+def band_pass(samples: np.ndarray, low: float = 300.0, high: float = 3400.0) -> np.ndarray:
+    sos = signal.butter(4, [low, high], btype="bandpass", fs=RATE, output="sos")
+    return signal.sosfilt(sos, samples).astype(np.float32)
+
+
+def white_noise(samples: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    power = voiced_power(samples) / 10.0 ** (snr_db / 10.0)
+    noise = rng.standard_normal(len(samples)) * np.sqrt(power)
+    return np.clip(samples + noise, -1.0, 1.0).astype(np.float32)
+
+
+def resample_through(samples: np.ndarray, rate: int = 8000) -> np.ndarray:
+    down = signal.resample_poly(samples, rate, RATE)
+    return signal.resample_poly(down, RATE, rate).astype(np.float32)[: len(samples)]
+
+
+def room_response(rt60: float = 0.5, drr_db: float = 3.0, seed: int = 0) -> np.ndarray:
+    """A synthetic room impulse response: a unit direct path, then Gaussian noise decaying 60 dB
+    in `rt60` seconds, scaled so the tail's energy is `drr_db` below the direct path's."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, int(rt60 * RATE)) / RATE
+    tail = rng.standard_normal(len(t)) * 10.0 ** (-3.0 * t / rt60)
+    tail *= np.sqrt(10.0 ** (-drr_db / 10.0) / np.sum(np.square(tail)))
+    return np.concatenate([[1.0], tail])
+
+
+def reverberate(samples: np.ndarray, rt60: float = 0.5, seed: int = 0) -> np.ndarray:
+    wet = signal.fftconvolve(samples, room_response(rt60, seed=seed))
+    peak = np.abs(wet).max()
+    return (wet / max(peak, 1.0)).astype(np.float32)
+
+
+def codec_round_trip(samples: np.ndarray, codec: str, bit_rate: int) -> np.ndarray:
+    """Encodes mono 16 kHz samples with an audio codec of PyAV and decodes them again.
+
+    Opus works at 48 kHz internally: the encoder gets the samples resampled to 48 kHz, the
+    decoded audio is resampled back to 16 kHz.
+    """
+    import av
+
+    container_format, rate = {"libopus": ("ogg", 48000), "libmp3lame": ("mp3", RATE)}[codec]
+    x = samples if rate == RATE else signal.resample_poly(samples, rate // RATE, 1)
+    pcm = (np.clip(x, -1.0, 1.0) * 32767).astype(np.int16)
+    buffer = _io.BytesIO()
+    with av.open(buffer, "w", format=container_format) as out:
+        stream = out.add_stream(codec, rate=rate, layout="mono")
+        stream.bit_rate = bit_rate
+        frame_size = 960 if codec == "libopus" else 1152
+        for i in range(0, len(pcm), frame_size):
+            frame = av.AudioFrame.from_ndarray(
+                pcm[None, i : i + frame_size], format="s16", layout="mono"
+            )
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    buffer.seek(0)
+    decoded = []
+    with av.open(buffer, "r") as inp:
+        for frame in inp.decode(audio=0):
+            decoded.append(frame.to_ndarray().astype(np.float32).reshape(-1, frame.samples).mean(0))
+    y = np.concatenate(decoded)
+    if np.issubdtype(np.asarray(decoded[0]).dtype, np.floating) and np.abs(y).max() > 2:
+        y = y / 32768.0
+    if rate != RATE:
+        y = signal.resample_poly(y, 1, rate // RATE)
+    return y.astype(np.float32)
+
+
+CONDITIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "original": lambda x: x,
+    "trimmed": trim,
+    "padded": pad,
+    "quiet": lambda x: gain(x, -20.0),
+    "telephone": band_pass,
+    "noise20": lambda x: white_noise(x, 20.0),
+    "noise10": lambda x: white_noise(x, 10.0),
+    "resampled": resample_through,
+    "reverb": reverberate,
+    "opus16": lambda x: codec_round_trip(x, "libopus", 16000),
+    "mp3_32": lambda x: codec_round_trip(x, "libmp3lame", 32000),
+}
+
+
+def apply(name: str, samples: np.ndarray) -> np.ndarray:
+    """The samples of a clip recorded under condition `name` (see the module docstring)."""
+    if name not in CONDITIONS:
+        raise ValueError(f"unknown condition {name!r}; one of {list(CONDITIONS)}")
+    return CONDITIONS[name](np.asarray(samples, np.float32))

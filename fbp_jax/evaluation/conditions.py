@@ -1,0 +1,263 @@
+r"""The condition-shift test: cross-validated systems on test speakers recorded otherwise.
+
+    fbp-jax conditions --systems=cv/audio,cv/amfbp --floors=audio_speaker,both_speaker \
+        --manual_dir=<RAVDESS folder> --output_dir=cv/conditions [--conditions=original,trimmed]
+
+For every fold of the cross-validation workdirs given (`--systems`), the fold's chosen
+checkpoint predicts the clips of the fold's test speakers, read from the corpus files as
+distributed (`--manual_dir`, the RAVDESS layout) and changed by each recording condition of
+`data_prep.features.conditions` (trimmed, padded with silence, 20 dB quieter, telephone band,
+white noise at 20 and 10 dB SNR, through 8 kHz, a reverberant room, Opus and MP3 round trips).
+Features, speaker statistics and inputs are those of `fbp-jax predict`: each test speaker is
+standardised with its own clips of that condition (`--speaker_stats=own`, as the clips would
+come from one recording session), or with the training speakers' pooled statistics
+(`--speaker_stats=training`). The linear floors named in `--floors` are fitted per fold as
+`fbp-jax floors` fits them (training speakers' records, C chosen on validation speakers) and
+score the same changed clips. Conditions change the audio only; the facial features of a
+two-stream system stay as recorded.
+
+The table (pooled test WA per system and condition, with the change from `original`) is
+printed and written to `conditions.json` and `conditions.csv` in `--output_dir`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from absl import app, flags, logging
+
+from fbp_jax import io
+from fbp_jax.evaluation import cross_validation as cv_lib
+from fbp_jax.evaluation import floors as floors_lib
+
+RESULTS_JSON = "conditions.json"
+RESULTS_CSV = "conditions.csv"
+
+
+def _test_actors(splits: dict[str, str]) -> set[str]:
+    return cv_lib.split_parts(splits["test"])
+
+
+def load_clips(manual_dir: str) -> list[Any]:
+    """The RAVDESS clips of `manual_dir` (ClipSource: speaker, label, files, facial features)."""
+    from data_prep.builders import ravdess
+
+    sources, _ = ravdess.list_clips(manual_dir, ravdess.RavdessConfig(name="speech"))
+    if not sources:
+        raise cv_lib.CrossValidationError(f"{manual_dir}: no RAVDESS speech clips")
+    return sources
+
+
+def clip_features(source, condition: str) -> dict[str, np.ndarray]:
+    """The schema features of one clip recorded under `condition` (video: its facial row)."""
+    from data_prep.builders import ravdess
+    from data_prep.features import audio as audio_lib
+    from data_prep.features import conditions
+
+    samples = conditions.apply(condition, audio_lib.load_audio(source.files["audio"]).samples)
+    spec = audio_lib.log_spectrogram(samples, source.files["audio"])
+    frames = max(1, -(-len(spec) // (audio_lib.FRAMES_PER_SECOND // ravdess.VIDEO_FPS)))
+    return {
+        "audio": spec,
+        "video": np.tile(np.asarray(source.extra["features"], np.float32), (frames, 1)),
+        "video_valid": np.ones(frames, bool),
+        "duration_s": len(samples) / audio_lib.SAMPLE_RATE,
+    }
+
+
+def _system_accuracy(model, clips, features, speaker_stats: str) -> np.ndarray:
+    """[N] correct flags of a serving model on clips (features per clip), speakers grouped."""
+    from fbp_jax.model import frontend
+    from fbp_jax.serving import predict
+
+    by_speaker = model.stats is not None and "speakers" in model.stats
+    stats = {}
+    if by_speaker:
+        for speaker in {c.speaker for c in clips}:
+            group = [f for c, f in zip(clips, features) if c.speaker == speaker]
+            stats[speaker] = (
+                frontend.pooled_statistics(model.stats)
+                if speaker_stats == "training"
+                else predict.speaker_statistics(group, model.data)
+            )
+    correct = []
+    for c, f in zip(clips, features):
+        s = stats[c.speaker] if by_speaker else model.stats
+        r = predict.predict_features(model, f, stats=s)
+        correct.append(r["prediction"] == c.label)
+    return np.asarray(correct)
+
+
+def _floor_accuracy(model, streams, norm, clips, features, labels) -> np.ndarray:
+    rows = {"speaker": [], "audio": [], "video": []}
+    for c, f in zip(clips, features):
+        stats = floors_lib.clip_statistics(f["audio"], f["video"], f["video_valid"])
+        rows["speaker"].append(c.speaker)
+        rows["audio"].append(stats["audio"])
+        rows["video"].append(stats["video"])
+    data = {k: np.asarray(v) for k, v in rows.items()}
+    x = floors_lib.design_matrix(data, streams, norm)
+    predicted = model.classes_[np.argmax(model.predict_proba(x), axis=1)]
+    return predicted == np.asarray([labels[c.clip_id] for c in clips])
+
+
+def run(
+    systems: Sequence[str],
+    floors: Sequence[str],
+    manual_dir: str,
+    output_dir: str,
+    condition_names: Sequence[str] | None = None,
+    speaker_stats: str = "own",
+) -> dict[str, Any]:
+    """Evaluates every system and floor under every condition; writes and returns the table."""
+    from data_prep.features import conditions
+    from fbp_jax.serving import bundle
+
+    names = list(condition_names or conditions.CONDITIONS)
+    unknown = [n for n in names if n not in conditions.CONDITIONS]
+    if unknown:
+        raise cv_lib.CrossValidationError(
+            f"unknown conditions {unknown}; known: {list(conditions.CONDITIONS)}"
+        )
+    summaries = [cv_lib.summarize(w) for w in systems]
+    for w, s in zip(systems, summaries):
+        if not s["complete"]:
+            raise cv_lib.CrossValidationError(f"{w}: folds {s['missing']} are not done yet")
+    if not summaries:
+        raise cv_lib.CrossValidationError("--systems: at least one cross-validation workdir")
+    folds = {r["fold"]: r["splits"] for r in summaries[0]["folds"]}
+    clips = load_clips(manual_dir)
+    models = {
+        w: {f: bundle.load_serving_model(cv_lib.fold_dir(w, f)) for f in folds} for w in systems
+    }
+    class_names = models[systems[0]][next(iter(folds))].class_names
+    labels = {c.clip_id: class_names.index(c.label) for c in clips}
+    fitted = _fit_floors(systems[0], floors, folds) if floors else {}
+    rows: dict[str, dict[str, float]] = {}
+    for condition in names:
+        logging.info("Condition %s: computing features.", condition)
+        correct = {name: [] for name in [*systems, *floors]}
+        for fold, splits in folds.items():
+            actors = _test_actors(splits)
+            test = [c for c in clips if c.split in actors]
+            feats = [clip_features(c, condition) for c in test]
+            for w in systems:
+                correct[w].append(_system_accuracy(models[w][fold], test, feats, speaker_stats))
+            for floor in floors:
+                f = fitted[floor]
+                correct[floor].append(
+                    _floor_accuracy(f[fold], f["streams"], f["norm"], test, feats, labels)
+                )
+        for name, parts in correct.items():
+            label = name if name in floors else os.path.basename(os.path.normpath(name))
+            rows.setdefault(label, {})[condition] = float(np.concatenate(parts).mean())
+        logging.info("Condition %s: %s", condition, {k: v.get(condition) for k, v in rows.items()})
+    result = {
+        "conditions": names,
+        "speaker_stats": speaker_stats,
+        "systems": list(systems),
+        "floors": list(floors),
+        "pooled_test_wa": rows,
+    }
+    os.makedirs(output_dir, exist_ok=True)
+    columns = {"system": list(rows)}
+    for n in names:
+        columns[n] = [f"{rows[r][n]:.4f}" for r in rows]
+    io.write_csv(columns, os.path.join(output_dir, RESULTS_CSV))
+    io.write_json(result, os.path.join(output_dir, RESULTS_JSON))
+    return result
+
+
+def _fit_floors(workdir: str, floors: Sequence[str], folds: dict[str, dict[str, str]]):
+    """Per floor name (`<streams>_<normalisation>`) and fold: the classifier fitted on the
+    records of the fold's training speakers (those `workdir`'s runs read), C chosen on its
+    validation speakers."""
+    from fbp_jax import input_pipeline
+    from fbp_jax import workdir as workdir_lib
+
+    data_config = workdir_lib.load_config(cv_lib.fold_dir(workdir, next(iter(folds)))).data
+    features = floors_lib.SplitFeatures(input_pipeline.prepared_builder(data_config))
+    out = {}
+    for name in floors:
+        streams_name, _, norm = name.partition("_")
+        if streams_name not in floors_lib.STREAMS or norm not in floors_lib.NORMALISATIONS:
+            raise cv_lib.CrossValidationError(
+                f"unknown floor {name!r}: <{'|'.join(floors_lib.STREAMS)}>_"
+                f"<{'|'.join(floors_lib.NORMALISATIONS)}>"
+            )
+        streams = floors_lib.STREAMS[streams_name]
+        out[name] = {"streams": streams, "norm": norm}
+        for fold, splits in folds.items():
+            train, val = features.get(splits["train"]), features.get(splits["validation"])
+            out[name][fold] = floors_lib.fit_classifier(train, val, streams, norm)[0]
+    return out
+
+
+def format_table(result: dict[str, Any]) -> str:
+    names = result["conditions"]
+    rows = result["pooled_test_wa"]
+    width = max(14, *(len(r) for r in rows)) + 1
+    lines = [
+        f"pooled test WA (%) by recording condition; speaker statistics: {result['speaker_stats']}"
+        " (in brackets: change from original, points)",
+        f"{'system':<{width}}" + "".join(f"{n:>15}" for n in names),
+    ]
+    for r, acc in rows.items():
+        base = acc.get("original")
+        cells = []
+        for n in names:
+            cell = f"{100 * acc[n]:.1f}"
+            if base is not None and n != "original":
+                cell += f" ({100 * (acc[n] - base):+.1f})"
+            cells.append(f"{cell:>15}")
+        lines.append(f"{r:<{width}}" + "".join(cells))
+    return "\n".join(lines)
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    flags.DEFINE_list("systems", [], "Finished cross-validation workdirs (networks).")
+    flags.DEFINE_list(
+        "floors", [], "Linear floors to fit on the same folds, e.g. audio_speaker,both_speaker."
+    )
+    flags.DEFINE_string("manual_dir", None, "The corpus as distributed (RAVDESS layout).")
+    flags.DEFINE_string("output_dir", None, "Where conditions.json / .csv go.")
+    flags.DEFINE_list("conditions", [], "Conditions to run (default: all).")
+    flags.DEFINE_enum(
+        "speaker_stats",
+        "own",
+        ["own", "training"],
+        "Speaker statistics of speaker-normalised models.",
+    )
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    if not FLAGS.systems or not FLAGS.manual_dir or not FLAGS.output_dir:
+        raise app.UsageError("--systems, --manual_dir and --output_dir are needed")
+    try:
+        result = run(
+            FLAGS.systems,
+            FLAGS.floors,
+            FLAGS.manual_dir,
+            FLAGS.output_dir,
+            FLAGS.conditions,
+            FLAGS.speaker_stats,
+        )
+    except (cv_lib.CrossValidationError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(format_table(result))
+    print(f"\nwritten: {os.path.join(FLAGS.output_dir, RESULTS_JSON)}, {RESULTS_CSV}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
