@@ -157,6 +157,48 @@ def test_training_killed_at_random_points_ends_like_an_uninterrupted_run(tiny_da
         np.testing.assert_array_equal(x, y)
 
 
+# train.py with a SIGKILL at one exact point: when the run is about to write result.json,
+# i.e. after its final checkpoint (and that checkpoint's metrics) are on disk.
+_KILL_BEFORE_RESULT = """
+import os, runpy, signal, sys
+from fbp_jax import io
+write_json = io.write_json
+def write_or_die(obj, path, *args, **kwargs):
+    if os.path.basename(path) == "result.json":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write_json(obj, path, *args, **kwargs)
+io.write_json = write_or_die
+sys.argv = sys.argv[1:]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def test_a_kill_after_the_final_checkpoint_writes_the_record_of_an_uninterrupted_run(
+    tiny_data_dir, tmp_path
+):
+    steps = 14  # Evaluations at 7 and 14; the final checkpoint holds the final metrics.
+    clean, killed = str(tmp_path / "clean"), str(tmp_path / "killed")
+    _run(_train_cmd(tiny_data_dir, clean, steps))
+    cmd = _train_cmd(tiny_data_dir, killed, steps)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_BEFORE_RESULT, *cmd[1:]],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert _latest_checkpoint(killed) == steps
+    assert not os.path.exists(os.path.join(killed, "result.json"))
+    resumed = _run(cmd)
+    assert f"Resumed from step {steps}" in resumed.stderr
+    a, b = _result(killed), _result(clean)
+    assert set(a) == set(b) and {"eval_loss", "eval_accuracy", "best_step"} <= set(a)
+    for key in b:
+        assert a[key] == b[key], key
+
+
 def test_a_damaged_checkpoint_is_moved_aside_and_the_previous_one_used(tiny_data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     _run(_train_cmd(tiny_data_dir, workdir, 9))  # Checkpoints 8 and 9 kept.

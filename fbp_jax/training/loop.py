@@ -169,6 +169,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         elif step % config.checkpoint_every_steps == 0:
             manager.save(step, args=ocp.args.StandardSave(parallel.host_copy(state)))
     manager.wait_until_finished()
+    if not last_eval:
+        # Resumed at (or past) the last step: no step ran, so no evaluation did. The final
+        # checkpoint stores its metrics; a checkpoint without them is evaluated once.
+        stored = manager.metrics(start_step) if start_step in manager.all_steps() else None
+        if stored:
+            last_eval = {k: float(v) for k, v in stored.items()}
+        else:
+            em = steps.evaluate_batches(p_eval_step, state, parallel.prefetch(data.eval_batches()))
+            last_eval = steps.to_scalars(em, "eval_")
+            writer.write_scalars(start_step, last_eval)
     writer.flush()
 
     result: dict[str, Any] = {
