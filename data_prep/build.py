@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from data_prep.builders import BUILDERS, builder_class
+from data_prep.builders import BUILDERS, base, builder_class
+from fbp_jax import io
 
 FLAGS = flags.FLAGS
 
@@ -98,7 +99,14 @@ def build(
     )
     config = tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode, **beam)
     start = time.time()
-    builder.download_and_prepare(download_config=config)
+    folder = data_dir or tfds.core.constants.DATA_DIR
+    with io.full_disk_as_one_line(
+        folder,
+        f"the build of {name}",
+        base.RERUN,
+        needed=lambda: getattr(builder, "estimated_bytes", None),
+    ):
+        builder.download_and_prepare(download_config=config)
     elapsed = time.time() - start
     info = builder.info
     logging.info("%s %s in %s (%.1f s)", info.full_name, "ready", builder.data_dir, elapsed)
@@ -131,6 +139,11 @@ def _human_size(num_bytes: int) -> str:
 def main(argv: Sequence[str]) -> None:
     if len(argv) != 2:
         raise app.UsageError(f"Expected one NAME[/CONFIG] argument; corpora: {sorted(BUILDERS)}.")
+    with io.exit_on_full_disk():
+        _build_from_flags(argv)
+
+
+def _build_from_flags(argv: Sequence[str]) -> None:
     build(
         argv[1],
         data_dir=FLAGS.data_dir,

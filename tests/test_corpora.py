@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from scipy import signal as sps
 
 from data_prep import build
-from data_prep.builders import iemocap, ravdess
+from data_prep.builders import corpus, iemocap, ravdess
 from data_prep.features import audio as audio_lib
 from tests.conftest import REPO
 
@@ -117,8 +117,17 @@ def write_ravdess(root) -> dict:
     return expected
 
 
+def _not_used(report):
+    return {os.path.basename(e["path"]): e for e in report["not_used"]}
+
+
 def test_ravdess_builds_good_clips_and_reports_bad_ones(tmp_path):
     expected = write_ravdess(tmp_path / "src")
+    # A folder named in another case is read (and noted); a stray file and an empty actor
+    # folder are reported, not passed over.
+    os.rename(tmp_path / "src" / "Actor_02", tmp_path / "src" / "actor_02")
+    (tmp_path / "src" / "notes.txt").write_text("my notes")
+    (tmp_path / "src" / "Actor_03").mkdir()
     builder = build.build("ravdess", str(tmp_path / "out"), str(tmp_path / "src"), num_workers=0)
     records = _records(str(tmp_path / "out"), "ravdess")
     assert {s: len(r) for s, r in records.items()} == {"actor01": 3, "actor02": 3}
@@ -134,7 +143,7 @@ def test_ravdess_builds_good_clips_and_reports_bad_ones(tmp_path):
             assert abs(ex["duration_s"] - 1.2) < 1e-3
     report = builder.report()
     reasons = {s["clip_id"]: s["reason"] for s in report["skipped"]}
-    src = str(tmp_path / "src" / "Actor_02")
+    src = str(tmp_path / "src" / "actor_02")
     assert "silent clip" in reasons[_ravdess_name(3, 2)]
     assert "zero-length" in reasons[_ravdess_name(4, 2)]
     assert "unreadable" in reasons[_ravdess_name(6, 2)]
@@ -148,6 +157,15 @@ def test_ravdess_builds_good_clips_and_reports_bad_ones(tmp_path):
     assert report["splits"]["actor02"] == {"written": 3, "skipped": 7}
     assert sum("resampled 48000 Hz" in n["note"] for n in report["converted"]) == 3
     assert sum("downmixed 2 channels" in n["note"] for n in report["converted"]) == 3
+    assert any(n.startswith(src) and "read as 'Actor_02'" in n for n in report["listing_notes"]), (
+        report["listing_notes"]
+    )
+    stray = _not_used(report)["notes.txt"]
+    assert stray["kind"] == "file" and "Actor_XX/MM-VV-EE-II-SS-RR-AA" in stray["expected"]
+    empty = [s for s in report["skipped"] if s["file"].endswith("Actor_03")]
+    assert len(empty) == 1 and "no clip in this actor folder" in empty[0]["reason"]
+    text = corpus.format_report(report)
+    assert "notes.txt: not read" in text and "read as 'Actor_02'" in text
 
 
 def test_ravdess_missing_features_csv_is_a_clear_error(tmp_path):
@@ -306,6 +324,11 @@ def test_iemocap_builds_improvised_turns_and_reports_bad_ones(tmp_path, config):
     if config == "improvised_exc":  # turn 2 of each session is 'exc'
         for session in (1, 2):
             expected[f"Ses0{session}F_impro01_F002"] = (f"session{session}", "happy")
+    # Session 2 spelt in lower case is read (and noted); a stray file is reported; the
+    # release's parts the builder leaves out (scripted dialogs, dialog videos) are counted.
+    os.rename(tmp_path / "src" / "Session2", tmp_path / "src" / "session2")
+    (tmp_path / "src" / "Session1" / "notes.txt").write_text("my notes")
+    (tmp_path / "src" / "Session1" / "dialog" / "avi").mkdir()
     builder = build.build(
         f"iemocap/{config}", str(tmp_path / "out"), str(tmp_path / "src"), num_workers=0
     )
@@ -330,6 +353,14 @@ def test_iemocap_builds_improvised_turns_and_reports_bad_ones(tmp_path, config):
     for clip_id, reason in bad.items():
         assert reason in reasons[clip_id], (clip_id, reasons.get(clip_id))
     assert any("line" in s["reason"] and s["clip_id"] == "" for s in report["skipped"])
+    lower = str(tmp_path / "src" / "session2")
+    assert any(n.startswith(lower) and "'Session2'" in n for n in report["listing_notes"])
+    stray = _not_used(report)["notes.txt"]
+    assert stray["path"] == str(tmp_path / "src" / "Session1" / "notes.txt")
+    ignored = report["ignored_by_design"]
+    assert ignored["label file of a scripted dialog (improvised turns only)"] == 2
+    assert ignored["IEMOCAP dialog/avi folder (not read by this builder)"] == 1
+    assert len(report["not_used"]) == 1, report["not_used"]
 
 
 def test_marker_header_with_names_then_xyz_row(tmp_path):

@@ -82,6 +82,12 @@ def write_afew(root) -> dict:
     _good(os.path.join(root, "Val_AFEW", "Disgust", "000001.avi"))  # id used in Train_AFEW
     expected = {parts[2]: label for parts, label in good.items()}
     expected["000016"] = "surprise"
+    # Val_AFEW spelt in lower case is read (noted); a stray file and an empty emotion folder
+    # are reported.
+    os.rename(os.path.join(root, "Val_AFEW"), os.path.join(root, "val_afew"))
+    with open(os.path.join(root, "Train_AFEW", "list.txt"), "w") as f:
+        f.write("my list")
+    os.makedirs(os.path.join(root, "Train_AFEW", "Angry_old"))
     return expected
 
 
@@ -116,6 +122,10 @@ def write_cremad(root) -> dict:
     wav("1001_WSI_BOR_XX")  # unknown emotion
     wav("1100_WSI_ANG_XX")  # actor outside 1001-1091
     wav("notes")  # not a clip id
+    # AudioWAV spelt in lower case is read (noted); a stray file is reported.
+    os.rename(audio, os.path.join(root, "audiowav"))
+    with open(os.path.join(root, "SentenceFilenames.csv"), "w") as f:
+        f.write("Filename\n")
     expected = {k: (v, k.split("_")[2]) for k, v in good.items()}
     expected["1001_IOM_NEU_XX"] = ("group1", "NEU")
     return expected
@@ -188,9 +198,17 @@ def test_afew_builds_train_and_validation_and_reports_bad_clips(afew_built):
         why = reasons[("000001", split)][1]
         assert "identical files" in why and "different labels angry, disgust" in why, why
     assert report["splits"] == {
-        "train": {"written": 2, "skipped": 8},
+        "train": {"written": 2, "skipped": 9},  # and the empty folder Angry_old
         "validation": {"written": 3, "skipped": 1},
     }
+    src = str(root / "src")
+    assert any(
+        n.startswith(os.path.join(src, "val_afew")) and "'Val_AFEW'" in n
+        for n in report["listing_notes"]
+    )
+    empty = reasons[("", "train")]
+    assert empty[0].endswith("Angry_old") and "no video in this folder" in empty[1]
+    assert [e["path"] for e in report["not_used"]] == [os.path.join(src, "Train_AFEW", "list.txt")]
     vfr = [n["note"] for n in report["converted"] if n["clip_id"] == "000016"]
     assert any("000016.mkv: variable frame rate" in n for n in vfr), vfr
     stats = report["face_pipeline"]
@@ -225,7 +243,13 @@ def test_cremad_builds_actor_groups_and_reports_bad_clips(cremad_built):
         reasons["1001_ITS_ANG_XX"][1],
     )
     assert "truncated video" in reasons["1001_ITS_ANG_XX"][1]
-    assert reasons["1001_MTI_SAD_XX"][0].endswith("AudioWAV/1001_MTI_SAD_XX.wav")
+    assert reasons["1001_MTI_SAD_XX"][0].endswith("audiowav/1001_MTI_SAD_XX.wav")
+    assert any(
+        n.startswith(os.path.join(src, "audiowav")) and "'AudioWAV'" in n
+        for n in report["listing_notes"]
+    )
+    stray = [e["path"] for e in report["not_used"]]
+    assert stray == [os.path.join(src, "SentenceFilenames.csv")], stray
     assert "zero-length" in reasons["1001_MTI_SAD_XX"][1]
     assert "no video stream" in reasons["1019_TAI_NEU_XX"][1]
     assert "unknown emotion BOR" in reasons["1001_WSI_BOR_XX"][1]

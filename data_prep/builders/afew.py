@@ -30,27 +30,36 @@ SPLIT_FOLDERS = {"train": "Train_AFEW", "validation": "Val_AFEW"}
 SPEAKER = "unknown"
 
 
-def list_videos(manual_dir: str) -> tuple[list[corpus.ClipSource], list[corpus.Skipped]]:
-    """Every video of `Train_AFEW/<Emotion>/` and `Val_AFEW/<Emotion>/`.
+LAYOUT = "Train_AFEW/<Emotion>/<id>.avi and Val_AFEW/<Emotion>/<id>.avi"
 
-    Videos in folders that are not one of the 7 emotions and a split folder that is missing
-    are reported as skipped (clip ids seen twice are checked by the builder's listing check).
+
+def list_videos(
+    manual_dir: str, seen: corpus.Seen | None = None
+) -> tuple[list[corpus.ClipSource], list[corpus.Skipped]]:
+    """Every video of `Train_AFEW/<Emotion>/` and `Val_AFEW/<Emotion>/` (any case).
+
+    Videos in folders that are not one of the 7 emotions, an emotion folder without videos and
+    a split folder that is missing are reported as skipped (clip ids seen twice are checked by
+    the builder's listing check).
     """
+    seen = seen or corpus.Seen()
     sources: list[corpus.ClipSource] = []
     skipped: list[corpus.Skipped] = []
-    entries = {e.lower(): e for e in os.listdir(manual_dir)} if os.path.isdir(manual_dir) else {}
     for split, folder_name in SPLIT_FOLDERS.items():
-        if folder_name.lower() not in entries:
+        split_dir = seen.entry(manual_dir, folder_name)
+        if split_dir is None:
             skipped.append(
-                corpus.Skipped("", split, os.path.join(manual_dir, folder_name), "folder not found")
+                corpus.Skipped(
+                    "", split, os.path.join(manual_dir, folder_name), f"folder not found ({LAYOUT})"
+                )
             )
             continue
-        split_dir = os.path.join(manual_dir, entries[folder_name.lower()])
         for emotion_dir in sorted(os.listdir(split_dir)):
             folder = os.path.join(split_dir, emotion_dir)
             if not os.path.isdir(folder):
                 continue
             label = emotion_dir.lower()
+            before = len(sources) + len(skipped)
             for name in sorted(os.listdir(folder)):
                 stem, ext = os.path.splitext(name)
                 path = os.path.join(folder, name)
@@ -66,6 +75,11 @@ def list_videos(manual_dir: str) -> tuple[list[corpus.ClipSource], list[corpus.S
                     sources.append(
                         corpus.ClipSource(stem, split, SPEAKER, label, files={"video": path})
                     )
+            if len(sources) + len(skipped) == before:
+                extensions = "|".join(face_corpus.VIDEO_EXTENSIONS)
+                skipped.append(
+                    corpus.Skipped("", split, folder, f"no video in this folder ({extensions})")
+                )
     return sources, skipped
 
 
@@ -88,5 +102,7 @@ class Afew(face_corpus.FaceCorpusBuilder):
         "<clip_id>.npy [frames, D1] per clip (default: MANUAL_DIR/face_features)."
     )
 
+    LAYOUT = LAYOUT
+
     def list_videos(self, manual_dir):
-        return list_videos(manual_dir)
+        return list_videos(manual_dir, self.seen)

@@ -57,6 +57,12 @@ def schema_features(
     )
 
 
+RERUN = (
+    "Free space (or give another --data_dir) and run the same command again: the clips "
+    "already extracted are reused."
+)
+
+
 class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of the real-corpus builders: parallel cached extraction, TFDS records, report.
 
@@ -80,9 +86,22 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def url_infos(cls) -> None:
         return None
 
+    # The layout the builder reads, for the report's list of what it did not read.
+    LAYOUT: ClassVar[str] = "the corpus's own layout (see the builder's documentation)"
+
     def list_clips(self, manual_dir: str) -> tuple[list[corpus.ClipSource], list[corpus.Skipped]]:
-        """Finds the clips under `manual_dir`: usable sources, and entries skipped on sight."""
+        """Finds the clips under `manual_dir`: usable sources, and entries skipped on sight.
+
+        Side files it reads and names found despite their case go into `self.seen`
+        (`corpus.Seen`), so the report can list what the folder holds that was not read.
+        """
         raise NotImplementedError
+
+    @property
+    def seen(self) -> corpus.Seen:
+        if getattr(self, "_seen", None) is None:
+            self._seen = corpus.Seen()
+        return self._seen
 
     def extractor(self) -> corpus.Extractor:
         """A picklable clip -> (example, notes) function (e.g. a functools.partial)."""
@@ -90,13 +109,20 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         manual_dir = os.fspath(dl_manager.manual_dir)
+        self._seen = corpus.Seen()
         sources, listing_skips = self.list_clips(manual_dir)
+        used = [f for s in sources for f in s.files.values()]
+        used += [s.file for s in listing_skips] + sorted(self.seen.read)
+        reported = [s.clip_id for s in listing_skips if s.clip_id]
+        not_used = corpus.unused_entries(manual_dir, used, self.LAYOUT, reported)
         sources, duplicates = corpus.check_listing(sources)
         listing_skips = list(listing_skips) + duplicates
         if not sources and not listing_skips:
+            found = "".join(f"\n  {corpus.format_unused(e)}" for e in not_used[:10])
             raise FileNotFoundError(
-                f"No clips of {self.name} found under {manual_dir}.\n"
-                f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+                f"No clips of {self.name} found under {manual_dir}"
+                + (f"; it holds, unread:{found}" if found else " (it is empty)")
+                + f"\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
             )
         version = f"{self.builder_config.name}-{self.EXTRACTION_VERSION}-c{corpus.CHECKS_VERSION}"
         cache_dir = os.path.join(
@@ -107,7 +133,13 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             num_bins=features["audio"].shape[1], video_shape=tuple(features["video"].shape[1:])
         )
         extractor = functools.partial(corpus.checked, self.extractor(), spec)
+        pending = corpus.pending(sources, cache_dir, version)
+        self.estimated_bytes = corpus.estimate_bytes(sources, spec, pending)
+        io.require_space(
+            self.data_dir_root, self.estimated_bytes, f"the build of {self.name}", RERUN
+        )
         self._listing = (sources, listing_skips, cache_dir, version, manual_dir)
+        self._listed = (list(self.seen.notes), not_used, dict(self.seen.ignored))
         if self.use_beam:
             # Each clip is extracted by a Beam worker into the same cache (so reruns resume and
             # the report is the same); the report is made once the pipeline has run.
@@ -137,7 +169,7 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _finish_report(self, extraction: corpus.Extraction) -> None:
         _, listing_skips, cache_dir, version, manual_dir = self._listing
         self._report = corpus.make_report(
-            f"{self.name}/{self.builder_config.name}", extraction, listing_skips
+            f"{self.name}/{self.builder_config.name}", extraction, listing_skips, *self._listed
         )
         self._report.update(self.report_extras(extraction, cache_dir, version))
         if not self._report["written"]:

@@ -31,7 +31,7 @@ import numpy as np
 import tqdm
 
 from data_prep.errors import BadClip
-from fbp_jax.io import atomic_write
+from fbp_jax.io import atomic_write, is_disk_full
 
 REPORT_FILE = "build_report.json"
 # Part of every cache key: bumped when the checks of extracted clips change, so that clips
@@ -68,6 +68,125 @@ class Skipped:
     split: str
     file: str
     reason: str
+
+
+@dataclasses.dataclass
+class Seen:
+    """What a listing read besides the clips' own files, and what it noticed on the way.
+
+    A builder's listing records the side files it reads (`read`: label files, feature CSVs)
+    and finds folders through `entry`, which accepts a name that differs only in case (as the
+    corpus's tools do on case-insensitive file systems) and notes it. Everything under the
+    manual dir that no clip, skip or `read` names is reported as not used (`unused_entries`).
+    """
+
+    read: set[str] = dataclasses.field(default_factory=set)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    ignored: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def file(self, path: str) -> str:
+        self.read.add(os.path.abspath(path))
+        return path
+
+    def ignore(self, path: str, reason: str) -> None:
+        """A file or folder the builder leaves out by design (counted per reason in the
+        report, not listed one by one)."""
+        self.read.add(os.path.abspath(path))
+        self.ignored[reason] = self.ignored.get(reason, 0) + 1
+
+    def entry(self, parent: str, name: str) -> str | None:
+        """`parent/name`, or the entry of `parent` whose name equals `name` but for case
+        (noted); None when there is neither."""
+        exact = os.path.join(parent, name)
+        if os.path.exists(exact):
+            return exact
+        if not os.path.isdir(parent):
+            return None
+        same = [e for e in sorted(os.listdir(parent)) if e.lower() == name.lower()]
+        if not same:
+            return None
+        path = os.path.join(parent, same[0])
+        self.notes.append(f"{path}: read as {name!r} (the name differs only in case)")
+        return path
+
+    def path(self, root: str, *parts: str) -> str | None:
+        """`root/part1/part2/...`, each part found by `entry`."""
+        for part in parts:
+            found = self.entry(root, part)
+            if found is None:
+                return None
+            root = found
+        return root
+
+
+# Unused files of one folder with the same extension beyond this many are reported as one line.
+UNUSED_PER_KIND = 3
+
+
+def unused_entries(
+    manual_dir: str, used: Iterable[str], expected: str, reported_ids: Iterable[str] = ()
+) -> list[dict[str, Any]]:
+    """What `manual_dir` holds that the build did not read: folders with nothing read inside
+    (one entry each, with their file count) and files beside files that were read (several of
+    one folder and extension collapsed into one entry).
+
+    Args:
+      manual_dir: the corpus folder.
+      used: paths the build read (clip files, skipped files, side files); a folder among them
+        counts as read whole.
+      expected: the layout the builder looks for, put in each entry.
+      reported_ids: clip ids the report names as skipped: files named after them (any
+        extension) are accounted for.
+
+    Returns:
+      [{'path', 'kind' ('folder' | 'file' | 'files'), 'count', 'expected'}].
+    """
+    root = os.path.abspath(manual_dir)
+    used = {os.path.abspath(p) for p in used}
+    reported_ids = set(reported_ids)
+    needed = set()
+    for p in used:
+        while p.startswith(root) and p not in needed:
+            needed.add(p)
+            p = os.path.dirname(p)
+    out = []
+    for folder, dirs, files in os.walk(root):
+        for d in sorted(dirs):
+            path = os.path.join(folder, d)
+            if path not in needed:
+                count = sum(len(f) for _, _, f in os.walk(path))
+                out.append({"path": path, "kind": "folder", "count": count, "expected": expected})
+        # A folder in `used` was read (or left out) whole.
+        dirs[:] = sorted(d for d in dirs if os.path.join(folder, d) in needed - used)
+        by_kind: dict[str, list[str]] = {}
+        for f in sorted(files):
+            path = os.path.join(folder, f)
+            if path not in used and os.path.splitext(f)[0] not in reported_ids:
+                by_kind.setdefault(os.path.splitext(f)[1].lower(), []).append(path)
+        for ext, paths in by_kind.items():
+            if len(paths) > UNUSED_PER_KIND:
+                out.append(
+                    {
+                        "path": os.path.join(folder, f"*{ext}"),
+                        "kind": "files",
+                        "count": len(paths),
+                        "expected": expected,
+                    }
+                )
+            else:
+                out += [
+                    {"path": p, "kind": "file", "count": 1, "expected": expected} for p in paths
+                ]
+    return out
+
+
+def format_unused(entry: Mapping[str, Any]) -> str:
+    what = {
+        "folder": f"folder of {entry['count']} files, nothing read",
+        "files": f"{entry['count']} files not read",
+        "file": "not read",
+    }[entry["kind"]]
+    return f"{entry['path']}: {what} (expected: {entry['expected']})"
 
 
 Extractor = Callable[[ClipSource], tuple[dict[str, Any], list[str]]]
@@ -189,7 +308,9 @@ def _extract_one(extractor: Extractor, source: ClipSource, cache_dir: str, versi
         arrays["__notes__"] = np.asarray(json.dumps(notes))
     except BadClip as e:
         return _record_skip(skip_path, e.path, e.reason)
-    except Exception as e:  # one clip never stops a build
+    except Exception as e:  # one clip never stops a build; a full disk stops every clip
+        if is_disk_full(e):
+            raise
         message = " ".join(str(e).split())[:500]
         reason = f"{UNEXPECTED} {type(e).__name__}: {message}"
         return _record_skip(skip_path, _main_file(source), reason, unexpected=True)
@@ -432,10 +553,48 @@ def _extract_in_pool(todo, extractor, cache_dir, version, workers, bar) -> None:
         bar.update()
 
 
+def media_seconds(path: str) -> float:
+    """A media file's duration from its header (0 when it cannot be read)."""
+    try:
+        import soundfile
+
+        return float(soundfile.info(path).duration)
+    except Exception:
+        pass
+    try:
+        import av
+
+        with av.open(path) as container:
+            return float(container.duration or 0) / 1e6
+    except Exception:
+        return 0.0
+
+
+def estimate_bytes(
+    sources: Sequence[ClipSource], spec: ExampleSpec, pending: Sequence[ClipSource]
+) -> int:
+    """Disk space a build still needs: the extraction cache of the `pending` clips and the
+    records of all `sources` (float32 spectrogram frames at 100/s and video features at
+    25/s), from the durations in the media files' headers, with a 20 % margin."""
+    video = int(np.prod([d or 1 for d in spec.video_shape]))
+    per_second = 4 * (spec.num_bins * 100 + (video + 1) * 25)
+
+    def seconds(clips):
+        return sum(media_seconds(_main_file(s)) for s in clips)
+
+    return int(1.2 * per_second * (seconds(sources) + seconds(pending))) + 2**20
+
+
 def make_report(
-    name: str, extraction: Extraction, listing_skips: Iterable[Skipped]
+    name: str,
+    extraction: Extraction,
+    listing_skips: Iterable[Skipped],
+    listing_notes: Sequence[str] = (),
+    not_used: Sequence[Mapping[str, Any]] = (),
+    ignored: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The build report: counts per split, every skipped clip and conversion note."""
+    """The build report: counts per split, every skipped clip and conversion note, what the
+    listing noticed (names read despite their case) and what the manual dir holds unread."""
     skipped = list(listing_skips) + extraction.skipped
     splits = sorted(set(extraction.clips) | {s.split for s in skipped if s.split})
     return {
@@ -451,6 +610,9 @@ def make_report(
         "skipped": [dataclasses.asdict(s) for s in skipped],
         "unexpected_errors": extraction.unexpected,
         "converted": extraction.notes,
+        "listing_notes": list(listing_notes),
+        "not_used": [dict(e) for e in not_used],
+        "ignored_by_design": dict(ignored or {}),
         "extracted_now": extraction.extracted,
         "reused_from_cache": extraction.reused,
         "extraction_seconds": round(extraction.seconds, 1),
@@ -475,6 +637,16 @@ def format_report(report: Mapping[str, Any], max_lines: int = 50) -> str:
             f"  {unexpected} of the skips are unexpected errors (reasons starting "
             f"'{UNEXPECTED}'): no check foresaw them; please report them"
         )
+    for note in report.get("listing_notes", []):
+        lines.append(f"  note: {note}")
+    for reason, count in report.get("ignored_by_design", {}).items():
+        lines.append(f"  left out by design: {count} x {reason}")
+    not_used = report.get("not_used", [])
+    if not_used:
+        lines.append(f"  {len(not_used)} entries of the corpus folder not read:")
+        lines += [f"    {format_unused(e)}" for e in not_used[:max_lines]]
+        if len(not_used) > max_lines:
+            lines.append(f"    ... {len(not_used) - max_lines} more in {REPORT_FILE}")
     converted = report["converted"]
     if converted:
         lines.append(f"  {len(converted)} conversions and notes (kept), e.g.:")

@@ -76,13 +76,24 @@ def _files(folder: str, extensions: tuple[str, ...]) -> dict[str, list[str]]:
     return out
 
 
-def list_videos(manual_dir: str) -> tuple[list[corpus.ClipSource], list[corpus.Skipped]]:
-    """Pairs `VideoFlash/<id>.flv` with `AudioWAV/<id>.wav`; unpaired or badly named files are
-    reported as skipped."""
-    videos = _files(os.path.join(manual_dir, VIDEO_DIR), face_corpus.VIDEO_EXTENSIONS)
-    audios = _files(os.path.join(manual_dir, AUDIO_DIR), (".wav",))
+LAYOUT = f"{VIDEO_DIR}/<id>.flv and {AUDIO_DIR}/<id>.wav, ids like 1001_DFA_ANG_XX"
+
+
+def list_videos(
+    manual_dir: str, seen: corpus.Seen | None = None
+) -> tuple[list[corpus.ClipSource], list[corpus.Skipped]]:
+    """Pairs `VideoFlash/<id>.flv` with `AudioWAV/<id>.wav` (folder names in any case);
+    unpaired or badly named files are reported as skipped, a missing folder too."""
+    seen = seen or corpus.Seen()
     sources: list[corpus.ClipSource] = []
     skipped: list[corpus.Skipped] = []
+    folders = {}
+    for name in (VIDEO_DIR, AUDIO_DIR):
+        folders[name] = seen.entry(manual_dir, name) or os.path.join(manual_dir, name)
+        if not os.path.isdir(folders[name]):
+            skipped.append(corpus.Skipped("", "", folders[name], f"folder not found ({LAYOUT})"))
+    videos = _files(folders[VIDEO_DIR], face_corpus.VIDEO_EXTENSIONS)
+    audios = _files(folders[AUDIO_DIR], (".wav",))
     for clip_id in sorted(set(videos) | set(audios)):
         path = (videos.get(clip_id) or audios[clip_id])[0]
         match = _ID.match(clip_id)
@@ -108,12 +119,12 @@ def list_videos(manual_dir: str) -> tuple[list[corpus.ClipSource], list[corpus.S
         elif emotion not in EMOTION_CODES:
             skipped.append(corpus.Skipped(clip_id, split, path, f"unknown emotion {emotion}"))
         elif clip_id not in videos:
-            where = os.path.join(manual_dir, VIDEO_DIR, f"{clip_id}.flv")
+            where = os.path.join(folders[VIDEO_DIR], f"{clip_id}.flv")
             skipped.append(
                 corpus.Skipped(clip_id, split, path, f"audio without video ({where} missing)")
             )
         elif clip_id not in audios:
-            where = os.path.join(manual_dir, AUDIO_DIR, f"{clip_id}.wav")
+            where = os.path.join(folders[AUDIO_DIR], f"{clip_id}.wav")
             skipped.append(
                 corpus.Skipped(clip_id, split, path, f"video without audio file ({where} missing)")
             )
@@ -152,5 +163,7 @@ class CremaD(face_corpus.FaceCorpusBuilder):
         "MANUAL_DIR/face_features)."
     )
 
+    LAYOUT = LAYOUT
+
     def list_videos(self, manual_dir):
-        return list_videos(manual_dir)
+        return list_videos(manual_dir, self.seen)

@@ -177,21 +177,57 @@ def extract(
     return example, notes
 
 
+# Parts of the IEMOCAP release this builder does not read (it reads the improvised turns'
+# sentence audio, their markers and the dialogs' label files).
+UNREAD_PARTS = (
+    ("dialog", "avi"),
+    ("dialog", "wav"),
+    ("dialog", "lab"),
+    ("dialog", "transcriptions"),
+    ("dialog", "MOCAP_hand"),
+    ("dialog", "MOCAP_head"),
+    ("dialog", "MOCAP_rotated"),
+    ("sentences", "ForcedAlignment"),
+    ("sentences", "MOCAP_hand"),
+    ("sentences", "MOCAP_head"),
+    ("dialog", "EmoEvaluation", "Attribute"),
+    ("dialog", "EmoEvaluation", "Categorical"),
+    ("dialog", "EmoEvaluation", "Self-evaluation"),
+)
+LAYOUT = (
+    "SessionN/dialog/EmoEvaluation/<dialog>.txt, SessionN/sentences/wav/<dialog>/<turn>.wav "
+    "and SessionN/sentences/MOCAP_rotated/<dialog>/<turn>.txt of improvised dialogs"
+)
+
+
 def list_clips(
-    manual_dir: str, config: IemocapConfig
+    manual_dir: str, config: IemocapConfig, seen: corpus.Seen | None = None
 ) -> tuple[list[corpus.ClipSource], list[corpus.Skipped]]:
-    """Label lines of the improvised dialogs joined with their audio and marker files."""
+    """Label lines of the improvised dialogs joined with their audio and marker files.
+
+    Folders are found whatever the case of their names (`Session1`, `session1`), noted."""
+    seen = seen or corpus.Seen()
     codes = dict(CODES, exc="happy") if config.merge_excited else CODES
     sources, skipped, duplicates = [], [], []
     for session in range(1, 6):
-        root = os.path.join(manual_dir, f"Session{session}")
+        root = seen.entry(manual_dir, f"Session{session}")
         split = f"session{session}"
-        if not os.path.isdir(root):
+        if root is None or not os.path.isdir(root):
             continue
+        for part in UNREAD_PARTS:
+            path = seen.path(root, *part)
+            if path is not None:
+                seen.ignore(path, f"IEMOCAP {'/'.join(part)} folder (not read by this builder)")
+        before = len(sources) + len(skipped)
+        label_dir = seen.path(root, "dialog", "EmoEvaluation") or os.path.join(
+            root, "dialog", "EmoEvaluation"
+        )
         entries: dict[str, list[tuple[str, str]]] = {}  # turn -> [(code, 'file, line n')]
-        for path in sorted(glob.glob(os.path.join(root, "dialog", "EmoEvaluation", "*.txt"))):
+        for path in sorted(glob.glob(os.path.join(label_dir, "*.txt"))):
             if "_impro" not in os.path.basename(path):
+                seen.ignore(path, "label file of a scripted dialog (improvised turns only)")
                 continue
+            seen.file(path)
             file_labels, problems = read_labels(path)
             skipped += [corpus.Skipped("", split, path, p) for p in problems]
             for turn, found in file_labels.items():
@@ -222,21 +258,33 @@ def list_clips(
                 duplicates.append(
                     f"{turn}: the same label {found[0][0]!r} {len(found)} times ({where})"
                 )
-        wav_dir = os.path.join(root, "sentences", "wav")
+        sentences = seen.entry(root, "sentences") or os.path.join(root, "sentences")
+        wav_dir = seen.entry(sentences, "wav") or os.path.join(sentences, "wav")
+        mocap_dir = seen.entry(sentences, "MOCAP_rotated") or os.path.join(
+            sentences, "MOCAP_rotated"
+        )
+        for dialog in sorted(glob.glob(os.path.join(wav_dir, "*"))):
+            if "_impro" not in os.path.basename(dialog):
+                seen.ignore(dialog, "sentence folder of a scripted dialog (improvised turns only)")
+        for dialog in sorted(glob.glob(os.path.join(mocap_dir, "*"))):
+            if "_impro" not in os.path.basename(dialog):
+                seen.ignore(dialog, "marker folder of a scripted dialog (improvised turns only)")
         wavs = sorted(glob.glob(os.path.join(wav_dir, "*_impro*", "*.wav")))
         turns = {os.path.splitext(os.path.basename(w))[0]: w for w in wavs}
         for turn in sorted(set(turns) - set(entries)):
             skipped.append(corpus.Skipped(turn, split, turns[turn], "no label line for this turn"))
         for turn, (code, label_path) in sorted(labels.items()):
             skip = functools.partial(corpus.Skipped, turn, split)
+            dialog = turn.rsplit("_", 1)[0]
+            wav = turns.get(turn, os.path.join(wav_dir, dialog, f"{turn}.wav"))
+            mocap = os.path.join(mocap_dir, dialog, f"{turn}.txt")
             if code not in KNOWN_CODES:
                 skipped.append(skip(label_path, f"unknown emotion code {code!r}"))
                 continue
             if code not in codes:
+                for path in (wav, mocap):
+                    seen.ignore(path, "file of a turn of a class this config leaves out")
                 continue
-            dialog = turn.rsplit("_", 1)[0]
-            wav = turns.get(turn, os.path.join(wav_dir, dialog, f"{turn}.wav"))
-            mocap = os.path.join(root, "sentences", "MOCAP_rotated", dialog, f"{turn}.txt")
             if turn not in turns:
                 skipped.append(skip(wav, "audio file missing"))
             elif not os.path.isfile(mocap):
@@ -252,6 +300,8 @@ def list_clips(
                         extra={"notes": [d for d in duplicates if d.startswith(turn + ":")]},
                     )
                 )
+        if len(sources) + len(skipped) == before:
+            skipped.append(corpus.Skipped("", split, root, f"no improvised turn found: {LAYOUT}"))
     return sources, skipped
 
 
@@ -285,8 +335,10 @@ class Iemocap(base.CorpusBuilder):
             homepage="https://sail.usc.edu/iemocap/",
         )
 
+    LAYOUT = LAYOUT
+
     def list_clips(self, manual_dir):
-        return list_clips(manual_dir, self.builder_config)
+        return list_clips(manual_dir, self.builder_config, self.seen)
 
     def extractor(self):
         config = self.builder_config

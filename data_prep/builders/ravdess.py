@@ -155,11 +155,19 @@ def extract(source: corpus.ClipSource) -> tuple[dict[str, Any], list[str]]:
     return example, notes
 
 
+LAYOUT = "Actor_XX/MM-VV-EE-II-SS-RR-AA" + "|".join(AUDIO_EXTENSIONS) + " and the features CSV"
+
+
 def list_clips(
-    manual_dir: str, config: RavdessConfig
+    manual_dir: str, config: RavdessConfig, seen: corpus.Seen | None = None
 ) -> tuple[list[corpus.ClipSource], list[corpus.Skipped]]:
-    """Finds the speech clips of every `Actor_XX` folder and joins them with their features."""
-    csv_path = os.path.join(manual_dir, config.features_csv)
+    """Finds the speech clips of every `Actor_XX` folder (any case) and joins them with their
+    features."""
+    seen = seen or corpus.Seen()
+    csv_path = seen.entry(manual_dir, config.features_csv) or os.path.join(
+        manual_dir, config.features_csv
+    )
+    seen.file(csv_path)
     try:
         features, problems = read_features(csv_path, config.num_features)
     except corpus.BadClip as e:
@@ -167,10 +175,16 @@ def list_clips(
     skipped = [corpus.Skipped("", "", csv_path, p) for p in problems]
     sources = []
     for folder in sorted(os.listdir(manual_dir)):
-        match = re.fullmatch(r"Actor_(\d\d)", folder)
+        match = re.fullmatch(r"Actor_(\d\d)", folder, re.IGNORECASE)
         if not match or not os.path.isdir(os.path.join(manual_dir, folder)):
             continue
         actor = int(match.group(1))
+        if folder != f"Actor_{actor:02d}":
+            seen.notes.append(
+                f"{os.path.join(manual_dir, folder)}: read as 'Actor_{actor:02d}' (the name "
+                "differs only in case)"
+            )
+        before = len(sources) + len(skipped)
         for name in sorted(os.listdir(os.path.join(manual_dir, folder))):
             path = os.path.join(manual_dir, folder, name)
             stem, ext = os.path.splitext(name)
@@ -199,6 +213,16 @@ def list_clips(
                         extra={"features": features["01" + stem[2:]].tolist()},
                     )
                 )
+        if len(sources) + len(skipped) == before:
+            skipped.append(
+                corpus.Skipped(
+                    "",
+                    split_name(actor),
+                    os.path.join(manual_dir, folder),
+                    "no clip in this actor folder: looked for MM-VV-EE-II-SS-RR-AA"
+                    + "|".join(AUDIO_EXTENSIONS),
+                )
+            )
     return sources, skipped
 
 
@@ -232,8 +256,10 @@ class Ravdess(base.CorpusBuilder):
             homepage="https://zenodo.org/record/1188976",
         )
 
+    LAYOUT = LAYOUT
+
     def list_clips(self, manual_dir):
-        return list_clips(manual_dir, self.builder_config)
+        return list_clips(manual_dir, self.builder_config, self.seen)
 
     def extractor(self):
         return extract

@@ -500,7 +500,10 @@ def main(argv: Sequence[str]) -> None:
         if not failed:
             print(format_result(files[0], model, rows[0][1]))
     elif FLAGS.output:
-        io.atomic_write(FLAGS.output, lambda f: rows_to_csv(model, rows, f), newline="")
+        folder = os.path.dirname(os.path.abspath(FLAGS.output))
+        rerun = "Free space (or give another --output) and run the same command again."
+        with io.exit_on_full_disk(), io.full_disk_as_one_line(folder, "the predictions", rerun):
+            io.atomic_write(FLAGS.output, lambda f: rows_to_csv(model, rows, f), newline="")
         print(f"{len(rows) - len(failed)} files predicted, {len(failed)} failed: {FLAGS.output}")
     else:
         rows_to_csv(model, rows, sys.stdout)

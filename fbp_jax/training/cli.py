@@ -53,7 +53,7 @@ def main(argv) -> None:
     import jax
     import tensorflow as tf
 
-    from fbp_jax import input_pipeline, parallel
+    from fbp_jax import input_pipeline, io, parallel
     from fbp_jax import workdir as workdir_lib
     from fbp_jax.training import loop
 
@@ -72,7 +72,8 @@ def main(argv) -> None:
     )
     logging.info("Workdir: %s", workdir)
     try:
-        result = loop.train_and_evaluate(config, workdir)
+        with io.exit_on_full_disk():
+            result = loop.train_and_evaluate(config, workdir)
     except (input_pipeline.DatasetNotPreparedError, workdir_lib.WorkdirInUseError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)

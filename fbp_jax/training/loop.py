@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -70,15 +71,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     Raises:
       workdir.WorkdirInUseError: another process is training in `workdir`.
+      io.DiskFullError: the workdir's file system is full (before starting, when a checkpoint
+        would not fit, or during the run); one line, and a rerun resumes.
     """
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() > 0:  # The processes of one multi-host job share the workdir.
-        return _train_and_evaluate(config, workdir)
-    with workdir_lib.WorkdirLock(workdir):
-        return _train_and_evaluate(config, workdir)
+    need: dict[str, int] = {}
+    with io.full_disk_as_one_line(workdir, "training", RERUN, needed=lambda: need.get("bytes")):
+        os.makedirs(workdir, exist_ok=True)
+        if jax.process_index() > 0:  # The processes of one multi-host job share the workdir.
+            return _train_and_evaluate(config, workdir, need)
+        with workdir_lib.WorkdirLock(workdir):
+            return _train_and_evaluate(config, workdir, need)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+RERUN = (
+    "Free space and run the same command again: training resumes from its last complete checkpoint."
+)
+
+
+def space_needed(state: steps.TrainState) -> int:
+    """Bytes a run needs free: one more checkpoint of `state` beside those kept, and room for
+    event files and records (a checkpoint is written whole before the oldest is removed)."""
+    state_bytes = sum(
+        x.nbytes for x in jax.tree.leaves(jax.device_get(state)) if hasattr(x, "nbytes")
+    )
+    return 2 * state_bytes + 8 * 2**20
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, need: dict[str, int]
+) -> dict[str, Any]:
     # TensorFlow-dependent pieces are imported here only.
     from clu import metric_writers, periodic_actions
 
@@ -110,91 +131,112 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     lr_fn = steps.create_learning_rate_fn(config, steps_per_epoch)
     rng, init_rng = jax.random.split(jax.random.key(config.seed))
     state = steps.create_train_state(config, model, init_rng, lr_fn)
+    need["bytes"] = space_needed(state)
+    if lead:
+        io.require_space(workdir, need["bytes"], "training", RERUN)
     manager = workdir_lib.create_checkpoint_manager(workdir)
-    restored = workdir_lib.restore_latest_good(manager, jax.device_get(state))
-    if restored is not None:
-        state, step = restored
-        logging.info("Resumed from step %d.", step)
-    elif config.init.audio_workdir or config.init.video_workdir:
-        state = init_from_single_modality(config, state)
-    start_step = int(state.step)
-    n_params = sum(x.size for x in jax.tree.leaves(state.params))
-    writer.write_hparams({"num_params": n_params, "fusion": config.model.fusion})
 
-    fusion = config.model.fusion
-    p_train_step = parallel.pmap(
-        functools.partial(steps.train_step, **steps.step_options(config)), donate_state=True
-    )
-    p_eval_step = parallel.pmap(functools.partial(steps.eval_step, fusion=fusion))
-    state = parallel.replicate(state)
-    step_rng = parallel.replicate(rng)
+    def save(step, state, metrics=None):
+        """A checkpoint, refused before it starts when it would not fit; the checkpointer's
+        threads' own reports of a full disk are dropped for the one-line error."""
+        if lead:
+            io.require_space(workdir, need["bytes"] // 2, "training", RERUN)
+        with io.quiet_stderr_on_full_disk():
+            args = ocp.args.StandardSave(parallel.host_copy(state))
+            manager.save(step, args=args, metrics=metrics)
+            manager.wait_until_finished()
 
-    train_iter = parallel.prefetch(data.train_iter(config.seed, start_step))
-    report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
-    train_metrics = []
-    last_eval: dict[str, float] = {}
-    logging.info("Starting training at step %d.", start_step)
-    # Throughput of the train steps alone: from the end of the first (compiling) step, with
-    # the evaluation time taken out.
-    timer_start, eval_seconds = None, 0.0
-    for step in range(start_step + 1, num_steps + 1):
-        if step == start_step + 2:
-            jax.block_until_ready(state)
-            timer_start = time.perf_counter()
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            state, m = p_train_step(state, next(train_iter), rng=step_rng)
-            train_metrics.append(m)
-        report(step)
-        if step % config.log_every_steps == 0 or step == num_steps:
-            merged = functools.reduce(
-                lambda a, b: a.merge(b), map(parallel.unreplicate, train_metrics)
-            )
-            scalars = steps.to_scalars(merged, "train_")
-            scalars["learning_rate"] = float(lr_fn(step - 1))
-            writer.write_scalars(step, scalars)
-            train_metrics = []
-        if step % eval_every == 0 or step == num_steps:
-            eval_start = time.perf_counter()
-            with report.timed("eval"):
+    try:
+        restored = workdir_lib.restore_latest_good(manager, jax.device_get(state))
+        if restored is not None:
+            state, step = restored
+            logging.info("Resumed from step %d.", step)
+        elif config.init.audio_workdir or config.init.video_workdir:
+            state = init_from_single_modality(config, state)
+        start_step = int(state.step)
+        n_params = sum(x.size for x in jax.tree.leaves(state.params))
+        writer.write_hparams({"num_params": n_params, "fusion": config.model.fusion})
+
+        fusion = config.model.fusion
+        p_train_step = parallel.pmap(
+            functools.partial(steps.train_step, **steps.step_options(config)), donate_state=True
+        )
+        p_eval_step = parallel.pmap(functools.partial(steps.eval_step, fusion=fusion))
+        state = parallel.replicate(state)
+        step_rng = parallel.replicate(rng)
+
+        train_iter = parallel.prefetch(data.train_iter(config.seed, start_step))
+        report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+        train_metrics = []
+        last_eval: dict[str, float] = {}
+        logging.info("Starting training at step %d.", start_step)
+        # Throughput of the train steps alone: from the end of the first (compiling) step, with
+        # the evaluation time taken out.
+        timer_start, eval_seconds = None, 0.0
+        for step in range(start_step + 1, num_steps + 1):
+            if step == start_step + 2:
+                jax.block_until_ready(state)
+                timer_start = time.perf_counter()
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, m = p_train_step(state, next(train_iter), rng=step_rng)
+                train_metrics.append(m)
+            report(step)
+            if step % config.log_every_steps == 0 or step == num_steps:
+                merged = functools.reduce(
+                    lambda a, b: a.merge(b), map(parallel.unreplicate, train_metrics)
+                )
+                scalars = steps.to_scalars(merged, "train_")
+                scalars["learning_rate"] = float(lr_fn(step - 1))
+                writer.write_scalars(step, scalars)
+                train_metrics = []
+            if step % eval_every == 0 or step == num_steps:
+                eval_start = time.perf_counter()
+                with report.timed("eval"):
+                    em = steps.evaluate_batches(
+                        p_eval_step, state, parallel.prefetch(data.eval_batches())
+                    )
+                last_eval = steps.to_scalars(em, "eval_")
+                writer.write_scalars(step, last_eval)
+                save(step, state, last_eval)
+                if timer_start is not None:
+                    eval_seconds += time.perf_counter() - eval_start
+            elif step % config.checkpoint_every_steps == 0:
+                save(step, state)
+        manager.wait_until_finished()
+        if not last_eval:
+            # Resumed at (or past) the last step: no step ran, so no evaluation did. The final
+            # checkpoint stores its metrics; a checkpoint without them is evaluated once.
+            stored = manager.metrics(start_step) if start_step in manager.all_steps() else None
+            if stored:
+                last_eval = {k: float(v) for k, v in stored.items()}
+            else:
                 em = steps.evaluate_batches(
                     p_eval_step, state, parallel.prefetch(data.eval_batches())
                 )
-            last_eval = steps.to_scalars(em, "eval_")
-            writer.write_scalars(step, last_eval)
-            manager.save(
-                step, args=ocp.args.StandardSave(parallel.host_copy(state)), metrics=last_eval
-            )
-            if timer_start is not None:
-                eval_seconds += time.perf_counter() - eval_start
-        elif step % config.checkpoint_every_steps == 0:
-            manager.save(step, args=ocp.args.StandardSave(parallel.host_copy(state)))
-    manager.wait_until_finished()
-    if not last_eval:
-        # Resumed at (or past) the last step: no step ran, so no evaluation did. The final
-        # checkpoint stores its metrics; a checkpoint without them is evaluated once.
-        stored = manager.metrics(start_step) if start_step in manager.all_steps() else None
-        if stored:
-            last_eval = {k: float(v) for k, v in stored.items()}
-        else:
-            em = steps.evaluate_batches(p_eval_step, state, parallel.prefetch(data.eval_batches()))
-            last_eval = steps.to_scalars(em, "eval_")
-            writer.write_scalars(start_step, last_eval)
-    writer.flush()
+                last_eval = steps.to_scalars(em, "eval_")
+                writer.write_scalars(start_step, last_eval)
+        writer.flush()
 
-    result: dict[str, Any] = {
-        "step": int(parallel.unreplicate(state.step)),
-        **last_eval,
-        "num_params": n_params,
-    }
-    if timer_start is not None and num_steps - start_step > 1:
-        jax.block_until_ready(state)
-        seconds = time.perf_counter() - timer_start - eval_seconds
-        result["train_steps_per_sec"] = (num_steps - start_step - 1) / seconds
-    best = workdir_lib.best_step(manager)
-    if best is not None:
-        result["best_step"] = best
-        result.update({f"best_{k}": v for k, v in manager.metrics(best).items()})
-    if lead:
-        io.write_json(result, os.path.join(workdir, workdir_lib.RESULT_FILE), indent=2)
+        result: dict[str, Any] = {
+            "step": int(parallel.unreplicate(state.step)),
+            **last_eval,
+            "num_params": n_params,
+        }
+        if timer_start is not None and num_steps - start_step > 1:
+            jax.block_until_ready(state)
+            seconds = time.perf_counter() - timer_start - eval_seconds
+            result["train_steps_per_sec"] = (num_steps - start_step - 1) / seconds
+        best = workdir_lib.best_step(manager)
+        if best is not None:
+            result["best_step"] = best
+            result.update({f"best_{k}": v for k, v in manager.metrics(best).items()})
+        if lead:
+            io.write_json(result, os.path.join(workdir, workdir_lib.RESULT_FILE), indent=2)
+    except BaseException:
+        # Close the checkpointer's threads before the error leaves (a full disk, a kill of
+        # the data pipeline): nothing of theirs may print after the one-line message.
+        with contextlib.suppress(Exception):
+            manager.close()
+        raise
     manager.close()
     return result
