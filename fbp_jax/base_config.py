@@ -169,6 +169,7 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     augment.mixup_alpha = 0.0  # > 0: mixup of both streams, lam ~ Beta(alpha, alpha).
 
     # ---- loop
+    config.parallel = "pmap"  # Data parallelism: 'pmap', or 'jit' (shard_map over a mesh).
     config.batch_size = 64  # Global batch over all devices and hosts.
     config.num_epochs = 200
     config.num_train_steps = -1  # > 0 overrides num_epochs.

@@ -1,7 +1,16 @@
 """Every device-aware line of the project: sharding batches, replicating state, prefetching.
 
-Data parallelism is `jax.pmap` over the local devices (gradients averaged with `lax.pmean` over
-the axis `AXIS`). Keeping this in one module keeps a move to `jit` + `NamedSharding` small.
+Data parallelism runs the same per-device step functions (gradients averaged with `lax.pmean`
+over the axis `AXIS`) in one of two ways, picked by `config.parallel` (`DataParallel`):
+
+* `'pmap'` (default): `jax.pmap` over the local devices; state replicated with a leading
+  device axis, batches reshaped to [local devices, per device, ...].
+* `'jit'`: `jax.jit` of the step under `jax.shard_map` over a mesh of every device (one axis,
+  `AXIS`); state replicated and batches sharded along that axis with `NamedSharding`, as
+  global arrays (`jax.make_array_from_process_local_data`, so several hosts work too). This
+  is the path JAX develops (pmap is in maintenance and itself built on shard_map since 0.8).
+
+Both give the same parameters (tests/test_train_steps.py).
 """
 
 from __future__ import annotations
@@ -96,14 +105,8 @@ def device_put_sharded(tree: Any) -> Any:
 
 
 def prefetch(iterator: Iterable[Any], size: int = 2) -> Iterator[Any]:
-    """Shards host batches and copies them to the local devices `size` batches ahead."""
-    queue = collections.deque()
-    for batch in iterator:
-        queue.append(device_put_sharded(shard(batch)))
-        if len(queue) > size:
-            yield queue.popleft()
-    while queue:
-        yield queue.popleft()
+    """Shards host batches and copies them to the local devices `size` batches ahead (pmap)."""
+    return DataParallel("pmap").prefetch(iterator, size)
 
 
 def replicate(tree: Any) -> Any:
@@ -133,3 +136,80 @@ def host_copy(tree: Any) -> Any:
 def pmap(fn, *, donate_state: bool = False):
     """`jax.pmap` over the data axis; donating argument 0 (the train state) when asked."""
     return jax.pmap(fn, axis_name=AXIS, donate_argnums=(0,) if donate_state else ())
+
+
+MODES = ("pmap", "jit")
+
+
+class DataParallel:
+    """The data-parallel path of `mode` ('pmap' or 'jit', see the module docstring).
+
+    A step function `fn(state, batch, *replicated)` sees one device's share of the batch and a
+    full copy of the state, and may use collectives over `AXIS`; `compile` returns it run over
+    all devices. The other methods place and read back what it takes and returns.
+    """
+
+    def __init__(self, mode: str = "pmap"):
+        if mode not in MODES:
+            raise ValueError(f"parallel must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        if mode == "jit":
+            P = jax.sharding.PartitionSpec
+            self.mesh = jax.sharding.Mesh(np.array(jax.devices()), (AXIS,))
+            self._replicated = jax.sharding.NamedSharding(self.mesh, P())
+            self._sharded = jax.sharding.NamedSharding(self.mesh, P(AXIS))
+
+    def compile(self, fn, *, donate_state: bool = False, num_replicated: int = 0):
+        """`fn(state, batch, *replicated)` over every device: pmap, or jit of shard_map."""
+        donate = (0,) if donate_state else ()
+        if self.mode == "pmap":
+            return jax.pmap(fn, axis_name=AXIS, donate_argnums=donate)
+        P = jax.sharding.PartitionSpec
+        mapped = jax.shard_map(
+            fn,
+            mesh=self.mesh,
+            in_specs=(P(), P(AXIS), *(P(),) * num_replicated),
+            out_specs=P(),  # Outputs are equal on every device (pmean, all_gather).
+            check_vma=False,
+        )
+        return jax.jit(mapped, donate_argnums=donate)
+
+    def _global(self, x, sharding):
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = self._global(jax.random.key_data(x), sharding)
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+
+    def replicate(self, tree: Any) -> Any:
+        """A copy of `tree` on every device (the same values on every process)."""
+        if self.mode == "pmap":
+            return replicate(tree)
+        return jax.tree.map(lambda x: self._global(x, self._replicated), tree)
+
+    def unreplicate(self, tree: Any) -> Any:
+        """This process's first copy of a replicated tree (state, metrics)."""
+        if self.mode == "pmap":
+            return unreplicate(tree)
+        return jax.tree.map(
+            lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree
+        )
+
+    def host_copy(self, tree: Any) -> Any:
+        """The first local copy of a replicated tree as numpy arrays (what checkpoints store)."""
+        return jax.device_get(self.unreplicate(tree))
+
+    def put_batch(self, batch: Any) -> Any:
+        """This process's host batch [local_batch, ...] placed for the compiled step."""
+        if self.mode == "pmap":
+            return device_put_sharded(shard(batch))
+        return jax.tree.map(lambda x: self._global(x, self._sharded), batch)
+
+    def prefetch(self, iterator: Iterable[Any], size: int = 2) -> Iterator[Any]:
+        """Places host batches on the devices `size` batches ahead."""
+        queue = collections.deque()
+        for batch in iterator:
+            queue.append(self.put_batch(batch))
+            if len(queue) > size:
+                yield queue.popleft()
+        while queue:
+            yield queue.popleft()

@@ -15,6 +15,7 @@ def test_benchmark_command_writes_table_and_json(tmp_path):
         "--variants=video,g_fbp",
         "--batch_sizes=4",
         "--dtypes=float32,bfloat16",
+        "--parallel=pmap,jit",
         "--steps=1",
         "--repeats=2",
         "--fcn=tiny",
@@ -25,12 +26,18 @@ def test_benchmark_command_writes_table_and_json(tmp_path):
     proc = run_script(script, *args)
     assert "train ex/s" in proc.stdout and "matmul peak" in proc.stdout
     result = json.loads(out.read_text())
-    assert len(result["rows"]) == 4
+    assert len(result["rows"]) == 8
+    assert {r["parallel"] for r in result["rows"]} == {"pmap", "jit"}
     for row in result["rows"]:
         assert row["train_ex_s"] > 0 and row["infer_ex_s"] > 0 and row["compile_s"] > 0
         assert row["train_ex_s_min"] <= row["train_ex_s"] <= row["train_ex_s_max"]
         assert row["train_gflop_per_ex"] > 0 and 0 < row["matmul_peak_fraction"]
     assert set(result["matmul_peak_flop_s"]) == {"float32", "bfloat16"}
+    # Both paths compile the same program: the same FLOPs per example.
+    by = {(r["variant"], r["dtype"], r["parallel"]): r for r in result["rows"]}
+    for v, d, _ in by:
+        a, b = by[(v, d, "pmap")], by[(v, d, "jit")]
+        assert abs(a["train_gflop_per_ex"] / b["train_gflop_per_ex"] - 1) < 0.1
 
 
 def test_scaling_reruns_itself_per_device_count(tmp_path):

@@ -158,11 +158,14 @@ def _latest(workdir):
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one_process_with_four_devices(tiny_data_dir, tmp_path):
+@pytest.mark.parametrize("mode", ["pmap", "jit"])
+def test_two_processes_train_like_one_process_with_four_devices(tiny_data_dir, tmp_path, mode):
+    """Both data-parallel paths (config.parallel) across two processes of two devices."""
     (tmp_path / "tiny.py").write_text(CONFIG_FILE.format(data_dir=tiny_data_dir))
     coordinator = f"localhost:{_free_port()}"
+    flag = f"--config.parallel={mode}"
     procs = {
-        "single": _start(tmp_path, "single", [f"--workdir={tmp_path / 'single'}"], devices=4),
+        "single": _start(tmp_path, "single", [f"--workdir={tmp_path / 'single'}", flag], devices=4),
         # Process 0 takes flags, process 1 the environment variables.
         "p0": _start(
             tmp_path,
@@ -172,13 +175,14 @@ def test_two_processes_train_like_one_process_with_four_devices(tiny_data_dir, t
                 f"--coordinator_address={coordinator}",
                 "--num_processes=2",
                 "--process_id=0",
+                flag,
             ],
             devices=2,
         ),
         "p1": _start(
             tmp_path,
             "p1",
-            [f"--workdir={tmp_path / 'multi'}"],
+            [f"--workdir={tmp_path / 'multi'}", flag],
             devices=2,
             extra_env={
                 "JAX_COORDINATOR_ADDRESS": coordinator,

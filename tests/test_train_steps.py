@@ -140,6 +140,51 @@ def test_pmap_on_four_devices_equals_one_device(name):
     assert "OK" in run_script(script, name).stdout
 
 
+def test_jit_and_pmap_give_the_same_parameters_on_four_devices():
+    """config.parallel = 'jit' (shard_map under jit, NamedSharding over a 4-device mesh) runs
+    the same step functions as pmap: three AM-FBP steps with dropout and mixup (the same
+    per-device keys) end with the same parameters, EMA and metrics."""
+    script = """
+        import os
+        os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
+        import functools, jax, numpy as np
+        from fbp_jax import parallel
+        from fbp_jax.training import loop, steps
+        from tests.test_models import tiny_config
+        from tests.test_train_steps import labelled_batch, make_state
+        assert jax.device_count() == 4
+        config = tiny_config('am_fbp')
+        with config.unlocked():
+            config.augment.mixup_alpha = 0.4
+            config.optim.ema_decay = 0.9
+            config.optim.learning_rate = 1e-2
+        state = make_state(config)
+        batches = [labelled_batch(config, 8, seed=i) for i in range(3)]
+        out = {}
+        for mode in ('pmap', 'jit'):
+            dp = parallel.DataParallel(mode)
+            step = dp.compile(loop.train_step_fn(config), donate_state=True, num_replicated=1)
+            evaluate = dp.compile(functools.partial(steps.eval_step, fusion='am_fbp'))
+            s, rng = dp.replicate(state), dp.replicate(jax.random.key(1))
+            losses = []
+            for b in batches:
+                s, m = step(s, dp.put_batch(b), rng)
+                losses.append(float(dp.unreplicate(m).compute()['loss']))
+            e = steps.evaluate_batches(evaluate, s, dp.prefetch(batches), dp.unreplicate)
+            out[mode] = (dp.host_copy(s), losses, e.compute())
+        (sp, lp, ep), (sj, lj, ej) = out['pmap'], out['jit']
+        assert int(sp.step) == int(sj.step) == 3
+        for a, b in zip(jax.tree.leaves((sp.params, sp.ema_params)),
+                        jax.tree.leaves((sj.params, sj.ema_params))):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(lp, lj, rtol=1e-5)
+        for k in ep:
+            np.testing.assert_allclose(ep[k], ej[k], rtol=1e-5)
+        print('OK', lp)
+        """
+    assert "OK" in run_script(script).stdout
+
+
 def test_no_recompilation_over_steps_and_evaluations():
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(

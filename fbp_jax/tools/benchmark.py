@@ -10,8 +10,9 @@ the results: train-step and inference examples/s (median over repeats, with min-
 compile time of the train step, FLOPs per example from XLA's cost analysis, the achieved FLOP/s
 and its ratio to the dense-matmul FLOP/s measured on the same device in the same run, and the
 peak device memory where JAX reports it (GPUs; on CPUs the compiled buffer sizes instead).
-Batches are in-memory arrays fed exactly as in training (sharded over the local devices, pmap),
-so the command needs no TensorFlow and runs unchanged on a CPU or a GPU.
+Batches are in-memory arrays fed exactly as in training (sharded over the devices, by pmap or
+by jit over a mesh: `--parallel=pmap,jit` times both), so the command needs no TensorFlow and
+runs unchanged on a CPU or a GPU.
 
 `--scaling=1,2,4` measures data-parallel scaling instead: it reruns itself in one subprocess per
 device count N with N emulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N)
@@ -57,6 +58,9 @@ def define_flags() -> None:
     flags.DEFINE_list("variants", sorted(fusion.FUSION_STREAMS), "Fusion variants.")
     flags.DEFINE_list("batch_sizes", ["32", "64"], "Global batch sizes.")
     flags.DEFINE_list("dtypes", ["float32"], "Computation dtypes (float32, bfloat16).")
+    flags.DEFINE_list(
+        "parallel", ["pmap"], f"Data-parallel paths timed, of {list(parallel.MODES)}."
+    )
     flags.DEFINE_float("clip_seconds", None, "Clip duration (default: the config's).")
     flags.DEFINE_integer("steps", 3, "Timed steps per repeat.")
     flags.DEFINE_integer("repeats", 3, "Repeats (the median is reported).")
@@ -155,20 +159,24 @@ def _memory_bytes(compiled) -> tuple[int | None, str]:
     return int(total - m.alias_size_in_bytes), "buffers"
 
 
-def benchmark_variant(variant: str, dtype: str, batch_size: int, peak: float) -> dict:
-    """Measures one (variant, dtype, batch size)."""
+def benchmark_variant(
+    variant: str, dtype: str, batch_size: int, peak: float, mode: str = "pmap"
+) -> dict:
+    """Measures one (variant, dtype, batch size, data-parallel path)."""
     config = get_config(FLAGS.config, variant, dtype)
     model = network.get_model(config)
     state = steps.create_train_state(config, model, jax.random.key(0), lambda _: 1e-4)
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
-    state = parallel.replicate(state)
-    rng = parallel.replicate(jax.random.key(1))
-    batch = next(parallel.prefetch([random_batch(config, batch_size)]))
-    p_train = parallel.pmap(functools.partial(steps.train_step, fusion=variant), donate_state=True)
-    p_infer = parallel.pmap(functools.partial(steps.predict_step, fusion=variant))
+    dp = parallel.DataParallel(mode)
+    state = dp.replicate(state)
+    rng = dp.replicate(jax.random.key(1))
+    batch = dp.put_batch(random_batch(config, batch_size))
+    train_step = lambda state, batch, rng: steps.train_step(state, batch, fusion=variant, rng=rng)
+    p_train = dp.compile(train_step, donate_state=True, num_replicated=1)
+    p_infer = dp.compile(functools.partial(steps.predict_step, fusion=variant))
 
     start = time.perf_counter()
-    compiled = p_train.lower(state, batch, rng=rng).compile()
+    compiled = p_train.lower(state, batch, rng).compile()
     compile_s = time.perf_counter() - start
     flops = _flops(compiled)  # Of one device's share of the batch.
     memory, memory_kind = _memory_bytes(compiled)
@@ -176,7 +184,7 @@ def benchmark_variant(variant: str, dtype: str, batch_size: int, peak: float) ->
     box = {"state": state}
 
     def train():
-        box["state"], metrics = p_train(box["state"], batch, rng=rng)
+        box["state"], metrics = p_train(box["state"], batch, rng)
         return metrics
 
     jax.block_until_ready(train())  # Warm-up (and the jit cache of p_train).
@@ -189,6 +197,7 @@ def benchmark_variant(variant: str, dtype: str, batch_size: int, peak: float) ->
     per_device = batch_size // jax.device_count()
     row = {
         "variant": variant,
+        "parallel": mode,
         "dtype": dtype,
         "batch": batch_size,
         "devices": jax.device_count(),
@@ -198,12 +207,15 @@ def benchmark_variant(variant: str, dtype: str, batch_size: int, peak: float) ->
         "train_ex_s_min": batch_size / max(train_times),
         "train_ex_s_max": batch_size / min(train_times),
         "infer_ex_s": batch_size / statistics.median(infer_times),
-        "train_gflop_per_ex": flops / per_device / 1e9 if flops else None,
+        "train_gflop_per_ex": (flops / (per_device if mode == "pmap" else batch_size) / 1e9)
+        if flops
+        else None,
         "memory_mb": memory / 2**20 if memory is not None else None,
         "memory_kind": memory_kind,
     }
     if flops:
-        achieved = flops * jax.local_device_count() / step_s
+        # pmap's cost analysis is of one device's share; jit's of the whole global program.
+        achieved = (flops * jax.local_device_count() if mode == "pmap" else flops) / step_s
         row["achieved_gflop_s"] = achieved / 1e9
         row["matmul_peak_fraction"] = achieved / (peak * jax.local_device_count())
     return row
@@ -271,7 +283,8 @@ def pipeline_rates(batch_size: int) -> dict[str, float]:
 def format_table(rows: list[dict], peaks: dict[str, float]) -> str:
     """The rows as a plain-text table."""
     head = (
-        f"{'variant':<9} {'dtype':<8} {'batch':>5} {'params':>10} {'compile s':>9} "
+        f"{'variant':<9} {'parallel':<8} {'dtype':<8} {'batch':>5} {'params':>10} "
+        f"{'compile s':>9} "
         f"{'train ex/s (min-max)':>22} {'infer ex/s':>10} {'GFLOP/ex':>8} {'GFLOP/s':>8} "
         f"{'% matmul':>8} {'mem MB':>8}"
     )
@@ -280,7 +293,8 @@ def format_table(rows: list[dict], peaks: dict[str, float]) -> str:
         spread = f"{r['train_ex_s']:.1f} ({r['train_ex_s_min']:.1f}-{r['train_ex_s_max']:.1f})"
         fmt = lambda v, f: format(v, f) if v is not None else "n/a"
         lines.append(
-            f"{r['variant']:<9} {r['dtype']:<8} {r['batch']:>5} {r['params']:>10,} "
+            f"{r['variant']:<9} {r.get('parallel', 'pmap'):<8} {r['dtype']:<8} {r['batch']:>5} "
+            f"{r['params']:>10,} "
             f"{r['compile_s']:>9.1f} {spread:>22} {r['infer_ex_s']:>10.1f} "
             f"{fmt(r.get('train_gflop_per_ex'), '.3g'):>8} "
             f"{fmt(r.get('achieved_gflop_s'), '.1f'):>8} "
@@ -311,7 +325,16 @@ def _run_with_devices(devices: int, batch_size: int) -> list[dict]:
             + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         ),
     }
-    forwarded = ("config", "fcn", "variants", "dtypes", "clip_seconds", "steps", "repeats")
+    forwarded = (
+        "config",
+        "fcn",
+        "variants",
+        "dtypes",
+        "parallel",
+        "clip_seconds",
+        "steps",
+        "repeats",
+    )
     args = [
         f"--{name}={','.join(value) if isinstance(value, list) else value}"
         for name in forwarded
@@ -342,15 +365,16 @@ def scaling(device_counts: list[int], per_device_batch: int) -> tuple[list[dict]
     runs = {n: _run_with_devices(n, n * per_device_batch) for n in counts}
     rows = []
     for base in runs[1]:
-        key = (base["variant"], base["dtype"])
+        key = (base["variant"], base["dtype"], base["parallel"])
         for n in counts:
-            (r,) = [r for r in runs[n] if (r["variant"], r["dtype"]) == key]
+            (r,) = [r for r in runs[n] if (r["variant"], r["dtype"], r["parallel"]) == key]
             if r["devices"] != n:
                 raise RuntimeError(f"asked for {n} emulated devices, the run had {r['devices']}")
             rows.append(
                 {
                     "variant": key[0],
                     "dtype": key[1],
+                    "parallel": key[2],
                     "devices": n,
                     "batch": r["batch"],
                     "train_ex_s": r["train_ex_s"],
@@ -359,12 +383,12 @@ def scaling(device_counts: list[int], per_device_batch: int) -> tuple[list[dict]
                 }
             )
     head = (
-        f"{'variant':<9} {'dtype':<8} {'devices':>7} {'batch':>5} {'train ex/s':>10} "
+        f"{'variant':<9} {'parallel':<8} {'dtype':<8} {'devices':>7} {'batch':>5} {'train ex/s':>10} "
         f"{'speed-up':>8} {'eff.':>6}"
     )
     lines = [head, "-" * len(head)]
     lines += [
-        f"{r['variant']:<9} {r['dtype']:<8} {r['devices']:>7} {r['batch']:>5} "
+        f"{r['variant']:<9} {r['parallel']:<8} {r['dtype']:<8} {r['devices']:>7} {r['batch']:>5} "
         f"{r['train_ex_s']:>10.1f} {r['speedup']:>8.2f} {r['efficiency']:>6.2f}"
         for r in rows
     ]
@@ -394,9 +418,10 @@ def main(argv):
         fusion.streams_for(variant)
         for dtype in FLAGS.dtypes:
             for batch_size in map(int, FLAGS.batch_sizes):
-                row = benchmark_variant(variant, dtype, batch_size, peaks[dtype])
-                logging.info("%s", row)
-                rows.append(row)
+                for mode in FLAGS.parallel:
+                    row = benchmark_variant(variant, dtype, batch_size, peaks[dtype], mode)
+                    logging.info("%s", row)
+                    rows.append(row)
     table = format_table(rows, peaks)
     result = {"rows": rows, "matmul_peak_flop_s": peaks}
     if FLAGS.pipeline_data_dir:

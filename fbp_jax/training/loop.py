@@ -58,6 +58,13 @@ def init_from_single_modality(
     return state.replace(params=params, ema_params=ema)
 
 
+def train_step_fn(config: ml_collections.ConfigDict):
+    """`steps.train_step` with a config's recipe, as `DataParallel.compile` takes it:
+    (state, batch, rng)."""
+    options = steps.step_options(config)
+    return lambda state, batch, rng: steps.train_step(state, batch, rng=rng, **options)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains a model, evaluating and checkpointing periodically; resumes from `workdir`.
 
@@ -135,6 +142,7 @@ def _train_and_evaluate(
     if lead:
         io.require_space(workdir, need["bytes"], "training", RERUN)
     manager = workdir_lib.create_checkpoint_manager(workdir)
+    dp = parallel.DataParallel(config.get("parallel", "pmap"))
 
     def save(step, state, metrics=None):
         """A checkpoint, refused before it starts when it would not fit; the checkpointer's
@@ -142,7 +150,7 @@ def _train_and_evaluate(
         if lead:
             io.require_space(workdir, need["bytes"] // 2, "training", RERUN)
         with io.quiet_stderr_on_full_disk():
-            args = ocp.args.StandardSave(parallel.host_copy(state))
+            args = ocp.args.StandardSave(dp.host_copy(state))
             manager.save(step, args=args, metrics=metrics)
             manager.wait_until_finished()
 
@@ -158,14 +166,12 @@ def _train_and_evaluate(
         writer.write_hparams({"num_params": n_params, "fusion": config.model.fusion})
 
         fusion = config.model.fusion
-        p_train_step = parallel.pmap(
-            functools.partial(steps.train_step, **steps.step_options(config)), donate_state=True
-        )
-        p_eval_step = parallel.pmap(functools.partial(steps.eval_step, fusion=fusion))
-        state = parallel.replicate(state)
-        step_rng = parallel.replicate(rng)
+        p_train_step = dp.compile(train_step_fn(config), donate_state=True, num_replicated=1)
+        p_eval_step = dp.compile(functools.partial(steps.eval_step, fusion=fusion))
+        state = dp.replicate(state)
+        step_rng = dp.replicate(rng)
 
-        train_iter = parallel.prefetch(data.train_iter(config.seed, start_step))
+        train_iter = dp.prefetch(data.train_iter(config.seed, start_step))
         report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
         train_metrics = []
         last_eval: dict[str, float] = {}
@@ -178,12 +184,12 @@ def _train_and_evaluate(
                 jax.block_until_ready(state)
                 timer_start = time.perf_counter()
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, m = p_train_step(state, next(train_iter), rng=step_rng)
+                state, m = p_train_step(state, next(train_iter), step_rng)
                 train_metrics.append(m)
             report(step)
             if step % config.log_every_steps == 0 or step == num_steps:
                 merged = functools.reduce(
-                    lambda a, b: a.merge(b), map(parallel.unreplicate, train_metrics)
+                    lambda a, b: a.merge(b), map(dp.unreplicate, train_metrics)
                 )
                 scalars = steps.to_scalars(merged, "train_")
                 scalars["learning_rate"] = float(lr_fn(step - 1))
@@ -193,7 +199,7 @@ def _train_and_evaluate(
                 eval_start = time.perf_counter()
                 with report.timed("eval"):
                     em = steps.evaluate_batches(
-                        p_eval_step, state, parallel.prefetch(data.eval_batches())
+                        p_eval_step, state, dp.prefetch(data.eval_batches()), dp.unreplicate
                     )
                 last_eval = steps.to_scalars(em, "eval_")
                 writer.write_scalars(step, last_eval)
@@ -211,14 +217,14 @@ def _train_and_evaluate(
                 last_eval = {k: float(v) for k, v in stored.items()}
             else:
                 em = steps.evaluate_batches(
-                    p_eval_step, state, parallel.prefetch(data.eval_batches())
+                    p_eval_step, state, dp.prefetch(data.eval_batches()), dp.unreplicate
                 )
                 last_eval = steps.to_scalars(em, "eval_")
                 writer.write_scalars(start_step, last_eval)
         writer.flush()
 
         result: dict[str, Any] = {
-            "step": int(parallel.unreplicate(state.step)),
+            "step": int(dp.unreplicate(state.step)),
             **last_eval,
             "num_params": n_params,
         }

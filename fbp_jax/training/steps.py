@@ -249,12 +249,16 @@ def predict_step(state: TrainState, batch: dict[str, Array], *, fusion: str) -> 
 
 
 def evaluate_batches(
-    p_eval_step: Callable, state: TrainState, batches: Iterable[Any]
+    p_eval_step: Callable,
+    state: TrainState,
+    batches: Iterable[Any],
+    unreplicate: Callable[[Any], Any] = parallel.unreplicate,
 ) -> EvalMetrics:
-    """Runs a pmapped eval step over every batch (already sharded) and merges the metrics."""
+    """Runs a compiled eval step over every batch (already placed) and merges the metrics
+    (`unreplicate`: the data-parallel path's, `parallel.DataParallel.unreplicate`)."""
     total = None
     for batch in batches:
-        m = parallel.unreplicate(p_eval_step(state, batch))
+        m = unreplicate(p_eval_step(state, batch))
         total = m if total is None else total.merge(m)
     if total is None:
         raise ValueError("the evaluation split gave no batch")
