@@ -11,11 +11,15 @@ line of OUT_DIR/gpu_check.txt:
    (AlexNet FCN, 6.4 s clips, 1024-d faces, batch 64) in float32 and bfloat16, with the
    share of the dense-matmul peak measured on the same device; the table in
    OUT_DIR/benchmark.txt, the rows in OUT_DIR/benchmark.json.
-2. `pmap`: one training step pmapped over all local devices equals one step on one device of
-   the whole batch (loss, every parameter); with one device, pmap equals plain jit.
-3. `training`: AM-FBP trained on in-memory synthetic clips (`data_prep.builders.synthetic`,
+2. `peer` (with `--peer=amfbp_torch.py`): AM-FBP's train examples/s, ours under pmap and
+   jit and the PyTorch peer's (`fbp_jax.tools.peer`, on the same GPU), float32 and bfloat16,
+   the ratio and our share of the bf16 matmul peak: one table, OUT_DIR/peer.txt.
+3. `pmap` and `jit` (`--checks=parallel`): one training step pmapped over all local devices
+   equals one step on one device of the whole batch (loss, every parameter); the jit path
+   (shard_map over a mesh) equals the pmap step.
+4. `training`: AM-FBP trained on in-memory synthetic clips (`data_prep.builders.synthetic`,
    no TFDS): the training loss of the last steps is below that of the first ones.
-4. `export`: the trained model exported with `jax.export` for this platform, reloaded by
+5. `export`: the trained model exported with `jax.export` for this platform, reloaded by
    `serving.bundle.load_exported` and run: the same posteriors as the model itself.
 
 The command exits non-zero when a check fails; a check that would run past the time budget
@@ -53,11 +57,24 @@ def define_flags() -> None:
         "variants", sorted(fusion.FUSION_STREAMS), "Benchmarked variants (--smoke: two of them)."
     )
     flags.DEFINE_float("budget_minutes", 7.5, "Checks that would start later are skipped.")
+    flags.DEFINE_list("checks", list(CHECKS), f"Checks to run, of {list(CHECKS)}.")
+    flags.DEFINE_string(
+        "peer", None, "The PyTorch peer's file (amfbp_torch.py): timed beside ours ('peer')."
+    )
+    flags.DEFINE_string(
+        "peer_python", None, "Python with PyTorch for the peer (default: this one)."
+    )
+
+
+CHECKS = ("benchmark", "peer", "parallel", "training", "export")
 
 
 def _sizes(smoke: bool) -> dict[str, Any]:
     if smoke:
         return {
+            # The peer's smallest FCN is our 'small' preset; its clips and features as ours.
+            "peer": {"fcn": "small", "batch": 8, "clip_seconds": 0.64, "config": "demo"},
+            "peer_steps": ["--steps=1", "--repeats=1"],
             "bench": [
                 "--config=demo",
                 "--fcn=tiny",
@@ -73,6 +90,8 @@ def _sizes(smoke: bool) -> dict[str, Any]:
         }
     return {
         "bench": ["--config=afew", "--fcn=alexnet", "--batch_sizes=64", "--steps=5", "--repeats=3"],
+        "peer": {"fcn": "alexnet", "batch": 64, "clip_seconds": 6.4, "config": "afew"},
+        "peer_steps": ["--steps=5", "--repeats=3"],
         "train_steps": 150,
         "train_clips": 512,
     }
@@ -102,6 +121,116 @@ def check_benchmark(out: str, smoke: bool, variants) -> dict[str, Any]:
         "best_matmul_peak_fraction": best.get("matmul_peak_fraction"),
         "table": result["table"],
     }
+
+
+def check_peer(out: str, smoke: bool, peer: str | None, peer_python: str | None) -> dict:
+    """Ours (AM-FBP, pmap and jit) and the PyTorch peer's train examples/s at the same sizes in
+    float32 and bfloat16 on this machine's accelerator, their ratio, and our share of the bf16
+    matmul peak measured in the same run; the table in OUT/peer.txt."""
+    if not peer:
+        return {"ok": None, "skipped": "no peer file (--peer, or gpu_carry/peer/amfbp_torch.py)"}
+    sizes = _sizes(smoke)
+    p = sizes["peer"]
+    ours_json, peer_json = os.path.join(out, "ours_vs_peer.json"), os.path.join(out, "peer.json")
+    ours_cmd = [
+        sys.executable,
+        "-m",
+        "fbp_jax.tools.benchmark",
+        f"--config={p['config']}",
+        f"--fcn={p['fcn']}",
+        f"--clip_seconds={p['clip_seconds']}",
+        f"--batch_sizes={p['batch']}",
+        "--variants=am_fbp",
+        "--dtypes=float32,bfloat16",
+        "--parallel=pmap,jit",
+        *sizes["peer_steps"],
+        f"--json={ours_json}",
+    ]
+    if smoke:
+        ours_cmd.append("--matmul_size=256")
+    peer_cmd = [
+        peer_python or sys.executable,
+        "-m",
+        "fbp_jax.tools.peer",
+        f"--peer={peer}",
+        f"--fcn={p['fcn']}",
+        f"--batch={p['batch']}",
+        f"--clip_seconds={p['clip_seconds']}",
+        "--dtypes=float32,bfloat16",
+        *sizes["peer_steps"],
+        f"--json={peer_json}",
+    ]
+    for cmd in (ours_cmd, peer_cmd):
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            return {"ok": False, "error": f"{' '.join(cmd[:3])}: {proc.stderr[-1500:]}"}
+    ours = io.read_json(ours_json)
+    theirs = {r["dtype"]: r for r in io.read_json(peer_json)["rows"]}
+    peak = ours["matmul_peak_flop_s"]["bfloat16"]
+    rows, lines = [], []
+    head = (
+        f"{'dtype':<9}{'ours pmap':>11}{'ours jit':>10}{'peer':>9}{'ours / peer':>13}"
+        f"{'% bf16 peak':>13}"
+    )
+    lines += [head, "-" * len(head)]
+    for dtype in ("float32", "bfloat16"):
+        mine = {r["parallel"]: r for r in ours["rows"] if r["dtype"] == dtype}
+        best = max(mine.values(), key=lambda r: r["train_ex_s"])
+        row = {
+            "dtype": dtype,
+            "ours_pmap_ex_s": mine["pmap"]["train_ex_s"],
+            "ours_jit_ex_s": mine["jit"]["train_ex_s"],
+            "peer_ex_s": theirs[dtype]["train_ex_s"],
+            "ratio": best["train_ex_s"] / theirs[dtype]["train_ex_s"],
+            "bf16_peak_fraction": (best.get("achieved_gflop_s") or 0) * 1e9 / peak,
+        }
+        rows.append(row)
+        lines.append(
+            f"{dtype:<9}{row['ours_pmap_ex_s']:>11.1f}{row['ours_jit_ex_s']:>10.1f}"
+            f"{row['peer_ex_s']:>9.1f}{row['ratio']:>12.2f}x{100 * row['bf16_peak_fraction']:>12.1f}%"
+        )
+    any_peer = next(iter(theirs.values()))
+    lines.append(
+        f"AM-FBP train examples/s, FCN {p['fcn']}, {p['clip_seconds']} s clips, batch "
+        f"{p['batch']}; ours: {ours['rows'][0]['devices']} device(s), bf16 matmul peak "
+        f"{peak / 1e12:.1f} TFLOP/s measured here; peer: {any_peer['framework']} on "
+        f"{any_peer['device']} (bfloat16 = torch.autocast). Targets: >= 1.5x the peer, "
+        ">= 50 % of the bf16 peak."
+    )
+    table = "\n".join(lines)
+    io.atomic_write(os.path.join(out, "peer.txt"), lambda f: f.write(table + "\n"))
+    best_bf16 = rows[1]
+    return {
+        "ok": True,
+        "rows": rows,
+        "meets_1_5x": all(r["ratio"] >= 1.5 for r in rows),
+        "meets_half_peak": best_bf16["bf16_peak_fraction"] >= 0.5,
+        "table": table,
+    }
+
+
+def check_jit(smoke: bool) -> dict[str, Any]:
+    """config.parallel = 'jit' (shard_map over a mesh of every device) gives the pmap step's
+    parameters and loss."""
+    config = _demo_config(smoke, "am_fbp")
+    batch = next(synthetic_batches(config, config.batch_size))
+    model = network.get_model(config)
+    state = steps.create_train_state(config, model, jax.random.key(0), lambda _: 1e-2)
+    from fbp_jax.training import loop
+
+    out = {}
+    for mode in parallel.MODES:
+        dp = parallel.DataParallel(mode)
+        step = dp.compile(loop.train_step_fn(config), num_replicated=1)
+        new, m = step(dp.replicate(state), dp.put_batch(batch), dp.replicate(jax.random.key(1)))
+        out[mode] = (dp.host_copy(new).params, float(dp.unreplicate(m).compute()["loss"]))
+    diff = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(out["pmap"][0]), jax.tree.leaves(out["jit"][0]))
+    )
+    losses = [out["pmap"][1], out["jit"][1]]
+    ok = diff < 1e-4 and abs(losses[0] - losses[1]) < 1e-4 * max(1.0, abs(losses[0]))
+    return {"ok": ok, "max_param_diff": diff, "loss": losses}
 
 
 def _demo_config(smoke: bool, fusion_name: str = "am_fbp"):
@@ -257,11 +386,21 @@ def main(argv) -> None:
         report["checks"][name] = result
         return value
 
-    run("benchmark", lambda: check_benchmark(out, FLAGS.smoke, FLAGS.variants))
-    run("pmap", lambda: check_pmap(FLAGS.smoke))
-    trained = run("training", lambda: check_training(FLAGS.smoke))
-    if trained is not None:
-        run("export", lambda: check_export(trained[1], trained[2], out))
+    unknown = [c for c in FLAGS.checks if c not in CHECKS]
+    if unknown:
+        raise app.UsageError(f"unknown checks {unknown}; the checks: {list(CHECKS)}")
+    wanted = set(FLAGS.checks)
+    if "benchmark" in wanted:
+        run("benchmark", lambda: check_benchmark(out, FLAGS.smoke, FLAGS.variants))
+    if "peer" in wanted:
+        run("peer", lambda: check_peer(out, FLAGS.smoke, FLAGS.peer, FLAGS.peer_python))
+    if "parallel" in wanted:
+        run("pmap", lambda: check_pmap(FLAGS.smoke))
+        run("jit", lambda: check_jit(FLAGS.smoke))
+    if wanted & {"training", "export"}:
+        trained = run("training", lambda: check_training(FLAGS.smoke))
+        if trained is not None and "export" in wanted:
+            run("export", lambda: check_export(trained[1], trained[2], out))
     report["seconds"] = round(time.time() - start, 1)
     io.write_json(report, os.path.join(out, "gpu_check.json"), indent=2)
     lines = [f"{report['device']}, jax {report['jax']}, {report['seconds']} s"]
@@ -271,9 +410,9 @@ def main(argv) -> None:
         lines.append(
             f"{status} {name}: {json.dumps(detail)}" + (f" {r['error']}" if "error" in r else "")
         )
-    bench = report["checks"].get("benchmark", {})
-    if "table" in bench:
-        lines += ["", bench["table"]]
+    for name in ("peer", "benchmark"):
+        if "table" in report["checks"].get(name, {}):
+            lines += ["", report["checks"][name]["table"]]
     text = "\n".join(lines)
     io.atomic_write(os.path.join(out, "gpu_check.txt"), lambda f: f.write(text + "\n"))
     print(text)
