@@ -73,6 +73,18 @@ class _Block:
 sys.meta_path.insert(0, _Block())
 """
 
+# Prepended to a script (or put in a sitecustomize.py): every network connection is refused.
+BLOCK_NETWORK = """
+import socket
+
+def _refuse(*args, **kwargs):
+    raise OSError("network blocked in this test")
+
+socket.socket.connect = _refuse
+socket.socket.connect_ex = _refuse
+socket.create_connection = _refuse
+"""
+
 
 def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Runs Python code in a fresh interpreter at the repo root; fails the test if it fails."""

@@ -13,7 +13,7 @@ import pytest
 from data_prep import testclips
 from data_prep.builders.corpus import BadClip
 from data_prep.features import faces, video
-from tests.conftest import BLOCK_TENSORFLOW, run_script
+from tests.conftest import BLOCK_NETWORK, BLOCK_TENSORFLOW, run_script
 
 NO_FACE = (0, 1, 14, 15, 16, 29)
 NUM_FRAMES = 30
@@ -294,11 +294,15 @@ def test_flax_encoder_matches_keras_original(pipeline, clip):
     assert np.array_equal(posteriors.argmax(1), ref_post.argmax(1))
 
 
-def test_face_pipeline_runs_without_tensorflow(clip_dir, clip):
+def test_face_pipeline_runs_without_tensorflow_or_network(clip_dir, clip, tmp_path, monkeypatch):
     # MTCNN in JAX, the FER encoder in Flax, PyAV decoding: what a GPU machine without
-    # TensorFlow runs.
+    # TensorFlow runs; every connection refused and an empty home (no cache): the weights come
+    # with the project and the installed packages.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     proc = run_script(
         BLOCK_TENSORFLOW
+        + BLOCK_NETWORK
         + f"""
 import numpy as np
 from data_prep.features import faces

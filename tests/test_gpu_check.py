@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import BLOCK_TENSORFLOW, REPO
+from tests.conftest import BLOCK_NETWORK, BLOCK_TENSORFLOW, REPO
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +30,6 @@ IMAGE_PACKAGES = (
     "wrapt",
     "flatbuffers",  # jax.export's serialisation.
 )
-
-BLOCK_NETWORK = """
-import socket
-
-def _refuse(*args, **kwargs):
-    raise OSError("network blocked in this test")
-
-socket.socket.connect = _refuse
-socket.socket.connect_ex = _refuse
-socket.create_connection = _refuse
-"""
 
 
 def test_gpu_check_smoke_from_carried_wheels_without_network(tmp_path):

