@@ -133,20 +133,20 @@ def test_a_directory_gives_a_csv_with_errors_named(audio_workdir, clips, tmp_pat
     model = bundle.load_serving_model(audio_workdir)
     files, notes = predict.find_media([str(folder)])
     assert [os.path.basename(f) for f in files] == ["broken.wav", "long.wav", "short.flac"]
-    assert notes == []
+    assert notes == [f"{folder}: 1 files not read (1 .txt)"]
     rows = predict.predict_files(model, files)
     out = io.StringIO()
     predict.rows_to_csv(model, rows, out)
     lines = out.getvalue().strip().splitlines()
     assert lines[0].startswith("file,prediction,confidence,duration_s,prob_angry")
-    assert len(lines) == 4 and "broken.wav: unreadable audio" in lines[1]
+    assert len(lines) == 4 and "broken.wav: unreadable media file" in lines[1]
     assert lines[2].split(",")[1] in CLASSES
 
 
 def test_refusals_name_the_file_and_the_reason(amfbp_workdir, audio_workdir, clips, tmp_path):
     av_model = bundle.load_serving_model(amfbp_workdir)
     wav = clips["files"]["long"]
-    with pytest.raises(PredictError, match=r"long.wav: audio-only file, but the model \(am_fbp"):
+    with pytest.raises(PredictError, match=r"long.wav: the model \(am_fbp, .* no video stream"):
         predict.predict_file(av_model, wav)
     # A real video goes through the face pipeline (MTCNN + FER2013 encoder, D1 = 128), which
     # this model, trained on 32-d synthetic face features, cannot take.
@@ -157,7 +157,8 @@ def test_refusals_name_the_file_and_the_reason(amfbp_workdir, audio_workdir, cli
     with pytest.raises(PredictError, match=r"clip.mp4: .* shape \(32,\) per frame, .* \(128,\)"):
         predict.predict_file(av_model, video)
     audio_model = bundle.load_serving_model(audio_workdir)
-    with pytest.raises(PredictError, match=r"x.mp3: unsupported file type .mp3"):
+    (tmp_path / "x.mp3").write_text("not an mp3")
+    with pytest.raises(PredictError, match=r"x.mp3: unreadable media file"):
         predict.predict_file(audio_model, str(tmp_path / "x.mp3"))
     with pytest.raises(PredictError, match=r"missing.wav: file not found"):
         predict.predict_file(audio_model, str(tmp_path / "missing.wav"))
@@ -213,7 +214,7 @@ def test_speaker_normalised_model_predicts_as_it_evaluates(tiny_folds_data_dir, 
         )
         by_id = dict(zip(evaluated.clip_ids, evaluated.probabilities, strict=True))
         rows = predict.predict_files(model, paths, groups=groups, min_speaker_clips=min_clips)
-        for path, r in rows:
+        for path, t in rows:
             name = os.path.splitext(os.path.basename(path))[0]
-            probs = np.array([r["probabilities"][c] for c in CLASSES])
+            probs = np.array([t.summary()["probabilities"][c] for c in CLASSES])
             np.testing.assert_allclose(probs, by_id[name], atol=1e-5, err_msg=speaker_stats)

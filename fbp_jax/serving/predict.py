@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -46,6 +47,7 @@ from absl import app, flags, logging
 
 from fbp_jax import io
 from fbp_jax.model import frontend
+from fbp_jax.serving import timeline
 from fbp_jax.serving.bundle import PredictError, ServingModel, load_serving_model
 
 SPEAKER_GROUPS = ("folder", "all", "file", "training")
@@ -54,76 +56,108 @@ SPEAKER_GROUPS = ("folder", "all", "file", "training")
 MIN_SPEAKER_CLIPS = 10
 
 
-def media_extensions() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(audio, video) file extensions, the same lists the corpus builders accept."""
-    from data_prep.features import audio as audio_lib
-    from data_prep.features import video as video_lib
+# What a folder walk picks up (a file named explicitly is opened whatever its extension; the
+# streams it holds decide what can be read from it).
+MEDIA_EXTENSIONS = (
+    ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".wma", ".aif", ".aiff",
+    ".caf", ".amr", ".avi", ".flv", ".mp4", ".m4v", ".mkv", ".mov", ".mpg", ".mpeg", ".webm",
+    ".3gp", ".ts", ".wmv",
+)  # fmt: skip
 
-    return audio_lib.AUDIO_EXTENSIONS, video_lib.VIDEO_EXTENSIONS
 
+def open_source(path: str, model: ServingModel) -> timeline.Source:
+    """A media file as the streams the model needs, chosen by what the file holds.
 
-def read_features(path: str, model: ServingModel) -> dict[str, Any]:
-    """The schema features of a media file that the model needs.
-
-    Returns:
-      dict with `audio` [Ta, 200] (log spectrogram), and for models with a face stream `video`
-      [Tv, ...] and `video_valid` [Tv]; `duration_s`.
+    An audio-only model reads the first audio stream of any container PyAV opens, in chunks,
+    and never decodes a video stream beside it (its state does not matter; a note says it was
+    not read). A model with a face stream runs the face pipeline of the AFEW / CREMA-D builders
+    on the whole file (MTCNN, alignment, FER2013 encoder) and needs both streams.
 
     Raises:
-      PredictError: unsupported file type, a video model given an audio-only file, or an
-        unusable file (the message names it and the problem).
+      PredictError: a missing or unreadable file, or one without a stream the model needs
+        (naming the streams it has).
     """
     from data_prep.errors import BadClip
     from data_prep.features import audio as audio_lib
+    from data_prep.features import media
 
-    audio_ext, video_ext = media_extensions()
-    ext = os.path.splitext(path)[1].lower()
-    needs_video = "video" in model.streams
-    if ext not in audio_ext + video_ext:
-        raise PredictError(
-            f"{path}: unsupported file type {ext or '(none)'}; audio: {', '.join(audio_ext)}; "
-            f"video: {', '.join(video_ext)}"
-        )
     try:
-        if ext in audio_ext:
-            if needs_video:
-                raise PredictError(
-                    f"{path}: audio-only file, but the model ({model.fusion}, {model.source}) "
-                    "needs the face stream too; give it a video file, or use an audio-only "
-                    "model (fusion 'audio')"
-                )
-            samples = audio_lib.load_audio(path).samples
-            features = {}
-        elif needs_video:
-            from data_prep.features import faces
-
-            features = dict(faces.clip_features(path))
-            samples = None
-        else:  # An audio-only model reads the file's audio track.
-            from data_prep.features import video as video_lib
-
-            samples = video_lib.read_video(path, keep_frames=False).audio.samples
-            features = {}
-        if samples is not None:
-            features["audio"] = audio_lib.log_spectrogram(samples, path)
-            features["duration_s"] = len(samples) / audio_lib.SAMPLE_RATE
+        info = media.probe(path)
     except BadClip as e:
         raise PredictError(str(e)) from e
-    features.setdefault("duration_s", len(features["audio"]) / model.data["audio_fps"])
-    if "video" in features and needs_video:
+    needed = ("audio", "video") if "video" in model.streams else ("audio",)
+    missing = [k for k in needed if k not in info.streams]
+    if missing:
+        raise PredictError(
+            f"{path}: the model ({model.fusion}, {model.source}) needs the "
+            f"{' and '.join(needed)} streams; the file has no {' and no '.join(missing)} "
+            f"stream (it has: {info.describe()})"
+        )
+    bins_problem = (
+        f"{path}: the model ({model.source}) takes {model.data['num_bins']}-bin spectrograms, "
+        f"data_prep gives {audio_lib.NUM_BINS}; it was trained on a corpus whose features "
+        "cannot be computed from a media file"
+    )
+    if "video" in model.streams:
+        from data_prep.features import faces
+
+        try:
+            features = faces.clip_features(path)
+        except BadClip as e:
+            raise PredictError(str(e)) from e
         shape = tuple(features["video"].shape[1:])
         if shape != tuple(model.data["video_shape"]):
             raise PredictError(
                 f"{path}: the model ({model.source}) takes video features of shape "
                 f"{tuple(model.data['video_shape'])} per frame, the face pipeline gives {shape}"
             )
-    bins = features["audio"].shape[-1]
-    if bins != model.data["num_bins"]:
-        raise PredictError(
-            f"{path}: the model ({model.source}) takes {model.data['num_bins']}-bin spectrograms, "
-            f"data_prep gives {bins}; it was trained on a corpus whose features cannot be "
-            "computed from a media file"
+        if model.data["num_bins"] != audio_lib.NUM_BINS:
+            raise PredictError(bins_problem)
+        spectrogram = features["audio"]
+        return timeline.Source(
+            path,
+            lambda: iter([spectrogram]),
+            video=np.asarray(features["video"], np.float32),
+            video_valid=np.asarray(features["video_valid"], bool),
+            duration_s=float(features["duration_s"]),
         )
+    if model.data["num_bins"] != audio_lib.NUM_BINS:
+        raise PredictError(bins_problem)
+    notes = []
+    if info.has_video:
+        notes.append("the video stream was not read (the model reads audio only)")
+
+    def blocks():
+        try:
+            yield from media.spectrogram_blocks(media.audio_chunks(path), path)
+        except BadClip as e:
+            raise PredictError(str(e)) from e
+
+    return timeline.Source(path, blocks, duration_s=info.duration_s, notes=tuple(notes))
+
+
+def read_features(path: str, model: ServingModel) -> dict[str, Any]:
+    """The schema features of a whole media file that the model needs (for clips: the whole
+    spectrogram is held in memory; `predict_files` streams long recordings instead).
+
+    Returns:
+      dict with `audio` [Ta, 200] (log spectrogram), and for models with a face stream `video`
+      [Tv, ...] and `video_valid` [Tv]; `duration_s`.
+
+    Raises:
+      PredictError: see `open_source`; also a file without any sample or whose features are
+        not finite.
+    """
+    source = open_source(path, model)
+    blocks = list(source.audio_blocks())
+    if not blocks:
+        raise PredictError(f"{path}: too short for one spectrogram frame (40 ms)")
+    features: dict[str, Any] = {"audio": np.concatenate(blocks)}
+    if source.video is not None:
+        features["video"], features["video_valid"] = source.video, source.video_valid
+    features["duration_s"] = float(
+        source.duration_s or len(features["audio"]) / model.data["audio_fps"]
+    )
     for key in ("audio", "video"):
         if key in features and not np.all(np.isfinite(features[key])):
             raise PredictError(f"{path}: its {key} features are not finite")
@@ -273,22 +307,26 @@ def predict_features(
     return result
 
 
-def predict_file(model: ServingModel, path: str, span_seconds: float = 1.0) -> dict[str, Any]:
-    """Prediction for one media file (a speaker-normalised model uses the file alone).
+def predict_file(
+    model: ServingModel, path: str, span_seconds: float = 1.0, **options: Any
+) -> dict[str, Any]:
+    """Prediction for one media file: `predict_files` of that file alone (so a
+    speaker-normalised model, given one short file, uses the training speakers' pooled
+    statistics, as the command line does), its whole-file answer.
 
     Returns:
-      dict with `prediction`, `confidence`, `probabilities` {class: p}, `duration_s`,
-      `crop_start_s`, `mu` / `eta` (two streams), and `{stream}_span` = (start s, end s,
-      attention weight inside) for each attended stream, times from the start of the file.
+      dict with `prediction`, `confidence`, `probabilities` {class: p} (the posterior mean
+      over voiced windows), `duration_s`, `windows`, `voiced_windows`, `statistics`, `mu`
+      (two streams), `timeline` (the `timeline.Timeline`), and for a file read as one clip
+      `crop_start_s`, `eta` and `{stream}_span` = (start s, end s, attention weight inside).
 
     Raises:
-      PredictError: see `read_features`.
+      PredictError: the file cannot be used (see `open_source`), or has no voice.
     """
-    features = read_features(path, model)
-    stats = model.stats
-    if _speaker_normalised(model):
-        stats = speaker_statistics([features], model.data)
-    return predict_features(model, features, span_seconds, stats)
+    ((_, result),) = predict_files(model, [path], span_seconds=span_seconds, **options)
+    if isinstance(result, str):
+        raise PredictError(result)
+    return {**result.summary(), **result.details, "timeline": result}
 
 
 def _speaker_normalised(model: ServingModel) -> bool:
@@ -309,58 +347,106 @@ def predict_files(
     span_seconds: float = 1.0,
     groups: str = "folder",
     min_speaker_clips: int = MIN_SPEAKER_CLIPS,
-) -> list[tuple[str, dict[str, Any] | str]]:
-    """Predictions for several files, each isolated from the others.
+    hop_seconds: float | None = None,
+    progress: bool = False,
+) -> list[tuple[str, timeline.Timeline | str]]:
+    """The timeline of every file (`fbp_jax.serving.timeline`), each file isolated from the
+    others.
 
-    A speaker-normalised model standardises each group of files (`groups`: one folder, all,
-    one file) with the group's own statistics; a group of fewer than `min_speaker_clips`
-    clips, or `groups='training'`, takes the training speakers' pooled statistics instead.
+    A file whose speech fits in the model's window is one window, read as evaluation reads a
+    clip; a longer one is read in chunks and scored every `hop_seconds` (default: a quarter of
+    the window). A speaker-normalised model standardises each group of files (`groups`: one
+    folder, all, one file) with the statistics of the group's voiced clips (a short file is
+    one clip, a long one a clip per window length); a group of fewer than
+    `min_speaker_clips`, or `groups='training'`, takes the training speakers' pooled
+    statistics instead.
 
     Returns:
-      (path, result dict) for each file predicted, (path, 'ExceptionType: message') for each
-      file that failed, in the order of `paths`.
+      (path, Timeline) for each file predicted, (path, 'message') for each file that failed,
+      in the order of `paths`. `Timeline.summary()` is the whole-file answer; its arrays
+      (`starts`, `ends`, `voiced`, `probabilities`, `mu`) are the timeline.
     """
     if groups not in SPEAKER_GROUPS:
         raise ValueError(f"speaker groups must be one of {SPEAKER_GROUPS}, got {groups!r}")
-    by_speaker = _speaker_normalised(model)
-    features: dict[str, dict | str] = {}
+    sources: dict[str, tuple[timeline.Source, timeline.Scan] | str] = {}
     for path in paths:
         try:
-            features[path] = read_features(path, model)
+            source = open_source(path, model)
+            scan = timeline.scan(source, model.data)
+            if not scan.voiced_frames:
+                raise PredictError(
+                    f"{path}: no voice found (every frame below the file's voice threshold, "
+                    f"{scan.threshold:.0f} dB)"
+                )
+            sources[path] = (source, scan)
         except Exception as e:
-            features[path] = _error(e)
-    stats: dict[str, dict | None] = {}
-    if by_speaker:
+            sources[path] = _error(e)
+    stats: dict[str, tuple[dict | None, str]] = {}
+    if _speaker_normalised(model):
         pooled = frontend.pooled_statistics(model.stats)
         members = collections.defaultdict(list)
-        for path, f in features.items():
-            if isinstance(f, dict):
-                members[_speaker_key(path, groups)].append(f)
-        for key, clips in members.items():
-            if groups == "training" or (groups != "file" and len(clips) < min_speaker_clips):
-                stats[key] = pooled
-            else:
-                stats[key] = speaker_statistics(clips, model.data)
-        few = [k for k, c in members.items() if groups == "folder" and len(c) < min_speaker_clips]
+        for path, found in sources.items():
+            if not isinstance(found, str):
+                members[_speaker_key(path, groups)] += found[1].blocks
+        for key, blocks in members.items():
+            own = groups == "file" or (groups != "training" and len(blocks) >= min_speaker_clips)
+            stats[key] = (
+                (timeline.statistics_of(blocks, model.data["video_shape"]), "own")
+                if own
+                else (pooled, "training speakers")
+            )
+        few = [k for k, b in members.items() if stats[k][1] != "own" and groups != "training"]
         if few:
             logging.info(
                 "%d speaker group(s) with fewer than %d clips use the training speakers' pooled "
                 "statistics (e.g. %s).",
                 len(few),
                 min_speaker_clips,
-                few[0],
+                few[0] or "all files",
             )
     rows = []
     for path in paths:
-        f = features[path]
-        if isinstance(f, dict):
-            try:
-                s = stats.get(_speaker_key(path, groups)) if by_speaker else model.stats
-                f = predict_features(model, f, span_seconds, s)
-            except Exception as e:
-                f = _error(e)
-        rows.append((path, f))
+        found = sources[path]
+        if isinstance(found, str):
+            rows.append((path, found))
+            continue
+        source, scan = found
+        s, label = stats.get(_speaker_key(path, groups), (model.stats, ""))
+        try:
+            if scan.single:
+                t = _single_window(model, source, scan, s, span_seconds)
+            else:
+                t = timeline.run_windows(model, source, scan, s, hop_seconds, progress)
+            rows.append((path, dataclasses.replace(t, statistics=label)))
+        except Exception as e:
+            rows.append((path, _error(e)))
     return rows
+
+
+def _single_window(model, source, scan, stats, span_seconds) -> timeline.Timeline:
+    """A file read as one clip (`predict_features`), as a timeline of one window."""
+    features: dict[str, Any] = {"audio": np.concatenate(list(source.audio_blocks()))}
+    if source.video is not None:
+        features["video"], features["video_valid"] = source.video, source.video_valid
+    fps = model.data["audio_fps"]
+    features["duration_s"] = float(source.duration_s or scan.frames / fps)
+    if not np.all(np.isfinite(features["audio"])):
+        raise PredictError(f"{source.path}: its audio features are not finite")
+    r = predict_features(model, features, span_seconds, stats)
+    probs = np.array([[r["probabilities"][c] for c in model.class_names]], np.float32)
+    return timeline.Timeline(
+        path=source.path,
+        class_names=tuple(model.class_names),
+        starts=np.zeros(1),
+        ends=np.array([features["duration_s"]]),
+        voiced=np.ones(1, bool),
+        probabilities=probs,
+        mu=np.array([r["mu"]], np.float32) if "mu" in r else None,
+        duration_s=features["duration_s"],
+        notes=tuple(source.notes),
+        details={k: v for k, v in r.items() if k.endswith("_span") or k in ("crop_start_s", "eta")},
+        regions=timeline.voiced_regions(scan.levels, scan.threshold, fps),
+    )
 
 
 def _error(e: Exception) -> str:
@@ -368,27 +454,32 @@ def _error(e: Exception) -> str:
 
 
 def find_media(paths: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Files named, and media files under directories named (recursively, sorted).
+    """Files named (any extension: their streams decide), and the media files under folders
+    named (by extension, `MEDIA_EXTENSIONS`; recursively, sorted).
 
     Returns:
-      (files, notes): each file once (by its real path), and a note per duplicate left out.
+      (files, notes): each file once (by its real path); a note per duplicate left out and per
+      folder with files of other extensions (counted, not read).
 
     Raises:
       PredictError: a path that does not exist, or a folder without media files.
     """
-    audio_ext, video_ext = media_extensions()
     files, seen, notes = [], {}, []
     for p in paths:
         if os.path.isdir(p):
-            found = []
+            found, other = [], collections.Counter()
             for root, _, names in os.walk(p):
-                found += [
-                    os.path.join(root, n)
-                    for n in names
-                    if os.path.splitext(n)[1].lower() in audio_ext + video_ext
-                ]
+                for n in names:
+                    ext = os.path.splitext(n)[1].lower()
+                    if ext in MEDIA_EXTENSIONS:
+                        found.append(os.path.join(root, n))
+                    else:
+                        other[ext or "(none)"] += 1
             if not found:
-                raise PredictError(f"{p}: no media files ({', '.join(audio_ext + video_ext)})")
+                raise PredictError(f"{p}: no media files ({', '.join(MEDIA_EXTENSIONS)})")
+            if other:
+                kinds = ", ".join(f"{n} {ext}" for ext, n in sorted(other.items()))
+                notes.append(f"{p}: {sum(other.values())} files not read ({kinds})")
             candidates = sorted(found)
         elif os.path.isfile(p):
             candidates = [p]
@@ -404,38 +495,56 @@ def find_media(paths: Sequence[str]) -> tuple[list[str], list[str]]:
     return files, notes
 
 
-def rows_to_csv(model: ServingModel, rows: list[tuple[str, dict | str]], out) -> None:
-    """Writes (path, result or error message) rows as CSV."""
+def rows_to_csv(model: ServingModel, rows: list[tuple[str, timeline.Timeline | str]], out) -> None:
+    """The whole-file answer of each (path, Timeline or error message) row as CSV."""
     span_cols = [f"{s}_span_{x}" for s in model.streams for x in ("start_s", "end_s", "weight")]
     header = ["file", "prediction", "confidence", "duration_s"]
     header += [f"prob_{c}" for c in model.class_names]
-    header += (["mu", "eta"] if len(model.streams) == 2 else []) + span_cols + ["error"]
+    header += ["windows", "voiced_windows", "statistics"]
+    header += (["mu"] if len(model.streams) == 2 else []) + span_cols + ["notes", "error"]
     writer = csv.writer(out)
     writer.writerow(header)
-    for path, r in rows:
-        if isinstance(r, str):
-            writer.writerow([path] + [""] * (len(header) - 2) + [r])
+    for path, t in rows:
+        if isinstance(t, str):
+            writer.writerow([path] + [""] * (len(header) - 2) + [t])
             continue
+        r = {**t.summary(), **t.details}
         row = [path, r["prediction"], f"{r['confidence']:.6f}", f"{r['duration_s']:.3f}"]
         row += [f"{r['probabilities'][c]:.6f}" for c in model.class_names]
+        row += [r["windows"], r["voiced_windows"], r["statistics"]]
         if len(model.streams) == 2:
-            row += [f"{r.get('mu', math.nan):.6f}", f"{r.get('eta', math.nan):.6f}"]
+            row += [f"{r.get('mu', math.nan):.6f}"]
         for s in model.streams:
             span = r.get(f"{s}_span")
             row += ["", "", ""] if span is None else [span[0], span[1], f"{span[2]:.4f}"]
-        writer.writerow(row + [""])
+        writer.writerow([*row, "; ".join(t.notes), ""])
 
 
-def format_result(path: str, model: ServingModel, r: dict[str, Any]) -> str:
-    lines = [f"{path}: {r['prediction']} ({100 * r['confidence']:.1f}%), {r['duration_s']:.2f} s"]
+def format_result(path: str, model: ServingModel, t: timeline.Timeline) -> str:
+    r = {**t.summary(), **t.details}
+    lines = [
+        f"{path}: {r['prediction']} ({100 * r['confidence']:.1f}%), {r['duration_s']:.2f} s"
+        + (
+            f", the mean of {r['voiced_windows']} voiced windows of {r['windows']}"
+            if r["windows"] > 1
+            else ""
+        )
+    ]
     for name, p in sorted(r["probabilities"].items(), key=lambda x: -x[1]):
         lines.append(f"  {name:<12} {p:.4f}")
     if "mu" in r:
-        lines.append(f"  audio adaptive factor mu {r['mu']:.4f} (video eta {r['eta']:.4f})")
+        lines.append(f"  audio adaptive factor mu {r['mu']:.4f}")
     for s in model.streams:
         if f"{s}_span" in r:
             a, b, w = r[f"{s}_span"]
             lines.append(f"  most attended {s}: {a:.2f}-{b:.2f} s ({100 * w:.0f}% of its weight)")
+    if r["windows"] > 1:
+        lines.append("  timeline (window start-end s: prediction):")
+        for row in t.rows():
+            what = row["prediction"] or "(no voice)"
+            lines.append(f"    {row['start_s']:8.2f}-{row['end_s']:<8.2f} {what}")
+    for note in t.notes:
+        lines.append(f"  note: {note}")
     return "\n".join(lines)
 
 
@@ -459,9 +568,20 @@ def define_flags() -> None:
         "model", None, "A training workdir, an export directory or a shipped model's name."
     )
     flags.DEFINE_string("step", "best", "Workdir checkpoint: 'best', 'latest' or a step.")
-    flags.DEFINE_string("output", None, "CSV path for several files (default: stdout).")
+    flags.DEFINE_string("output", None, "CSV of the whole-file answers (default: stdout).")
+    flags.DEFINE_string(
+        "timeline", None, "Per-window rows of every file: CSV, or JSON lines if it ends .jsonl."
+    )
+    flags.DEFINE_string(
+        "plot",
+        None,
+        "PNG of the posteriors over time (one file), or a folder of <file>.png (several).",
+    )
+    flags.DEFINE_float(
+        "hop_seconds", None, "Step between windows of long files (default: a quarter window)."
+    )
     flags.DEFINE_float("span_seconds", 1.0, "Length of the most attended span reported.")
-    flags.DEFINE_bool("json", False, "Print one JSON object per file instead of text / CSV.")
+    flags.DEFINE_bool("json", False, "Print one JSON object per file (answer and windows).")
     flags.DEFINE_enum(
         "speaker_groups",
         "folder",
@@ -473,6 +593,13 @@ def define_flags() -> None:
         MIN_SPEAKER_CLIPS,
         "Speaker groups with fewer clips take the training speakers' pooled statistics.",
     )
+
+
+def _plot_path(path: str, several: bool) -> str:
+    if not several:
+        return FLAGS.plot
+    os.makedirs(FLAGS.plot, exist_ok=True)
+    return os.path.join(FLAGS.plot, os.path.splitext(os.path.basename(path))[0] + ".png")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -488,25 +615,44 @@ def main(argv: Sequence[str]) -> None:
         print(f"note: {note}", file=sys.stderr)
     single = len(files) == 1 and len(argv) == 2 and os.path.isfile(argv[1])
     rows = predict_files(
-        model, files, FLAGS.span_seconds, FLAGS.speaker_groups, FLAGS.min_speaker_clips
+        model,
+        files,
+        FLAGS.span_seconds,
+        FLAGS.speaker_groups,
+        FLAGS.min_speaker_clips,
+        FLAGS.hop_seconds,
+        progress=True,
     )
     failed = [(p, r) for p, r in rows if isinstance(r, str)]
+    done = [t for _, t in rows if not isinstance(t, str)]
     for path, r in failed:
         print(f"failed: {path}: {r}", file=sys.stderr)
-    if FLAGS.json:
-        for path, r in rows:
-            print(json.dumps({"file": path, **(r if isinstance(r, dict) else {"error": r})}))
-    elif single:
-        if not failed:
-            print(format_result(files[0], model, rows[0][1]))
-    elif FLAGS.output:
-        folder = os.path.dirname(os.path.abspath(FLAGS.output))
-        rerun = "Free space (or give another --output) and run the same command again."
-        with io.exit_on_full_disk(), io.full_disk_as_one_line(folder, "the predictions", rerun):
+    rerun = "Free space (or give other output paths) and run the same command again."
+    outputs = [p for p in (FLAGS.output, FLAGS.timeline, FLAGS.plot) if p]
+    folder = os.path.dirname(os.path.abspath(outputs[0])) if outputs else "."
+    with io.exit_on_full_disk(), io.full_disk_as_one_line(folder, "the predictions", rerun):
+        if FLAGS.timeline:
+            timeline.write_rows(done, FLAGS.timeline)
+        if FLAGS.plot:
+            for t in done:
+                timeline.plot(t, _plot_path(t.path, len(files) > 1))
+        if FLAGS.json:
+            for path, r in rows:
+                if isinstance(r, str):
+                    print(json.dumps({"file": path, "error": r}))
+                else:
+                    answer = {**r.summary(), **r.details}
+                    print(json.dumps({"file": path, **answer, "timeline": r.rows()}))
+        elif single and not FLAGS.output:
+            if not failed:
+                print(format_result(files[0], model, rows[0][1]))
+        elif FLAGS.output:
             io.atomic_write(FLAGS.output, lambda f: rows_to_csv(model, rows, f), newline="")
-        print(f"{len(rows) - len(failed)} files predicted, {len(failed)} failed: {FLAGS.output}")
-    else:
-        rows_to_csv(model, rows, sys.stdout)
+            print(
+                f"{len(rows) - len(failed)} files predicted, {len(failed)} failed: {FLAGS.output}"
+            )
+        else:
+            rows_to_csv(model, rows, sys.stdout)
     if failed:
         sys.exit(1)
 

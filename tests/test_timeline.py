@@ -1,0 +1,221 @@
+"""predict on recordings of any length and container: the timeline finds segments and their
+classes, marks the pauses, gives the same answer whatever the container or sample rate, reads
+the audio of files whose video is missing or damaged, and keeps memory flat."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from data_prep import testclips
+from fbp_jax.serving import bundle, predict, timeline
+from tests.conftest import REPO
+
+RATE = 16000
+TONES = (300.0, 700.0, 1500.0)  # Class k's voice: harmonics-free tone at this frequency.
+CLASSES = ("low", "mid", "high")
+# (class, seconds) of speech, with GAP seconds of room noise before each and at the end.
+SEGMENTS = ((0, 6.0), (2, 5.0), (1, 7.0), (0, 4.5))
+GAP = 2.5
+
+
+def _voice(freq, seconds, seed):
+    """A tone with a syllable-rate envelope and a little jitter: voiced-like, one band."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    f = freq * (1 + 0.01 * np.sin(2 * np.pi * 0.5 * t))
+    x = np.sin(2 * np.pi * np.cumsum(f) / RATE)
+    envelope = 0.4 + 0.6 * np.sin(2 * np.pi * 2.5 * t) ** 2
+    return (0.3 * x * envelope + 0.002 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def recording(segments=SEGMENTS, gap=GAP, seed=0):
+    """Samples and the truth: [(start s, end s, class)] of the voiced segments."""
+    rng = np.random.default_rng(seed)
+    parts, truth, t = [], [], 0.0
+    for i, (k, seconds) in enumerate(segments):
+        parts.append((0.002 * rng.standard_normal(int(gap * RATE))).astype(np.float32))
+        t += gap
+        parts.append(_voice(TONES[k], seconds, seed + i))
+        truth.append((t, t + seconds, k))
+        t += seconds
+    parts.append((0.002 * rng.standard_normal(int(gap * RATE))).astype(np.float32))
+    return np.concatenate(parts), truth
+
+
+def tone_model(clip_seconds=3.2):
+    """A stand-in model that says which of the tones a window holds (the mean log power of
+    each tone's bin over the valid frames, sharpened): what the timeline does is tested, not
+    what a network learned."""
+    bins = [round(f / 20.0) for f in TONES]
+
+    def apply(batch):
+        x, m = batch["audio"], batch["audio_mask"][..., None]
+        mean = (x * m).sum(1) / np.maximum(m.sum(1), 1)
+        scores = 4.0 * mean[:, bins]
+        p = np.exp(scores - scores.max(1, keepdims=True))
+        return {"probabilities": p / p.sum(1, keepdims=True)}
+
+    data = {**bundle.DATA_FIELDS, "clip_seconds": clip_seconds, "audio_fps": 100}
+    data.update(video_fps=25, num_bins=200, video_shape=[1], normalize=False)
+    return bundle.ServingModel("tones", "audio", CLASSES, data, None, apply)
+
+
+@pytest.fixture(scope="module")
+def long_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("long")
+    samples, truth = recording()
+    path = str(folder / "recording.wav")
+    soundfile.write(path, samples, RATE)
+    return path, truth
+
+
+def test_the_timeline_finds_the_segments_their_classes_and_the_pauses(long_file, tmp_path):
+    path, truth = long_file
+    model = tone_model()
+    t = predict.predict_file(model, path)["timeline"]
+    hop = 0.8
+    assert t.num_windows > 20 and np.allclose(np.diff(t.starts)[:-1], hop)
+    inside = lambda s, e, a, b: s >= a - 1e-6 and e <= b + 1e-6
+    for s, e, v, p in zip(t.starts, t.ends, t.voiced, t.probabilities, strict=True):
+        segment = [k for a, b, k in truth if inside(s, e, a, b)]
+        if segment:  # A window within a segment: voiced, and that segment's class.
+            assert v and int(np.argmax(p)) == segment[0], (s, e, p)
+        if not any(s < b and e > a for a, b, _ in truth):  # Within a pause: not scored.
+            assert not v and np.isnan(p).all(), (s, e)
+    # The voice found matches the segments within one hop.
+    assert len(t.regions) == len(truth), t.regions
+    for (a, b, _), (ra, rb) in zip(truth, t.regions, strict=True):
+        assert abs(ra - a) < hop and abs(rb - b) < hop, ((a, b), (ra, rb))
+    summary = t.summary()
+    assert summary["voiced_windows"] == int(t.voiced.sum())
+    by_time = {k: sum(b - a for a, b, kk in truth if kk == k) for k in range(3)}
+    assert summary["prediction"] == CLASSES[max(by_time, key=by_time.get)]
+    # The outputs: CSV and JSON lines with a row per window, a PNG.
+    timeline.write_rows([t], str(tmp_path / "t.csv"))
+    timeline.write_rows([t], str(tmp_path / "t.jsonl"))
+    rows = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert len(rows) == t.num_windows and set(rows[0]) >= {"start_s", "end_s", "voiced", "prob_low"}
+    assert len((tmp_path / "t.csv").read_text().splitlines()) == t.num_windows + 1
+    timeline.plot(t, str(tmp_path / "t.png"))
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_short_clip_is_one_window_read_as_evaluation_reads_it(tmp_path):
+    path = str(tmp_path / "short.flac")
+    samples, _ = recording(segments=((1, 2.0),), gap=0.5)
+    soundfile.write(path, samples, RATE)
+    r = predict.predict_file(tone_model(), path)
+    assert r["windows"] == 1 and r["prediction"] == "mid" and "crop_start_s" in r
+    # The same as the clip path: the whole file's features through predict_features.
+    features = predict.read_features(path, tone_model())
+    direct = predict.predict_features(tone_model(), features)
+    assert direct["probabilities"] == pytest.approx(r["probabilities"])
+
+
+def _encode(path, samples, rate, codec):
+    from scipy import signal
+
+    x = signal.resample_poly(samples, rate // 1000, RATE // 1000) if rate != RATE else samples
+    testclips.write_clip(path, None, audio=x[:, None], audio_rate=rate, audio_codec=codec)
+
+
+def test_three_containers_and_two_rates_give_the_same_timeline(long_file, tmp_path):
+    path, _ = long_file
+    samples, _ = soundfile.read(path, dtype="float32")
+    files = {"wav": path}
+    files["mkv_flac_48k"] = str(tmp_path / "r.mkv")
+    _encode(files["mkv_flac_48k"], samples, 48000, "flac")
+    files["m4a_aac_48k"] = str(tmp_path / "r.m4a")
+    _encode(files["m4a_aac_48k"], samples, 48000, "aac")
+    files["ogg_opus_48k"] = str(tmp_path / "r.opus")
+    _encode(files["ogg_opus_48k"], samples, 48000, "libopus")
+    model = tone_model()
+    rows = dict(predict.predict_files(model, list(files.values())))
+    ref = rows[path]
+    for name, f in files.items():
+        t = rows[f]
+        assert not isinstance(t, str), (name, t)
+        assert t.num_windows == ref.num_windows, name
+        agree = np.mean(t.voiced == ref.voiced)
+        assert agree >= 0.95, (name, agree)
+        both = t.voiced & ref.voiced
+        same = np.argmax(t.probabilities[both], 1) == np.argmax(ref.probabilities[both], 1)
+        assert same.mean() >= 0.95, (name, same.mean())
+        assert t.summary()["prediction"] == ref.summary()["prediction"]
+
+
+def test_an_audio_model_reads_the_audio_of_any_container_whatever_the_video(tmp_path):
+    samples, _ = recording(segments=((2, 2.0),), gap=0.4)
+    audio = samples[:, None]
+    model = tone_model()
+    mov = str(tmp_path / "voice.mov")  # Audio-only QuickTime.
+    testclips.write_clip(mov, None, audio=audio, audio_codec="aac")
+    # A video whose picture ends after 0.5 s of the 2.8 s its audio lasts.
+    short_picture = str(tmp_path / "short_picture.mp4")
+    testclips.write_clip(short_picture, testclips.face_frames(12).frames, audio=audio)
+    r = predict.predict_file(model, mov)
+    assert r["prediction"] == "high" and not r["timeline"].notes
+    r = predict.predict_file(model, short_picture)
+    assert r["prediction"] == "high"
+    assert "video stream was not read" in r["timeline"].notes[0]
+    # Without the stream a model needs: which stream is missing, and what the file has.
+    video_only = str(tmp_path / "silent.mp4")
+    testclips.write_clip(video_only, testclips.face_frames(12).frames, audio=None)
+    with pytest.raises(bundle.PredictError, match=r"silent.mp4: .* no audio stream .*has: video"):
+        predict.predict_file(model, video_only)
+    face_model = tone_model()
+    face_model.fusion = "am_fbp"
+    with pytest.raises(bundle.PredictError, match=r"voice.mov: .* no video stream \(it has: audio"):
+        predict.predict_file(face_model, mov)
+    text = str(tmp_path / "notes.xyz")
+    with open(text, "w") as f:
+        f.write("not media")
+    with pytest.raises(bundle.PredictError, match=r"notes.xyz: unreadable media file"):
+        predict.predict_file(model, text)
+
+
+WRITE_SCRIPT = """
+import sys
+import soundfile
+from tests.test_timeline import recording
+minutes = float(sys.argv[2])
+segments = [(i % 3, 5.0) for i in range(int(minutes * 60 / 7.5))]
+samples, _ = recording(segments=segments, gap=2.5)
+soundfile.write(sys.argv[1], samples, 16000)
+"""
+
+PREDICT_SCRIPT = """
+import resource, sys
+from tests.test_timeline import tone_model
+from fbp_jax.serving import predict
+model = tone_model()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+r = predict.predict_file(model, sys.argv[1])
+print(r["windows"], before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_the_length_of_the_file(tmp_path):
+    """Peak memory added by predicting 2 and 12 minutes of audio (each in its own process,
+    the file written by another): the chunked reading keeps it about the same."""
+    grown = {}
+    env = {**os.environ, "PYTHONPATH": REPO}
+    for minutes in (2, 12):
+        path = str(tmp_path / f"{minutes}.flac")
+        for script, args in ((WRITE_SCRIPT, [path, str(minutes)]), (PREDICT_SCRIPT, [path])):
+            proc = subprocess.run(
+                [sys.executable, "-c", script, *args],
+                cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr[-2000:]
+        windows, before, after = map(int, proc.stdout.split()[-3:])
+        assert windows > minutes * 60 / 0.8 * 0.9
+        grown[minutes] = (after - before) / 1024  # MB
+    # Held whole, 10 more minutes of spectrogram alone would be about 460 MB in float64.
+    assert grown[12] < grown[2] + 40, grown
