@@ -136,3 +136,37 @@ def test_repository_configs_load_through_the_installed_command(installed, tmp_pa
     assert proc.returncode != 0 and "No prepared dataset 'ravdess/speech'" in proc.stderr, (
         proc.stderr[-3000:]
     )
+
+
+def test_the_base_install_predicts_without_tensorflow_and_names_the_extras(tmp_path):
+    """`pip install fbp_jax` without extras, in a fresh venv: the shipped model predicts a file
+    with no TensorFlow installed, and the commands that need an extra say which."""
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), REPO], REPO)
+    (wheel,) = glob.glob(str(tmp_path / "fbp_jax-*.whl"))
+    venv = tmp_path / "light"
+    _run([sys.executable, "-m", "venv", str(venv)], tmp_path)
+    py = str(venv / "bin" / "python")
+    constraints = os.path.join(REPO, "constraints.txt")
+    _run([py, "-m", "pip", "install", "-q", "-c", constraints, wheel], tmp_path, timeout=1200)
+    for absent in ("tensorflow", "tensorflow_datasets", "clu", "sklearn", "mtcnn"):
+        probe = subprocess.run([py, "-c", f"import {absent}"], capture_output=True, check=False)
+        assert probe.returncode != 0, f"{absent} is installed without extras"
+    t = np.arange(32000) / 16000
+    wav = tmp_path / "clip.wav"
+    soundfile.write(wav, 0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 2 * t) ** 2, 16000)
+    fbp = str(venv / "bin" / "fbp-jax")
+    proc = _run([fbp, "predict", "--model=ravdess-audio", str(wav)], tmp_path)
+    assert "clip.wav:" in proc.stdout and "%" in proc.stdout
+    config = f"--config={os.path.join(REPO, 'configs', 'ravdess_audio.py')}:dev"
+    for args, extra in (
+        (["train", config, f"--workdir={tmp_path / 'w'}"], "train"),
+        (["build", "ravdess", f"--manual_dir={tmp_path}"], "data"),
+        (["cv", config, f"--workdir={tmp_path / 'cv'}"], "train"),
+    ):
+        refused = subprocess.run(
+            [fbp, *args], cwd=tmp_path, capture_output=True, text=True, check=False
+        )
+        command = args[0]
+        assert refused.returncode == 2, (command, refused.stderr[-2000:])
+        assert f"needs the [{extra}] extra" in refused.stderr
+        assert f"pip install 'fbp_jax[{extra}]'" in refused.stderr

@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fbp_jax import workdir as workdir_lib
 from fbp_jax.model import frontend
 from fbp_jax.model import fusion as fusion_lib
 
@@ -117,10 +116,13 @@ def load_serving_model(path: str, step: str | int = "best") -> ServingModel:
     """
     if os.path.isfile(os.path.join(path, SERVING_FILE)):
         return load_exported(path)
-    if not workdir_lib.is_workdir(path):
+    if not os.path.isfile(os.path.join(path, "config.json")):
         raise PredictError(
             f"{path}: neither a training workdir (config.json) nor an export ({SERVING_FILE})"
         )
+    from fbp_jax import extras
+
+    workdir_lib = extras.require("fbp_jax.workdir", "train", f"reading the training workdir {path}")
     try:
         loaded = workdir_lib.load_trained(path, step)
     except workdir_lib.WorkdirError as e:

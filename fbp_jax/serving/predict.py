@@ -99,8 +99,12 @@ def open_source(path: str, model: ServingModel) -> timeline.Source:
         "cannot be computed from a media file"
     )
     if "video" in model.streams:
-        from data_prep.features import faces
+        from fbp_jax import extras
 
+        try:
+            faces = extras.require("data_prep.features.faces", "faces", "a face-stream model")
+        except extras.MissingExtraError as e:
+            raise PredictError(f"{path}: {e}") from e
         try:
             features = faces.clip_features(path)
         except BadClip as e:

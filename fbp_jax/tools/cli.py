@@ -16,6 +16,8 @@ import importlib
 import os
 import sys
 
+from fbp_jax import extras
+
 # command -> (module, what it does). The module has define_flags() and main(argv).
 COMMANDS = {
     "demo": (
@@ -41,6 +43,15 @@ COMMANDS = {
 }
 # Commands whose module takes the command name as its first argument.
 SUBCOMMANDS = ("evaluate", "ensemble", "mcnemar")
+# The install extra a command needs beyond the base install (fbp_jax.extras); none: base.
+COMMAND_EXTRA = {
+    "demo": "train",
+    "build": "data",
+    "faces-benchmark": "faces",
+    "predict": None,
+    "export": None,
+    "mcnemar": None,
+}
 
 
 def usage() -> str:
@@ -76,7 +87,10 @@ def run(argv: list[str] | None = None) -> None:
     module_name, what = COMMANDS[command]
     rest = argv[2:]
     _config_imports(rest)
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        _missing_extra(command, e)
     if module_name == "data_prep.features.faces":  # argparse, not absl
         module.main(rest, prog=f"fbp-jax {command}")
         return
@@ -90,7 +104,23 @@ def run(argv: list[str] | None = None) -> None:
     sys.modules["__main__"].__doc__ = text  # What absl prints on a usage error.
     prog = f"fbp-jax {command}"
     args = [prog, command, *rest] if command in SUBCOMMANDS else [prog, *rest]
-    app.run(module.main, argv=args)
+    try:
+        app.run(module.main, argv=args)
+    except ModuleNotFoundError as e:
+        _missing_extra(command, e)
+    except extras.MissingExtraError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _missing_extra(command: str, error: ModuleNotFoundError):
+    """A command whose extra is not installed: one line naming it (exit 2)."""
+    root = (error.name or "").split(".")[0]
+    if root in ("fbp_jax", "data_prep") or not root:
+        raise error
+    extra = COMMAND_EXTRA.get(command, "train") or extras.MODULE_EXTRA.get(root, "train")
+    print(f"error: {extras.message(f'fbp-jax {command}', error.name, extra)}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
