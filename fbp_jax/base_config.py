@@ -104,6 +104,7 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     model.dropout_rate = 0.3  # Before the classifier.
     model.encoder_dropout = 0.0  # On the encoder sequences, before attention (paper: none).
     model.modality_dropout = 0.0  # Training: share of examples with one stream zeroed.
+    model.aux_loss_weight = 0.0  # Two streams: weight of each stream's own classifier loss.
     model.audio = fcn_config("alexnet")
     model.video = video = ml_collections.ConfigDict()
     video.encoder = "face"  # 'face': per-frame features [T, D1]; 'fcn': markers [T, M, 3];

@@ -457,3 +457,28 @@ def test_statistics_pooling_beside_attention():
         config.model.audio.pooling = "max"
     with pytest.raises(ValueError, match="audio pooling"):
         init(config, batch)
+
+
+def test_auxiliary_stream_classifiers_train_beside_the_fusion():
+    config = tiny_config("g_fbp")
+    batch = labelled_batch(config, 4)
+    inputs = frontend.model_inputs(batch, "g_fbp")
+    model, params = init(config, batch)
+    assert "audio_aux" not in params["params"]
+    with config.unlocked():
+        config.model.aux_loss_weight = 0.5
+    model, params = init(config, batch)
+    out = model.apply(params, inputs)
+    assert out["aux_audio_logits"].shape == out["aux_video_logits"].shape == out["logits"].shape
+    state = make_state(config)
+    losses, kernels = {}, {}
+    for w in (0.0, 0.5):
+        step = functools.partial(
+            steps.train_step, fusion="g_fbp", aux_loss_weight=w, rng=jax.random.key(0)
+        )
+        new, m = parallel.pmap(step)(parallel.replicate(state), parallel.shard(batch))
+        losses[w] = parallel.unreplicate(m).compute()["loss"]
+        kernels[w] = parallel.unreplicate(new).params["audio_encoder"]["conv1"]["kernel"]
+    # The reported loss is the fusion's alone; the gradients have the auxiliary terms.
+    np.testing.assert_allclose(losses[0.0], losses[0.5], rtol=1e-6)
+    assert not np.allclose(kernels[0.0], kernels[0.5])

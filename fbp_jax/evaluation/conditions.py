@@ -4,7 +4,8 @@ r"""The condition-shift test: cross-validated systems on test speakers recorded 
         --manual_dir=<RAVDESS folder> --output_dir=cv/conditions [--conditions=original,trimmed]
 
 For every fold of the cross-validation workdirs given (`--systems`), the fold's chosen
-checkpoint predicts the clips of the fold's test speakers, read from the corpus files as
+checkpoint predicts the clips of the fold's test speakers (`--part=validation`: its validation
+speakers, on which a recipe may be chosen), read from the corpus files as
 distributed (`--manual_dir`, the RAVDESS layout) and changed by each recording condition of
 `data_prep.features.conditions` (trimmed, padded with silence, 20 dB quieter, telephone band,
 white noise at 20 and 10 dB SNR, through 8 kHz, a reverberant room, Opus and MP3 round trips).
@@ -38,8 +39,11 @@ RESULTS_JSON = "conditions.json"
 RESULTS_CSV = "conditions.csv"
 
 
-def _test_actors(splits: dict[str, str]) -> set[str]:
-    return cv_lib.split_parts(splits["test"])
+PARTS = ("test", "validation")
+
+
+def _actors(splits: dict[str, str], part: str) -> set[str]:
+    return cv_lib.split_parts(splits[part])
 
 
 def load_clips(manual_dir: str) -> list[Any]:
@@ -112,8 +116,12 @@ def run(
     output_dir: str,
     condition_names: Sequence[str] | None = None,
     speaker_stats: str = "own",
+    part: str = "test",
 ) -> dict[str, Any]:
-    """Evaluates every system and floor under every condition; writes and returns the table."""
+    """Evaluates every system and floor under every condition on each fold's `part` speakers
+    ('test', or 'validation': what may choose a recipe); writes and returns the table."""
+    if part not in PARTS:
+        raise cv_lib.CrossValidationError(f"part must be one of {PARTS}, got {part!r}")
     from data_prep.features import conditions
     from fbp_jax.serving import bundle
 
@@ -142,7 +150,7 @@ def run(
         logging.info("Condition %s: computing features.", condition)
         correct = {name: [] for name in [*systems, *floors]}
         for fold, splits in folds.items():
-            actors = _test_actors(splits)
+            actors = _actors(splits, part)
             test = [c for c in clips if c.split in actors]
             feats = [clip_features(c, condition) for c in test]
             for w in systems:
@@ -159,6 +167,7 @@ def run(
     result = {
         "conditions": names,
         "speaker_stats": speaker_stats,
+        "part": part,
         "systems": list(systems),
         "floors": list(floors),
         "pooled_test_wa": rows,
@@ -202,8 +211,8 @@ def format_table(result: dict[str, Any]) -> str:
     rows = result["pooled_test_wa"]
     width = max(14, *(len(r) for r in rows)) + 1
     lines = [
-        f"pooled test WA (%) by recording condition; speaker statistics: {result['speaker_stats']}"
-        " (in brackets: change from original, points)",
+        f"pooled {result.get('part', 'test')} WA (%) by recording condition; speaker "
+        f"statistics: {result['speaker_stats']} (in brackets: change from original, points)",
         f"{'system':<{width}}" + "".join(f"{n:>15}" for n in names),
     ]
     for r, acc in rows.items():
@@ -235,6 +244,12 @@ def define_flags() -> None:
         ["own", "training"],
         "Speaker statistics of speaker-normalised models.",
     )
+    flags.DEFINE_enum(
+        "part",
+        "test",
+        list(PARTS),
+        "Whose clips: each fold's test speakers, or its validation speakers (to choose on).",
+    )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -250,6 +265,7 @@ def main(argv: Sequence[str]) -> None:
             FLAGS.output_dir,
             FLAGS.conditions,
             FLAGS.speaker_stats,
+            FLAGS.part,
         )
     except (cv_lib.CrossValidationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -130,6 +130,13 @@ class AVEmotionNet(nn.Module):
             name="fusion",
         )(a, v, train=train)
         outputs.update(extras, logits=logits, embedding=embedding)
+        if a is not None and v is not None and cfg.get("aux_loss_weight", 0.0) > 0:
+            # Each stream's own classifier on its pooled vector, trained beside the fusion
+            # (model.aux_loss_weight): a stream stays discriminative on its own.
+            for key, s in (("audio", a), ("video", v)):
+                outputs[f"aux_{key}_logits"] = fusion.Classifier(
+                    cfg.num_classes, cfg.dropout_rate, name=f"{key}_aux"
+                )(s.pooled.astype(jnp.float32), train=train)
         for key, s in (("audio", a), ("video", v)):
             if s is not None:
                 # A head's own weights (cfn_sr: the cross-modal ones) take precedence.

@@ -53,6 +53,14 @@ def init_from_single_modality(
                     params[name],
                     src[name],
                 )
+        aux = f"{stream}_aux"  # Its own classifier beside the fusion: the run's classifier.
+        if aux in params and "classifier" in src.get("fusion", {}):
+            params[aux] = jax.tree.map(
+                lambda new, old: old.astype(new.dtype).reshape(new.shape),
+                params[aux],
+                src["fusion"]["classifier"],
+            )
+            copied.append(aux)
         logging.info("Initialised %s from %s (step %d).", ", ".join(copied), workdir, step)
     ema = None if state.ema_params is None else params
     return state.replace(params=params, ema_params=ema)

@@ -126,6 +126,7 @@ def step_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
         "mixup_alpha": config.get("augment", {}).get("mixup_alpha", 0.0),
         "label_smoothing": config.optim.get("label_smoothing", 0.0),
         "ema_decay": config.optim.get("ema_decay", 0.0),
+        "aux_loss_weight": config.model.get("aux_loss_weight", 0.0),
     }
 
 
@@ -172,6 +173,7 @@ def train_step(
     mixup_alpha: float = 0.0,
     label_smoothing: float = 0.0,
     ema_decay: float = 0.0,
+    aux_loss_weight: float = 0.0,
 ) -> tuple[TrainState, TrainMetrics]:
     """One optimisation step on one device's share of the batch (call it under `pmap`).
 
@@ -183,6 +185,8 @@ def train_step(
       mixup_alpha: > 0 mixes the examples of the batch (`mixup`).
       label_smoothing: smoothing of the training targets (0: none, the paper).
       ema_decay: > 0 updates `state.ema_params` (decay warmed up as min(d, (1+t)/(10+t))).
+      aux_loss_weight: > 0 adds this weight times the mean loss of each stream's own
+        classifier (`aux_*_logits`, two-stream models with `model.aux_loss_weight`).
 
     Returns:
       (new state, TrainMetrics of this step gathered over devices; accuracy and loss are those
@@ -200,10 +204,16 @@ def train_step(
     else:
         partner, lam = labels, jnp.ones(labels.shape, jnp.float32)
 
+    def mixed_ce(logits):
+        ce = lam * cross_entropy(logits, labels, label_smoothing)
+        return ce + (1 - lam) * cross_entropy(logits, partner, label_smoothing)
+
     def loss_fn(params):
         out = state.apply_fn({"params": params}, inputs, train=True, rngs={"dropout": dropout_rng})
-        ce = lam * cross_entropy(out["logits"], labels, label_smoothing)
-        ce += (1 - lam) * cross_entropy(out["logits"], partner, label_smoothing)
+        ce = mixed_ce(out["logits"])
+        aux = [out[k] for k in ("aux_audio_logits", "aux_video_logits") if k in out]
+        if aux_loss_weight > 0 and aux:
+            ce += aux_loss_weight * sum(mixed_ce(x) for x in aux) / len(aux)
         return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0), out["logits"]
 
     (_, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
