@@ -119,6 +119,10 @@ def get_config(fusion: str, argument: str | None = None):
         data.test_split = _splits(test)
         data.clip_seconds = 3.2
         data.video_shape = (35,)
+        # Predicting from media files: the AUs come from OpenFace's CSV (or a clip table), the
+        # frames where it tracked no face left out of the clip's mean.
+        data.video_features = "openface_au"
+        data.use_video_valid = True
         data.shuffle_buffer = 1024
         config.model.audio = common.fcn_config("tiny")
         config.model.video.reduction = "dense"

@@ -92,6 +92,9 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     data.voiced_db = 0.0
     data.level_norm = False  # Subtract each clip's mean log frame power (voiced frames).
     data.use_video_valid = False  # Also mask frames without a detected face (paper: no).
+    # What the video stream holds, for prediction from media files: '' (the face pipeline's
+    # per-frame features) or 'openface_au' (the 35 OpenFace AU columns, data_prep.features.openface).
+    data.video_features = ""
     data.cache = True  # Cache decoded examples in memory.
     data.shuffle_buffer = 2048
     data.prefetch = 2  # Batches prefetched to the devices.

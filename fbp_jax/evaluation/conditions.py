@@ -36,6 +36,7 @@ from fbp_jax.evaluation import cross_validation as cv_lib
 from fbp_jax.evaluation import floors as floors_lib
 
 RESULTS_JSON = "conditions.json"
+BATCH = 32  # Clips per model call.
 RESULTS_CSV = "conditions.csv"
 
 
@@ -88,12 +89,21 @@ def _system_accuracy(model, clips, features, speaker_stats: str) -> np.ndarray:
                 if speaker_stats == "training"
                 else predict.speaker_statistics(group, model.data)
             )
-    correct = []
+    inputs = []
     for c, f in zip(clips, features):
         s = stats[c.speaker] if by_speaker else model.stats
-        r = predict.predict_features(model, f, stats=s)
-        correct.append(r["prediction"] == c.label)
-    return np.asarray(correct)
+        inputs.append(predict.prepare_inputs(f, model.data, s, model.streams)[0])
+    predicted = []
+    for i in range(0, len(inputs), BATCH):
+        part = inputs[i : i + BATCH]
+        pad = BATCH - len(part)  # One compiled shape.
+        batch = {
+            k: np.concatenate([x[k] for x in part] + [np.zeros_like(part[0][k])] * pad)
+            for k in part[0]
+        }
+        probs = np.asarray(model.apply(batch)["probabilities"])[: len(part)]
+        predicted += [model.class_names[k] for k in np.argmax(probs, axis=1)]
+    return np.asarray([p == c.label for p, c in zip(predicted, clips)])
 
 
 def _floor_accuracy(model, streams, norm, clips, features, labels) -> np.ndarray:

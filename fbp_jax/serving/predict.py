@@ -65,7 +65,53 @@ MEDIA_EXTENSIONS = (
 )  # fmt: skip
 
 
-def open_source(path: str, model: ServingModel) -> timeline.Source:
+OPENFACE_AU = "openface_au"
+
+
+def _openface_video(path: str, openface: str | None, duration_s: float | None, model):
+    """The AU rows of a media file for a model trained on OpenFace AUs: ([steps, 35], valid).
+
+    `openface`: None or 'auto' (the OpenFace CSV `<stem>.csv` beside the file), a folder (its
+    `<stem>.csv`), or a table of clip-level rows (a CSV file with a clip_id column).
+    """
+    from data_prep.errors import BadClip
+    from data_prep.features import openface as openface_lib
+
+    stem = os.path.splitext(os.path.basename(path))[0]
+    steps = int(np.ceil((duration_s or 0.0) * openface_lib.FPS)) + openface_lib.FPS
+    try:
+        if openface and os.path.isfile(openface):
+            row = openface_lib.table_row(_table(openface), stem)
+            if row is None:
+                raise PredictError(f"{path}: no row for {stem!r} in the AU table {openface}")
+            return np.tile(row, (steps, 1)), np.ones(steps, bool)
+        folder = os.path.dirname(path) if openface in (None, "", "auto") else openface
+        csv_path = os.path.join(folder, f"{stem}.csv")
+        if not os.path.isfile(csv_path):
+            raise PredictError(
+                f"{path}: the model ({model.source}) reads the face as OpenFace action units, "
+                f"and {csv_path} is not there: run OpenFace's FeatureExtraction on the video "
+                "(its CSV beside the file, named like it), or give --openface=FOLDER or a "
+                "table of clip rows"
+            )
+        times, rows, valid = openface_lib.read_frames(csv_path)
+        return openface_lib.on_grid(times, rows, valid, steps)
+    except BadClip as e:
+        raise PredictError(str(e)) from e
+
+
+_TABLES: dict[str, dict] = {}
+
+
+def _table(path: str) -> dict:
+    from data_prep.features import openface as openface_lib
+
+    if path not in _TABLES:
+        _TABLES[path] = openface_lib.read_table(path)
+    return _TABLES[path]
+
+
+def open_source(path: str, model: ServingModel, openface: str | None = None) -> timeline.Source:
     """A media file as the streams the model needs, chosen by what the file holds.
 
     An audio-only model reads the first audio stream of any container PyAV opens, in chunks,
@@ -85,7 +131,8 @@ def open_source(path: str, model: ServingModel) -> timeline.Source:
         info = media.probe(path)
     except BadClip as e:
         raise PredictError(str(e)) from e
-    needed = ("audio", "video") if "video" in model.streams else ("audio",)
+    au_model = "video" in model.streams and model.data.get("video_features") == OPENFACE_AU
+    needed = ("audio", "video") if "video" in model.streams and not au_model else ("audio",)
     missing = [k for k in needed if k not in info.streams]
     if missing:
         raise PredictError(
@@ -98,7 +145,7 @@ def open_source(path: str, model: ServingModel) -> timeline.Source:
         f"data_prep gives {audio_lib.NUM_BINS}; it was trained on a corpus whose features "
         "cannot be computed from a media file"
     )
-    if "video" in model.streams:
+    if "video" in model.streams and not au_model:
         from fbp_jax import extras
 
         try:
@@ -137,6 +184,11 @@ def open_source(path: str, model: ServingModel) -> timeline.Source:
         except BadClip as e:
             raise PredictError(str(e)) from e
 
+    if au_model:
+        video, valid = _openface_video(path, openface, info.duration_s, model)
+        return timeline.Source(
+            path, blocks, video=video, video_valid=valid, duration_s=info.duration_s
+        )
     return timeline.Source(path, blocks, duration_s=info.duration_s, notes=tuple(notes))
 
 
@@ -353,6 +405,7 @@ def predict_files(
     min_speaker_clips: int = MIN_SPEAKER_CLIPS,
     hop_seconds: float | None = None,
     progress: bool = False,
+    openface: str | None = None,
 ) -> list[tuple[str, timeline.Timeline | str]]:
     """The timeline of every file (`fbp_jax.serving.timeline`), each file isolated from the
     others.
@@ -375,7 +428,7 @@ def predict_files(
     sources: dict[str, tuple[timeline.Source, timeline.Scan] | str] = {}
     for path in paths:
         try:
-            source = open_source(path, model)
+            source = open_source(path, model, openface)
             scan = timeline.scan(source, model.data)
             if not scan.voiced_frames:
                 raise PredictError(
@@ -431,7 +484,9 @@ def _single_window(model, source, scan, stats, span_seconds) -> timeline.Timelin
     """A file read as one clip (`predict_features`), as a timeline of one window."""
     features: dict[str, Any] = {"audio": np.concatenate(list(source.audio_blocks()))}
     if source.video is not None:
-        features["video"], features["video_valid"] = source.video, source.video_valid
+        n_video = -(-len(features["audio"]) // (model.data["audio_fps"] // model.data["video_fps"]))
+        features["video"] = source.video[:n_video]
+        features["video_valid"] = source.video_valid[:n_video]
     fps = model.data["audio_fps"]
     features["duration_s"] = float(source.duration_s or scan.frames / fps)
     if not np.all(np.isfinite(features["audio"])):
@@ -585,6 +640,12 @@ def define_flags() -> None:
         "hop_seconds", None, "Step between windows of long files (default: a quarter window)."
     )
     flags.DEFINE_float("span_seconds", 1.0, "Length of the most attended span reported.")
+    flags.DEFINE_string(
+        "openface",
+        None,
+        "Models on OpenFace action units: where the AUs of each file are (default: the "
+        "OpenFace CSV <stem>.csv beside it; a folder of such CSVs; or a table of clip rows).",
+    )
     flags.DEFINE_bool("json", False, "Print one JSON object per file (answer and windows).")
     flags.DEFINE_enum(
         "speaker_groups",
@@ -626,6 +687,7 @@ def main(argv: Sequence[str]) -> None:
         FLAGS.min_speaker_clips,
         FLAGS.hop_seconds,
         progress=True,
+        openface=FLAGS.openface,
     )
     failed = [(p, r) for p, r in rows if isinstance(r, str)]
     done = [t for _, t in rows if not isinstance(t, str)]

@@ -250,7 +250,7 @@ def scan(source: Source, data: dict[str, Any]) -> Scan:
     single = span <= SINGLE_MAX_WINDOWS * ta and n <= SINGLE_MAX_SECONDS * data["audio_fps"]
     if single:
         whole = np.concatenate(list(source.audio_blocks()))
-        blocks = [_block_statistics(whole, 0, source, config, ratio, whole_video=True)]
+        blocks = [_block_statistics(whole, 0, source, config, ratio)]
     else:
         blocks = [
             b
@@ -267,21 +267,31 @@ def scan(source: Source, data: dict[str, Any]) -> Scan:
     )
 
 
-def _block_statistics(
-    log_power, offset, source, config, ratio, whole_video: bool = False
-) -> dict[str, Any]:
+def _block_statistics(log_power, offset, source, config, ratio) -> dict[str, Any]:
     """Sums of one block seen as a clip: its voiced frames in the model's view, and its video
     rows."""
     features = {"audio": log_power}
     if source.video is not None:
         v0 = offset // ratio
-        n_video = len(source.video) if whole_video else -(-len(log_power) // ratio)
+        n_video = -(-len(log_power) // ratio)
         features["video"] = source.video[v0 : v0 + n_video]
+        if source.video_valid is not None:
+            features["video_valid"] = source.video_valid[v0 : v0 + n_video]
     view = frontend.clip_view(features, config)
     x = view["audio"][view["voiced"]].astype(np.float64)
     out = {"frames": len(log_power), "n": len(x), "s1": x.sum(0), "s2": np.square(x).sum(0)}
     if "video" in view and len(view["video"]):
         v = view["video"].reshape(len(view["video"]), -1).astype(np.float64)
+        ok = view.get("video_valid", np.ones(len(v), bool))
+        if config.get("video_features", "") == "openface_au":
+            # Clip-level features: the model saw each clip's mean row on all its frames.
+            v = (
+                np.repeat(v[ok].mean(0, keepdims=True), int(ok.sum()), axis=0)
+                if ok.any()
+                else v[ok]
+            )
+        else:
+            v = v[ok] if config.get("use_video_valid", False) else v
         out["video_rows"] = v
     return out
 
@@ -412,7 +422,7 @@ def run_windows(
         features = {"audio": frames}
         if source.video is not None:
             v0 = s // ratio
-            n_video = len(source.video) if single else -(-len(frames) // ratio)
+            n_video = -(-len(frames) // ratio)
             features["video"] = source.video[v0 : v0 + n_video]
             features["video_valid"] = source.video_valid[v0 : v0 + n_video]
         inputs, _ = predict.prepare_inputs(features, data, stats, model.streams)

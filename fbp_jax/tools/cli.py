@@ -39,6 +39,10 @@ COMMANDS = {
     "predict": ("fbp_jax.serving.predict", "Class posteriors of media files (a file or folder)."),
     "export": ("fbp_jax.serving.export", "A jax.export bundle of a run, for serving."),
     "benchmark": ("fbp_jax.tools.benchmark", "Speed table of the model family on this machine."),
+    "predict-benchmark": (
+        "fbp_jax.tools.predict_benchmark",
+        "Time and peak memory of predict on 1, 10 and 60 minute recordings.",
+    ),
     "faces-benchmark": ("data_prep.features.faces", "Frames/s of the face pipeline's stages."),
 }
 # Commands whose module takes the command name as its first argument.
@@ -49,6 +53,7 @@ COMMAND_EXTRA = {
     "build": "data",
     "faces-benchmark": "faces",
     "predict": None,
+    "predict-benchmark": None,
     "export": None,
     "mcnemar": None,
 }

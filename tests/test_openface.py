@@ -1,0 +1,52 @@
+"""OpenFace action units as a video stream: the FeatureExtraction CSV on the frame grid, and
+tables of clip rows."""
+
+import numpy as np
+import pytest
+
+from data_prep.errors import BadClip
+from data_prep.features import openface
+
+
+def _openface_csv(path, times, success):
+    header = ["frame", " face_id", " timestamp", " confidence", " success"]
+    header += [f" {c}" for c in openface.AU_COLUMNS]
+    lines = [",".join(header)]
+    for i, (t, ok) in enumerate(zip(times, success)):
+        values = [str(i + 1), "0", f"{t:.3f}", "0.98", str(int(ok))]
+        values += [f"{(i + j) % 5 * 0.5:.2f}" for j in range(35)]
+        lines.append(",".join(values))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_openface_frames_go_on_the_grid_by_timestamp(tmp_path):
+    path = tmp_path / "clip.csv"
+    times = np.arange(30) / 30.0  # 30 frames/s for 1 s
+    success = np.ones(30, bool)
+    success[10:13] = False
+    _openface_csv(path, times, success)
+    t, rows, valid = openface.read_frames(str(path))
+    assert rows.shape == (30, 35) and valid.sum() == 27 and not rows[11].any()
+    video, ok = openface.on_grid(t, rows, valid, steps=40)
+    assert video.shape == (40, 35)
+    # Step k (k / 25 s) shows the last frame not later: 25 steps cover the second, then none.
+    np.testing.assert_array_equal(video[5], rows[6])  # 0.2 s -> frame 6 (0.2 s)
+    assert ok[:8].all() and not ok[9:11].any() and not ok[26:].any()
+
+
+def test_bad_openface_files_and_tables_are_named(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("frame,timestamp,AU01_r\n1,0.0,0.5\n")
+    with pytest.raises(BadClip, match=r"bad.csv: not an OpenFace FeatureExtraction CSV"):
+        openface.read_frames(str(bad))
+    table = tmp_path / "table.csv"
+    rows = ["clip_id," + ",".join(openface.AU_COLUMNS)]
+    rows.append("01-01-05-01-01-01-01," + ",".join(["0.5"] * 35))
+    table.write_text("\n".join(rows) + "\n")
+    t = openface.read_table(str(table))
+    # A RAVDESS audio file (modality 03) finds its audio-video clip's row (01).
+    assert openface.table_row(t, "03-01-05-01-01-01-01") is not None
+    assert openface.table_row(t, "other") is None
+    table.write_text(rows[0] + "\nx," + ",".join(["nan"] * 35) + "\n")
+    with pytest.raises(BadClip, match=r"line 2: not 35 finite values"):
+        openface.read_table(str(table))
