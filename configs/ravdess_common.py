@@ -78,14 +78,23 @@ def parse_argument(argument: str | None) -> tuple[str, str]:
 
 
 def small_data_recipe(config: ml_collections.ConfigDict) -> None:
-    """The small-data recipe, chosen by ablation on the dev-copy cross-validation (docs/recipe.md):
-    a log-mel view standardised per speaker, no LRN, SpecAugment, mixup, label smoothing,
-    AdamW, a weight average; the clip-level AU row encoded once; modality dropout for fusion."""
+    """The small-data recipe (docs/recipe.md): a log-mel view of each clip's voiced span,
+    level-normalised and standardised per speaker over voiced frames, recording-condition
+    augmentation (vocal tract length, room, band limit, noise), no LRN, SpecAugment, mixup,
+    label smoothing, AdamW, a weight average; the clip-level AU row encoded once; modality
+    dropout for fusion."""
     fusion = config.model.fusion
     d, aug, model, optim = config.data, config.augment, config.model, config.optim
     d.frontend = "mel"
     d.num_mel = 64
     d.speaker_norm = True
+    d.voiced_db = 35.0
+    d.level_norm = True
+    aug.freq_warp = 0.1
+    aug.reverb_prob = 0.3
+    aug.band_limit_prob = 0.3
+    aug.noise_prob = 0.3
+    aug.noise_snr_db = (5.0, 30.0)
     aug.time_masks = 2
     aug.time_mask_frames = 20
     aug.freq_masks = 2

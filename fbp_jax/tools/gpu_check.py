@@ -54,7 +54,9 @@ def define_flags() -> None:
         "smoke", False, "Tiny sizes (about 3 min on 2 CPU cores): checks the machinery."
     )
     flags.DEFINE_list(
-        "variants", sorted(fusion.FUSION_STREAMS), "Benchmarked variants (--smoke: two of them)."
+        "variants",
+        ["audio", "video", "g_fbp", "am_fbp"],
+        f"Benchmarked variants, of {sorted(fusion.FUSION_STREAMS)} (--smoke: two of them).",
     )
     flags.DEFINE_float("budget_minutes", 7.5, "Checks that would start later are skipped.")
     flags.DEFINE_list("checks", list(CHECKS), f"Checks to run, of {list(CHECKS)}.")
