@@ -16,6 +16,7 @@ LAYERS = {
     "fbp_jax.model": 0,
     "fbp_jax.metrics": 0,
     "fbp_jax.io": 0,
+    "fbp_jax.extras": 0,
     "fbp_jax.parallel": 0,
     "fbp_jax.base_config": 0,
     "fbp_jax.workdir": 1,
