@@ -155,6 +155,7 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     optim.grad_clip_norm = 0.0  # 0: no clipping.
     optim.label_smoothing = 0.0  # Of the training targets (paper: none).
     optim.ema_decay = 0.0  # > 0: evaluate an exponential moving average of the weights.
+    optim.frozen = ()  # Top-level parameter groups not trained (e.g. 'audio_encoder').
 
     # ---- input augmentation, training only (paper: none)
     config.augment = augment = ml_collections.ConfigDict()

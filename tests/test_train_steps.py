@@ -53,6 +53,32 @@ def test_every_parameter_changes_after_one_step(name):
     assert int(new.step) == 1
 
 
+def test_frozen_groups_keep_their_values_and_the_others_learn():
+    config = tiny_config("am_fbp")
+    with config.unlocked():
+        config.optim.learning_rate = 1e-2
+        config.optim.frozen = ("audio_encoder",)
+    state = make_state(config)
+    step = parallel.pmap(functools.partial(steps.train_step, fusion="am_fbp"))
+    new = parallel.unreplicate(
+        step(
+            parallel.replicate(state),
+            parallel.shard(labelled_batch(config, 4)),
+            rng=parallel.replicate(jax.random.key(1)),
+        )[0]
+    )
+    for group in state.params:
+        same = jax.tree.map(np.array_equal, state.params[group], new.params[group])
+        if group == "audio_encoder":
+            assert all(jax.tree.leaves(same)), group
+        else:
+            assert not all(jax.tree.leaves(same)), group
+    with config.unlocked():
+        config.optim.frozen = ("no_such_group",)
+    with pytest.raises(ValueError, match="no_such_group"):
+        make_state(config)
+
+
 def test_learning_rate_schedule_halves_after_epoch():
     config = tiny_config("audio")
     assert tuple(config.optim.lr_decay_epochs) == (50,)

@@ -95,7 +95,9 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict, steps_per_epoch: 
 
 
 def create_optimizer(config: ml_collections.ConfigDict, lr_fn) -> optax.GradientTransformation:
-    """Adam (the paper's optimiser), with optional global-norm clipping and weight decay."""
+    """Adam (the paper's optimiser), with optional global-norm clipping and weight decay;
+    the top-level parameter groups named in `optim.frozen` (e.g. 'audio_encoder') are not
+    updated."""
     o = config.optim
     parts = []
     if o.grad_clip_norm:
@@ -104,7 +106,21 @@ def create_optimizer(config: ml_collections.ConfigDict, lr_fn) -> optax.Gradient
         parts.append(optax.adamw(lr_fn, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
     else:
         parts.append(optax.adam(lr_fn, b1=o.b1, b2=o.b2))
-    return optax.chain(*parts)
+    tx = optax.chain(*parts)
+    frozen = tuple(o.get("frozen", ()))
+    if not frozen:
+        return tx
+
+    def labels(params):
+        unknown = sorted(set(frozen) - set(params))
+        if unknown:
+            raise ValueError(f"optim.frozen names {unknown}; the groups are {sorted(params)}")
+        return {
+            k: jax.tree.map(lambda _, k=k: "frozen" if k in frozen else "train", v)
+            for k, v in params.items()
+        }
+
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def create_train_state(
