@@ -691,8 +691,8 @@ def main(argv: Sequence[str]) -> None:
     )
     failed = [(p, r) for p, r in rows if isinstance(r, str)]
     done = [t for _, t in rows if not isinstance(t, str)]
-    for path, r in failed:
-        print(f"failed: {path}: {r}", file=sys.stderr)
+    for path, r in failed:  # The message names the file, or is given it here.
+        print(f"failed: {r if r.startswith(path) else f'{path}: {r}'}", file=sys.stderr)
     rerun = "Free space (or give other output paths) and run the same command again."
     outputs = [p for p in (FLAGS.output, FLAGS.timeline, FLAGS.plot) if p]
     folder = os.path.dirname(os.path.abspath(outputs[0])) if outputs else "."
