@@ -154,6 +154,8 @@ def test_runner_runs_every_fold_resumes_and_writes_the_table(tiny_folds_data_dir
     # A run with itself: no discordant clip, p = 1.
     text = cv.compare([workdir, workdir])
     assert "only cv right 0" in text and "two-sided 1" in text
+    val_row = next(line for line in text.splitlines() if line.startswith("val WA"))
+    assert cv.pct(summary["mean"]["validation_accuracy"]) in val_row
 
     # Nested selection between the run and a floor of the same folds (and their ensemble).
     floors_dir = str(tmp_path / "floors")

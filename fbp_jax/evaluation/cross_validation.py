@@ -532,7 +532,10 @@ def compare(workdirs: Sequence[str]) -> str:
         if [r["fold"] for r in s["folds"]] != folds:
             raise CrossValidationError(f"{w} has other folds than {workdirs[0]}")
     width = max(15, *(len(n) for n in names))
-    lines = ["test WA / UA (%) per fold; checkpoints chosen on each fold's validation speakers"]
+    lines = [
+        "test WA / UA (%) per fold; checkpoints chosen on each fold's validation speakers;",
+        "'val WA': mean validation WA, the only row that may choose among these runs",
+    ]
     lines.append(f"{'fold':<8}" + "".join(f"{n:>{width + 2}}" for n in names))
     for i, fold in enumerate(folds):
         cells = [
@@ -540,7 +543,12 @@ def compare(workdirs: Sequence[str]) -> str:
             for r in (s["folds"][i] for s in summaries)
         ]
         lines.append(f"{fold:<8}" + "".join(f"{c:>{width + 2}}" for c in cells))
-    for label, key in (("mean WA", "test_accuracy"), ("mean UA", "test_unweighted_accuracy")):
+    rows = (
+        ("val WA", "validation_accuracy"),  # What may choose among these runs.
+        ("mean WA", "test_accuracy"),
+        ("mean UA", "test_unweighted_accuracy"),
+    )
+    for label, key in rows:
         cells = [f"{pct(s['mean'][key])} +- {pct(s['std'][key])}" for s in summaries]
         lines.append(f"{label:<8}" + "".join(f"{c:>{width + 2}}" for c in cells))
     cells = [
