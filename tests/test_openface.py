@@ -3,9 +3,11 @@ tables of clip rows."""
 
 import numpy as np
 import pytest
+import soundfile
 
 from data_prep.errors import BadClip
 from data_prep.features import openface
+from data_prep.testclips import speech_like
 
 
 def _openface_csv(path, times, success):
@@ -50,3 +52,23 @@ def test_bad_openface_files_and_tables_are_named(tmp_path):
     table.write_text(rows[0] + "\nx," + ",".join(["nan"] * 35) + "\n")
     with pytest.raises(BadClip, match=r"line 2: not 35 finite values"):
         openface.read_table(str(table))
+
+
+def test_the_shipped_av_model_reads_the_openface_csv_it_is_given(tmp_path):
+    """`--openface=F.csv`: OpenFace's per-frame CSV of the file (any name) or a clip table."""
+    from fbp_jax.serving import predict
+
+    wav = tmp_path / "talk.wav"
+    soundfile.write(wav, 0.3 * speech_like(3.0, 16000, seed=1)[:, 0], 16000)
+    frames = tmp_path / "openface_out.csv"
+    _openface_csv(frames, np.arange(75) / 25.0, np.ones(75, bool))
+    assert openface.is_frame_csv(str(frames))
+    table = tmp_path / "table.csv"
+    table.write_text("clip_id," + ",".join(openface.AU_COLUMNS) + "\n")
+    assert not openface.is_frame_csv(str(table))
+    model = predict.resolve_model("ravdess-av")
+    [(_, result)] = predict.predict_files(model, [str(wav)], openface=str(frames))
+    assert not isinstance(result, str), result
+    assert result.summary()["prediction"] in model.class_names
+    [(_, result)] = predict.predict_files(model, [str(wav)], openface=str(table))
+    assert isinstance(result, str) and "no row for 'talk'" in result

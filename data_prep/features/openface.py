@@ -30,6 +30,14 @@ AU_COLUMNS = tuple(f"AU{a}_r" for a in AU_R) + tuple(f"AU{a}_c" for a in AU_C)
 FPS = 25
 
 
+def is_frame_csv(path: str) -> bool:
+    """Whether a CSV file is OpenFace's per-frame output (a `timestamp` column, no `clip_id`)
+    rather than a table of clip rows."""
+    with open(path, newline="") as f:
+        names = [n.strip() for n in next(csv.reader(f), [])]
+    return "timestamp" in names and "clip_id" not in names
+
+
 def read_frames(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An OpenFace FeatureExtraction CSV: (timestamps [N] s, rows [N, 35], valid [N]).
 

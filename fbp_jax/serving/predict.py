@@ -72,7 +72,8 @@ def _openface_video(path: str, openface: str | None, duration_s: float | None, m
     """The AU rows of a media file for a model trained on OpenFace AUs: ([steps, 35], valid).
 
     `openface`: None or 'auto' (the OpenFace CSV `<stem>.csv` beside the file), a folder (its
-    `<stem>.csv`), or a table of clip-level rows (a CSV file with a clip_id column).
+    `<stem>.csv`), OpenFace's CSV of this file itself, or a table of clip-level rows (a CSV
+    file with a clip_id column).
     """
     from data_prep.errors import BadClip
     from data_prep.features import openface as openface_lib
@@ -80,6 +81,9 @@ def _openface_video(path: str, openface: str | None, duration_s: float | None, m
     stem = os.path.splitext(os.path.basename(path))[0]
     steps = int(np.ceil((duration_s or 0.0) * openface_lib.FPS)) + openface_lib.FPS
     try:
+        if openface and os.path.isfile(openface) and openface_lib.is_frame_csv(openface):
+            times, rows, valid = openface_lib.read_frames(openface)
+            return openface_lib.on_grid(times, rows, valid, steps)
         if openface and os.path.isfile(openface):
             row = openface_lib.table_row(_table(openface), stem)
             if row is None:
@@ -644,7 +648,8 @@ def define_flags() -> None:
         "openface",
         None,
         "Models on OpenFace action units: where the AUs of each file are (default: the "
-        "OpenFace CSV <stem>.csv beside it; a folder of such CSVs; or a table of clip rows).",
+        "OpenFace CSV <stem>.csv beside it; a folder of such CSVs; the OpenFace CSV of a "
+        "single file; or a table of clip rows).",
     )
     flags.DEFINE_bool("json", False, "Print one JSON object per file (answer and windows).")
     flags.DEFINE_enum(
