@@ -81,7 +81,12 @@ def _openface_video(path: str, openface: str | None, duration_s: float | None, m
     stem = os.path.splitext(os.path.basename(path))[0]
     steps = int(np.ceil((duration_s or 0.0) * openface_lib.FPS)) + openface_lib.FPS
     try:
-        if openface and os.path.isfile(openface) and openface_lib.is_frame_csv(openface):
+        if (
+            openface
+            and os.path.isfile(openface)
+            and openface not in _TABLES
+            and openface_lib.is_frame_csv(openface)
+        ):
             times, rows, valid = openface_lib.read_frames(openface)
             return openface_lib.on_grid(times, rows, valid, steps)
         if openface and os.path.isfile(openface):
