@@ -107,10 +107,15 @@ def test_conditions_command_scores_systems_and_floors(tmp_path):
     cv.run_cross_validation(cv.load_folds(str(config_file)), workdir, config_file=str(config_file))
     out = str(tmp_path / "conditions")
     result = conditions_cmd.run(
-        [workdir], ["audio_speaker"], str(src), out, ["original", "padded", "quiet"]
+        [workdir, f"{workdir}+{workdir}"],
+        ["audio_speaker"],
+        str(src),
+        out,
+        ["original", "padded", "quiet"],
     )
     rows = result["pooled_test_wa"]
-    assert set(rows) == {"cv", "audio_speaker"}
+    assert set(rows) == {"cv", "cv+cv", "audio_speaker"}
+    assert rows["cv+cv"] == rows["cv"]  # an ensemble of one run twice is that run
     assert all(set(r) == {"original", "padded", "quiet"} for r in rows.values())
     assert all(0.0 <= v <= 1.0 for r in rows.values() for v in r.values())
     # Speaker standardisation with the condition's own clips: 20 dB quieter changes nothing

@@ -6,8 +6,10 @@ import os
 import numpy as np
 import pytest
 
+from fbp_jax import io
 from fbp_jax import workdir as workdir_lib
 from fbp_jax.serving import bundle, export
+from tests.conftest import tiny_train_config
 
 # One worker trains the shared runs of conftest (amfbp_workdir, audio_workdir) for all.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("trained_runs")]
@@ -44,3 +46,33 @@ def test_exported_model_equals_the_original(amfbp_workdir, tmp_path):
     np.testing.assert_array_equal(served.stats["audio_mean"], loaded.stats["audio_mean"])
     with pytest.raises(FileExistsError, match="exists"):
         export.export_model(amfbp_workdir, out)
+
+
+def test_seed_ensemble_is_served_as_the_mean_of_its_members(
+    amfbp_workdir, audio_workdir, tiny_data_dir, tmp_path
+):
+    from fbp_jax.training import loop
+
+    seed1 = str(tmp_path / "seed1")
+    config = tiny_train_config(tiny_data_dir, "am_fbp", num_train_steps=8, eval_every_steps=4)
+    config.seed = 1
+    loop.train_and_evaluate(config, seed1)
+    out = str(tmp_path / "export")
+    export.export_model([amfbp_workdir, seed1], out)
+    info = bundle.load_exported(out)
+    members = io.read_json(os.path.join(out, bundle.SERVING_FILE))["members"]
+    assert [m["workdir"] for m in members] == [os.path.abspath(amfbp_workdir), seed1]
+    assert info.step is None
+    _, batch = _real_batch(amfbp_workdir, 16)
+    outs = [workdir_lib.load_trained(w).apply_fn(batch) for w in (amfbp_workdir, seed1)]
+    want = (outs[0]["probabilities"] + outs[1]["probabilities"]) / 2
+    assert not np.allclose(outs[0]["probabilities"], outs[1]["probabilities"], atol=1e-3)
+    np.testing.assert_allclose(info.apply(batch)["probabilities"], want, rtol=1e-5, atol=1e-6)
+    # The same ensemble from the workdirs, without exporting: `predict --model=A+B`.
+    joined = bundle.load_serving_model(f"{amfbp_workdir}+{seed1}")
+    np.testing.assert_allclose(joined.apply(batch)["probabilities"], want, rtol=1e-5, atol=1e-6)
+    # Members must share classes, preprocessing and statistics.
+    with pytest.raises(workdir_lib.WorkdirError, match="cannot be exported with"):
+        export.export_model([amfbp_workdir, audio_workdir], str(tmp_path / "mixed"))
+    with pytest.raises(bundle.PredictError, match="cannot be averaged"):
+        bundle.load_serving_model(f"{amfbp_workdir}+{audio_workdir}")

@@ -3,7 +3,8 @@ r"""The condition-shift test: cross-validated systems on test speakers recorded 
     fbp-jax conditions --systems=cv/audio,cv/amfbp --floors=audio_speaker,both_speaker \
         --manual_dir=<RAVDESS folder> --output_dir=cv/conditions [--conditions=original,trimmed]
 
-For every fold of the cross-validation workdirs given (`--systems`), the fold's chosen
+For every fold of the cross-validation workdirs given (`--systems`; `A+B` is the ensemble of
+two runs, e.g. seeds of one recipe, the mean of their probabilities), the fold's chosen
 checkpoint predicts the clips of the fold's test speakers (`--part=validation`: its validation
 speakers, on which a recipe may be chosen), read from the corpus files as
 distributed (`--manual_dir`, the RAVDESS layout) and changed by each recording condition of
@@ -141,20 +142,32 @@ def run(
         raise cv_lib.CrossValidationError(
             f"unknown conditions {unknown}; known: {list(conditions.CONDITIONS)}"
         )
-    summaries = [cv_lib.summarize(w) for w in systems]
-    for w, s in zip(systems, summaries):
+    members = {w: w.split("+") for w in systems}
+    summaries = [cv_lib.summarize(m) for w in systems for m in members[w]]
+    for s in summaries:
         if not s["complete"]:
-            raise cv_lib.CrossValidationError(f"{w}: folds {s['missing']} are not done yet")
+            raise cv_lib.CrossValidationError(
+                f"{s['workdir']}: folds {s['missing']} are not done yet"
+            )
     if not summaries:
         raise cv_lib.CrossValidationError("--systems: at least one cross-validation workdir")
     folds = {r["fold"]: r["splits"] for r in summaries[0]["folds"]}
+    for s in summaries[1:]:
+        if {r["fold"]: r["splits"] for r in s["folds"]} != folds:
+            raise cv_lib.CrossValidationError(f"{s['workdir']}: other folds than {systems[0]}")
     clips = load_clips(manual_dir)
     models = {
-        w: {f: bundle.load_serving_model(cv_lib.fold_dir(w, f)) for f in folds} for w in systems
+        w: {
+            f: bundle.ensemble(
+                [bundle.load_serving_model(cv_lib.fold_dir(m, f)) for m in members[w]]
+            )
+            for f in folds
+        }
+        for w in systems
     }
     class_names = models[systems[0]][next(iter(folds))].class_names
     labels = {c.clip_id: class_names.index(c.label) for c in clips}
-    fitted = _fit_floors(systems[0], floors, folds) if floors else {}
+    fitted = _fit_floors(members[systems[0]][0], floors, folds) if floors else {}
     rows: dict[str, dict[str, float]] = {}
     for condition in names:
         logging.info("Condition %s: computing features.", condition)
@@ -171,7 +184,11 @@ def run(
                     _floor_accuracy(f[fold], f["streams"], f["norm"], test, feats, labels)
                 )
         for name, parts in correct.items():
-            label = name if name in floors else os.path.basename(os.path.normpath(name))
+            label = (
+                name
+                if name in floors
+                else "+".join(os.path.basename(os.path.normpath(m)) for m in members[name])
+            )
             rows.setdefault(label, {})[condition] = float(np.concatenate(parts).mean())
         logging.info("Condition %s: %s", condition, {k: v.get(condition) for k, v in rows.items()})
     result = {

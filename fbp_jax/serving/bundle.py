@@ -3,7 +3,8 @@
 `load_serving_model(path)` takes a training workdir (through `fbp_jax.workdir`, no training
 code) or an export directory written by `fbp_jax.serving.export` (only JAX needed), and gives a
 `ServingModel`: the fusion variant, class names, the preprocessing settings of the training
-config, the normalisation statistics and a batch -> outputs function.
+config, the normalisation statistics and a batch -> outputs function. `ensemble(models)` (or a
+path `A+B+...`) serves several models of one recipe, e.g. seeds, as the mean of their outputs.
 """
 
 from __future__ import annotations
@@ -109,12 +110,55 @@ def input_specs(data: dict, streams: Sequence[str]) -> dict[str, jax.ShapeDtypeS
     }
 
 
+def ensemble(models: Sequence[ServingModel]) -> ServingModel:
+    """Models of one recipe (seeds, or the same recipe on other data) served as one: outputs
+    (probabilities, logits, attention, mu) are the mean of the members' outputs.
+
+    Raises:
+      PredictError: the members differ in fusion, classes, preprocessing or statistics.
+    """
+    first, *rest = models
+    if not rest:
+        return first
+    for m in rest:
+        problem = mismatch(dataclasses.asdict(first), dataclasses.asdict(m))
+        if problem:
+            raise PredictError(f"{m.source}: cannot be averaged with {first.source}: {problem}")
+
+    def apply(batch):
+        outputs = [m.apply(batch) for m in models]
+        return {k: np.mean([np.asarray(o[k]) for o in outputs], axis=0) for k in outputs[0]}
+
+    return dataclasses.replace(
+        first, source="+".join(m.source for m in models), apply=apply, step=None
+    )
+
+
+def mismatch(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Why two models, each {fusion, class_names, data, stats}, cannot be averaged ('' if they
+    can): the same classes, preprocessing and normalisation statistics are needed."""
+    for field in ("fusion", "class_names", "data"):
+        x, y = a[field], b[field]
+        if (list(x) != list(y)) if field == "class_names" else (x != y):
+            return f"different {field} ({a[field]} vs {b[field]})"
+    sa, sb = a["stats"] or {}, b["stats"] or {}
+    if set(sa) != set(sb) or any(
+        sa[k].shape != sb[k].shape or not np.allclose(sa[k], sb[k], rtol=1e-4, atol=1e-5)
+        for k in sa
+    ):
+        return "different normalisation statistics (trained on other clips)"
+    return ""
+
+
 def load_serving_model(path: str, step: str | int = "best") -> ServingModel:
-    """A training workdir (checkpoint `step`) or an export directory, ready to predict.
+    """A training workdir (checkpoint `step`) or an export directory, ready to predict; `A+B`
+    (paths that do not exist as one) is the ensemble of A and B.
 
     Raises:
       PredictError: neither, or it cannot be read.
     """
+    if "+" in path and not os.path.exists(path):
+        return ensemble([load_serving_model(p, step) for p in path.split("+")])
     if os.path.isfile(os.path.join(path, SERVING_FILE)):
         return load_exported(path)
     if not os.path.isfile(os.path.join(path, "config.json")):

@@ -1,6 +1,7 @@
 r"""Export a trained model for serving without the training code (`jax.export`).
 
     fbp-jax export --workdir=W --output_dir=E [--step=best] [--platforms=cpu,cuda]
+    fbp-jax export --workdir=W1,W2,W3 --output_dir=E   # a seed ensemble, served as one model
     fbp-jax predict --model=E clip.wav
 
 The export directory holds
@@ -9,7 +10,8 @@ The export directory holds
                        audio_mask [b, Ta]} and/or {video [b, Tv, ...], video_mask [b, Tv]} as
                        the model's streams need; outputs probabilities, logits, embedding,
                        {stream}_attention, {stream}_mask and, for two streams, mu and eta
-  serving.json         fusion, class names, preprocessing settings, checkpoint step
+  serving.json         fusion, class names, preprocessing settings, checkpoint step (for an
+                       ensemble: `members`, each workdir and step; outputs are their mean)
   norm_stats.npz       the training split's normalisation statistics (if the model uses them)
 
 Reloading needs only JAX (`bundle.load_exported`, no Flax, no model code, no TensorFlow):
@@ -38,7 +40,7 @@ from fbp_jax.serving import bundle
 
 
 def export_model(
-    workdir: str,
+    workdir: str | Sequence[str],
     output_dir: str,
     *,
     step: str = "best",
@@ -48,7 +50,7 @@ def export_model(
     """Exports a workdir's checkpoint; returns the export directory.
 
     Args:
-      workdir: a training workdir.
+      workdir: a training workdir, or several of one recipe (seeds): their mean is exported.
       output_dir: the directory to create.
       step: 'best' (chosen on validation), 'latest' or a step number.
       platforms: e.g. ('cpu', 'cuda'); default: the platform JAX runs on here.
@@ -56,20 +58,42 @@ def export_model(
     """
     if os.path.exists(output_dir) and not overwrite:
         raise FileExistsError(f"{output_dir} exists; pass --overwrite to replace it")
-    loaded = workdir_lib.load_trained(workdir, step)
+    workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
+    members = [workdir_lib.load_trained(w, step) for w in workdirs]
+    first = members[0]
+    for m in members[1:]:
+        problem = bundle.mismatch(_described(first), _described(m))
+        if not problem and m.config.model != first.config.model:
+            problem = "different model configs"
+        if problem:
+            raise workdir_lib.WorkdirError(
+                f"{m.workdir}: cannot be exported with {first.workdir}: {problem}"
+            )
+    if len(members) == 1:
+        extra = {"workdir": os.path.abspath(first.workdir)}
+    else:
+        extra = {
+            "members": [{"workdir": os.path.abspath(m.workdir), "step": m.step} for m in members]
+        }
     write_export(
         output_dir,
-        loaded.model,
-        loaded.params,
-        loaded.config,
-        loaded.class_names,
-        loaded.stats,
-        step=loaded.step,
+        first.model,
+        [m.params for m in members],
+        first.config,
+        first.class_names,
+        first.stats,
+        step=first.step if len(members) == 1 else None,
         platforms=platforms,
-        extra={"workdir": os.path.abspath(workdir)},
+        extra=extra,
     )
-    logging.info("Exported %s (step %d) to %s.", workdir, loaded.step, output_dir)
+    logging.info(
+        "Exported %s to %s.", ", ".join(f"{m.workdir} (step {m.step})" for m in members), output_dir
+    )
     return output_dir
+
+
+def _described(loaded) -> dict:
+    return {**bundle.serving_info(loaded.config, loaded.class_names, None), "stats": loaded.stats}
 
 
 def write_export(
@@ -85,13 +109,19 @@ def write_export(
     extra: dict | None = None,
 ) -> dict:
     """Serialises `model` with `params` (jax.export, symbolic batch) into `output_dir`, with
-    the preprocessing settings of `config` and the statistics; returns serving.json's dict."""
+    the preprocessing settings of `config` and the statistics; returns serving.json's dict.
+    `params` may be a list (members of an ensemble): the outputs are then their mean."""
     info = bundle.serving_info(config, class_names, step)
+    members = params if isinstance(params, list) else [params]
 
-    def serve(inputs):
-        out = model.apply({"params": params}, inputs, train=False)
+    def serve_one(p, inputs):
+        out = model.apply({"params": p}, inputs, train=False)
         out["probabilities"] = jax.nn.softmax(out["logits"].astype(jnp.float32), axis=-1)
         return out
+
+    def serve(inputs):
+        outs = [serve_one(p, inputs) for p in members]
+        return jax.tree.map(lambda *x: sum(x) / len(x), *outs)
 
     streams = bundle.fusion_lib.streams_for(config.model.fusion)
     specs = bundle.input_specs(info["data"], streams)
@@ -116,7 +146,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("workdir", None, "The training workdir.")
+    flags.DEFINE_list("workdir", [], "The training workdir (several: their mean, one model).")
     flags.DEFINE_string("output_dir", None, "The export directory to write.")
     flags.DEFINE_string("step", "best", "Checkpoint: 'best', 'latest' or a step number.")
     flags.DEFINE_list("platforms", [], "Platforms to lower for (default: this machine's).")
@@ -139,8 +169,9 @@ def main(argv: Sequence[str]) -> None:
         sys.exit(2)
     info = io.read_json(os.path.join(path, bundle.SERVING_FILE))
     size = os.path.getsize(os.path.join(path, bundle.MODEL_FILE))
+    steps = [m["step"] for m in info.get("members", [])] or [info["step"]]
     print(
-        f"exported {FLAGS.workdir} (step {info['step']}, {info['fusion']}) for "
+        f"exported {','.join(FLAGS.workdir)} (step {','.join(map(str, steps))}, {info['fusion']}) for "
         f"{', '.join(info['platforms'])}: {path} ({size / 2**20:.1f} MiB)"
     )
 
