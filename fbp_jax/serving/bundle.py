@@ -134,20 +134,43 @@ def ensemble(models: Sequence[ServingModel]) -> ServingModel:
     )
 
 
+# Preprocessing settings that only a model reading the video stream depends on.
+VIDEO_FIELDS = ("video_shape", "use_video_valid", "video_features")
+
+
 def mismatch(a: dict[str, Any], b: dict[str, Any]) -> str:
     """Why two models, each {fusion, class_names, data, stats}, cannot be averaged ('' if they
-    can): the same classes, preprocessing and normalisation statistics are needed."""
-    for field in ("fusion", "class_names", "data"):
-        x, y = a[field], b[field]
-        if (list(x) != list(y)) if field == "class_names" else (x != y):
-            return f"different {field} ({a[field]} vs {b[field]})"
-    sa, sb = a["stats"] or {}, b["stats"] or {}
-    if set(sa) != set(sb) or any(
-        sa[k].shape != sb[k].shape or not np.allclose(sa[k], sb[k], rtol=1e-4, atol=1e-5)
-        for k in sa
-    ):
+    can): the same classes, preprocessing of the streams read and statistics are needed."""
+    if a["fusion"] != b["fusion"]:
+        return f"different fusion ({a['fusion']} vs {b['fusion']})"
+    if list(a["class_names"]) != list(b["class_names"]):
+        return f"different classes ({list(a['class_names'])} vs {list(b['class_names'])})"
+    ignored = () if "video" in fusion_lib.streams_for(a["fusion"]) else VIDEO_FIELDS
+    differ = {
+        k: (a["data"].get(k), b["data"].get(k))
+        for k in set(a["data"]) | set(b["data"])
+        if k not in ignored and a["data"].get(k) != b["data"].get(k)
+    }
+    if differ:
+        return "different preprocessing " + ", ".join(
+            f"{k} {x!r} vs {y!r}" for k, (x, y) in sorted(differ.items())
+        )
+
+    def used(stats):
+        return {k: v for k, v in (stats or {}).items() if not (ignored and k.startswith("video"))}
+
+    sa, sb = used(a["stats"]), used(b["stats"])
+    if set(sa) != set(sb) or any(not _close(sa[k], sb[k]) for k in sa):
         return "different normalisation statistics (trained on other clips)"
     return ""
+
+
+def _close(x: np.ndarray, y: np.ndarray) -> bool:
+    if x.shape != y.shape:
+        return False
+    if np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number):
+        return bool(np.allclose(x, y, rtol=1e-4, atol=1e-5))
+    return bool(np.array_equal(x, y))  # speaker names
 
 
 def load_serving_model(path: str, step: str | int = "best") -> ServingModel:
