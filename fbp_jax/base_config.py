@@ -90,6 +90,7 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     # > 0: trim each clip to its voiced span (frames within this many dB of its loudest) and
     # take the statistics over voiced frames only (frontend.clip_view); 0: the whole clip.
     data.voiced_db = 0.0
+    data.voiced_floor_db = 0.0  # ... and this many dB above the clip's noise floor (noisy files).
     data.level_norm = False  # Subtract each clip's mean log frame power (voiced frames).
     data.use_video_valid = False  # Also mask frames without a detected face (paper: no).
     # What the video stream holds, for prediction from media files: '' (the face pipeline's

@@ -235,37 +235,50 @@ def _uses_log_power_augment(aug) -> bool:
     return aug is not None and any(aug.get(k, 0) > 0 for k in LOG_POWER_AUGMENTS)
 
 
-def _voiced_frames(log_power: tf.Tensor, threshold_db: float) -> tf.Tensor:
-    """frontend.voiced_frames in TensorFlow: [T] frames within `threshold_db` of the loudest."""
+def _voiced_frames(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Tensor:
+    """frontend.voiced_frames in TensorFlow: [T] frames within `voiced_db` of the loudest and
+    (`voiced_floor_db`) above the noise floor."""
+    threshold_db = float(d.get("voiced_db", 0.0) or 0.0)
+    floor_db = float(d.get("voiced_floor_db", 0.0) or 0.0)
     level = tf.reduce_logsumexp(log_power, axis=1)
     if threshold_db <= 0:
         return tf.ones(tf.shape(level), tf.bool)
-    return level >= tf.reduce_max(level) - threshold_db / frontend.DB_PER_NEPER
+    voiced = level >= tf.reduce_max(level) - threshold_db / frontend.DB_PER_NEPER
+    if floor_db > 0:
+        n = tf.shape(level)[0]
+        k = tf.cast(frontend.NOISE_FLOOR_QUANTILE * tf.cast(n - 1, tf.float64), tf.int32)
+        floor = tf.sort(level)[k]
+        above = tf.logical_and(voiced, level >= floor + floor_db / frontend.DB_PER_NEPER)
+        voiced = tf.cond(tf.reduce_any(above), lambda: above, lambda: voiced)
+    return voiced
 
 
 def _trim_to_voiced(audio, video, video_valid, d):
-    """frontend.voiced_span in TensorFlow: both streams cut to the clip's voiced span."""
+    """frontend.clip_view's trimming in TensorFlow: both streams cut to the clip's voiced span
+    (with `data.voiced_db`), and the voiced frames of what is left (found on the whole clip,
+    so that the noise floor is the pauses' where there are pauses)."""
+    voiced = _voiced_frames(audio, d)
+    if not d.get("voiced_db", 0.0):
+        return audio, video, video_valid, voiced
     ratio = d.audio_fps // d.video_fps
-    voiced = tf.cast(tf.where(_voiced_frames(audio, d.voiced_db))[:, 0], tf.int32)
+    where = tf.cast(tf.where(voiced)[:, 0], tf.int32)
     n = tf.shape(audio)[0]
-    first = tf.cond(tf.size(voiced) > 0, lambda: voiced[0], lambda: 0) // ratio
-    last = tf.cond(tf.size(voiced) > 0, lambda: voiced[-1] + 1, lambda: n)
+    first = tf.cond(tf.size(where) > 0, lambda: where[0], lambda: 0) // ratio
+    last = tf.cond(tf.size(where) > 0, lambda: where[-1] + 1, lambda: n)
     end = -(-last // ratio)
     audio = audio[first * ratio : end * ratio]
+    voiced = voiced[first * ratio : end * ratio]
     video = video[first:end]
     video_valid = None if video_valid is None else video_valid[first:end]
-    return audio, video, video_valid
+    return audio, video, video_valid, voiced
 
 
-def clip_level(audio: tf.Tensor, d: ml_collections.ConfigDict) -> tuple[tf.Tensor, tf.Tensor]:
-    """(voiced [T], level shift) of a (trimmed) clip's stored log power: the frames the
-    statistics are taken over, and with `data.level_norm` the mean log frame power over them
-    (subtracted from every bin; 0 without it)."""
-    voiced = _voiced_frames(audio, float(d.get("voiced_db", 0.0) or 0.0))
+def clip_level(audio: tf.Tensor, voiced: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Tensor:
+    """The level shift of a (trimmed) clip's stored log power: with `data.level_norm` the mean
+    log frame power over its `voiced` frames (subtracted from every bin; 0 without it)."""
     if not d.get("level_norm", False):
-        return voiced, tf.constant(0.0)
-    level = tf.boolean_mask(tf.reduce_logsumexp(audio, axis=1), voiced)
-    return voiced, tf.reduce_mean(level)
+        return tf.constant(0.0)
+    return tf.reduce_mean(tf.boolean_mask(tf.reduce_logsumexp(audio, axis=1), voiced))
 
 
 def preprocess(
@@ -297,9 +310,8 @@ def preprocess(
     aug = augment if train else None
     if train:
         seed_crop, seed_aug, seed_mask = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    if d.get("voiced_db", 0.0):
-        audio, video, video_valid = _trim_to_voiced(audio, video, video_valid, d)
-    _, shift = clip_level(audio, d)
+    audio, video, video_valid, voiced = _trim_to_voiced(audio, video, video_valid, d)
+    shift = clip_level(audio, voiced, d)
     n_units = tf.minimum(tf.shape(video)[0], -(-tf.shape(audio)[0] // ratio))
     slack = tf.maximum(n_units - tv, 0)
     if train:
@@ -343,9 +355,8 @@ def _stats_view(example: dict[str, tf.Tensor], d: ml_collections.ConfigDict) -> 
     """A whole clip for the statistics: `frontend.clip_view` in TensorFlow (trimmed to its
     voiced span, level-normalised, in the audio view) with its voiced frames."""
     audio, video = example["audio"], example["video"]
-    if d.get("voiced_db", 0.0):
-        audio, video, _ = _trim_to_voiced(audio, video, None, d)
-    voiced, shift = clip_level(audio, d)
+    audio, video, _, voiced = _trim_to_voiced(audio, video, None, d)
+    shift = clip_level(audio, voiced, d)
     return {
         "audio": audio_view(audio - shift, d),
         "voiced": voiced,

@@ -369,13 +369,52 @@ def test_voiced_trimming_and_level_make_silence_and_gain_irrelevant():
     assert abs(level(raw) - level(raw_quiet) - 20 / frontend.DB_PER_NEPER) < 0.05
 
 
-def test_clip_view_numpy_and_tensorflow_agree():
+def _noisy_pauses(speech, snr_db=10.0, seed=2):
+    """`speech` with 1 s before and after, and white noise at `snr_db` below its power over
+    the whole file (pauses included)."""
+    x = np.concatenate([np.zeros(16000, np.float32), speech, np.zeros(16000, np.float32)])
+    noise = np.random.default_rng(seed).standard_normal(len(x))
+    power = np.mean(speech**2) * 10 ** (-snr_db / 10)
+    return (x + np.sqrt(power) * noise).astype(np.float32)
+
+
+def test_the_noise_floor_keeps_noisy_pauses_out_of_the_voiced_span():
+    d = _condition_config()
+    speech = _speech_like()
+    clean = frontend.clip_view(_features(speech), d)
+    noisy = _features(_noisy_pauses(speech))
+    # Within 35 dB of the loudest frame, noise is "voiced": the pauses are kept.
+    assert len(frontend.clip_view(noisy, d)["audio"]) > len(clean["audio"]) + 150
+    d.voiced_floor_db = 3.0
+    view = frontend.clip_view(noisy, d)
+    assert abs(len(view["audio"]) - len(clean["audio"])) <= 16
+    # On a clean recording (pauses at the room's level) the floor changes nothing; speech
+    # without pauses keeps its span.
+    quiet_room = _noisy_pauses(speech, snr_db=60.0)
+    d.voiced_floor_db = 0.0
+    before = frontend.clip_view(_features(quiet_room), d)["voiced"]
+    d.voiced_floor_db = 3.0
+    np.testing.assert_array_equal(frontend.clip_view(_features(quiet_room), d)["voiced"], before)
+    assert abs(len(frontend.clip_view(_features(speech), d)["audio"]) - len(clean["audio"])) <= 8
+    # A file of noise alone: frames are still found voiced (the loudness rule alone if none
+    # is 3 dB above the floor).
+    hiss = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    assert frontend.clip_view(_features(0.01 * hiss), d)["voiced"].any()
+
+
+@pytest.mark.parametrize("floor_db", [0.0, 3.0])
+def test_clip_view_numpy_and_tensorflow_agree(floor_db):
     """Trimming, the level shift, the view and the statistics' voiced frames: the training
     pipeline (tf) and prediction (numpy) compute the same model input."""
     from fbp_jax.serving import predict
 
     d = _condition_config()
-    samples = np.concatenate([np.zeros(12000, np.float32), _speech_like(2.0), _speech_like(0.3)])
+    d.voiced_floor_db = floor_db
+    speech = np.concatenate([_speech_like(2.0), _speech_like(0.3)])
+    if floor_db:  # 0.75 s of noise at 15 dB SNR before the speech
+        samples = _noisy_pauses(speech, snr_db=15.0)[4000:]
+    else:  # 0.75 s of digital silence
+        samples = np.concatenate([np.zeros(12000, np.float32), speech])
     features = _features(samples)
     view = frontend.clip_view(features, d)
     ex = {

@@ -17,6 +17,10 @@ Two optional steps make the view independent of how a recording was cut and how 
   to its last voiced frame (on video-frame boundaries, so both streams stay aligned), and the
   standardisation statistics are taken over voiced frames only: leading and trailing silence
   then count for nothing, however long they are.
+* `data.voiced_floor_db > 0`: a voiced frame must also be that many dB above the clip's noise
+  floor (its quietest frames: the `NOISE_FLOOR_QUANTILE` of frame levels). In a noisy
+  recording every frame is within `voiced_db` of the loudest, so without it the pauses,
+  filled with noise, would count as speech; on a clean recording it changes nothing.
 * `data.level_norm`: the clip's mean log frame power over its voiced frames is subtracted
   from every bin (a gain applied to the file changes nothing).
 
@@ -94,20 +98,30 @@ def frame_level(log_power: np.ndarray) -> np.ndarray:
 
 
 DB_PER_NEPER = 10.0 / np.log(10.0)  # dB of power per natural-log unit.
+NOISE_FLOOR_QUANTILE = 0.1  # The noise floor: the frame level this share of frames is below.
 
 
-def voiced_frames(log_power: np.ndarray, threshold_db: float) -> np.ndarray:
-    """[T] bool: frames within `threshold_db` dB of the loudest (all frames if <= 0)."""
+def voiced_frames(log_power: np.ndarray, threshold_db: float, floor_db: float = 0.0) -> np.ndarray:
+    """[T] bool: frames within `threshold_db` dB of the loudest (all frames if <= 0) and, with
+    `floor_db` > 0, that many dB above the noise floor (unless no frame is)."""
     level = frame_level(log_power)
     if threshold_db <= 0 or not len(level):
         return np.ones(len(level), bool)
-    return level >= level.max() - threshold_db / DB_PER_NEPER
+    voiced = level >= level.max() - threshold_db / DB_PER_NEPER
+    if floor_db > 0:
+        floor = np.sort(level)[int(NOISE_FLOOR_QUANTILE * (len(level) - 1))]
+        above = voiced & (level >= floor + floor_db / DB_PER_NEPER)
+        if above.any():
+            voiced = above
+    return voiced
 
 
-def voiced_span(log_power: np.ndarray, threshold_db: float, ratio: int) -> tuple[int, int]:
+def voiced_span(
+    log_power: np.ndarray, threshold_db: float, ratio: int, floor_db: float = 0.0
+) -> tuple[int, int]:
     """(first, end) in units of `ratio` audio frames (one video frame) covering every voiced
     frame: audio frames [first * ratio, end * ratio) and video frames [first, end)."""
-    voiced = np.flatnonzero(voiced_frames(log_power, threshold_db))
+    voiced = np.flatnonzero(voiced_frames(log_power, threshold_db, floor_db))
     if not len(voiced):
         return 0, -(-len(log_power) // ratio)
     return int(voiced[0]) // ratio, -(-(int(voiced[-1]) + 1) // ratio)
@@ -130,14 +144,17 @@ def clip_view(
     """
     d = data_config
     threshold = float(d.get("voiced_db", 0.0) or 0.0)
+    floor_db = float(d.get("voiced_floor_db", 0.0) or 0.0)
     log_power = np.asarray(features["audio"], np.float32)
     out = {k: np.asarray(v) for k, v in features.items() if k in ("video", "video_valid")}
+    # Found on the whole clip, so that the noise floor is the pauses' where there are pauses.
+    voiced = voiced_frames(log_power, threshold, floor_db)
     if threshold > 0:
         ratio = d.audio_fps // d.video_fps
-        first, end = voiced_span(log_power, threshold, ratio)
+        first, end = voiced_span(log_power, threshold, ratio, floor_db)
         log_power = log_power[first * ratio : end * ratio]
+        voiced = voiced[first * ratio : end * ratio]
         out = {k: v[first:end] for k, v in out.items()}
-    voiced = voiced_frames(log_power, threshold)
     if d.get("level_norm", False):
         shift = frame_level(log_power)[voiced].mean()
         log_power = (log_power.astype(np.float64) - shift).astype(np.float32)

@@ -38,6 +38,7 @@ DATA_FIELDS = {
     "frontend": "linear",
     "num_mel": 64,
     "voiced_db": 0.0,
+    "voiced_floor_db": 0.0,
     "level_norm": False,
     "video_features": "",
 }
