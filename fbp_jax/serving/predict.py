@@ -634,7 +634,10 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     flags.DEFINE_string(
-        "model", None, "A training workdir, an export directory or a shipped model's name."
+        "model",
+        None,
+        "A training workdir, an export directory or a shipped model's name; A+B averages the "
+        "outputs of models of one recipe (e.g. seeds).",
     )
     flags.DEFINE_string("step", "best", "Workdir checkpoint: 'best', 'latest' or a step.")
     flags.DEFINE_string("output", None, "CSV of the whole-file answers (default: stdout).")
