@@ -116,15 +116,14 @@ def voiced_frames(log_power: np.ndarray, threshold_db: float, floor_db: float = 
     return voiced
 
 
-def voiced_span(
-    log_power: np.ndarray, threshold_db: float, ratio: int, floor_db: float = 0.0
-) -> tuple[int, int]:
+def voiced_span(voiced: np.ndarray, ratio: int) -> tuple[int, int]:
     """(first, end) in units of `ratio` audio frames (one video frame) covering every voiced
-    frame: audio frames [first * ratio, end * ratio) and video frames [first, end)."""
-    voiced = np.flatnonzero(voiced_frames(log_power, threshold_db, floor_db))
-    if not len(voiced):
-        return 0, -(-len(log_power) // ratio)
-    return int(voiced[0]) // ratio, -(-(int(voiced[-1]) + 1) // ratio)
+    frame of the mask `voiced`: audio frames [first * ratio, end * ratio) and video frames
+    [first, end); the whole clip if none is voiced."""
+    where = np.flatnonzero(voiced)
+    if not len(where):
+        return 0, -(-len(voiced) // ratio)
+    return int(where[0]) // ratio, -(-(int(where[-1]) + 1) // ratio)
 
 
 def clip_view(
@@ -139,8 +138,9 @@ def clip_view(
       data_config: `config.data`.
 
     Returns:
-      `audio` [Ta', F], `voiced` [Ta'] (the frames statistics are taken over), and the
-      trimmed `video` / `video_valid` where given.
+      `audio` [Ta', F], `voiced` [Ta'] (the frames statistics are taken over), `first` (the
+      video frame the trimmed clip starts at; 0 untrimmed), and the trimmed `video` /
+      `video_valid` where given.
     """
     d = data_config
     threshold = float(d.get("voiced_db", 0.0) or 0.0)
@@ -149,9 +149,10 @@ def clip_view(
     out = {k: np.asarray(v) for k, v in features.items() if k in ("video", "video_valid")}
     # Found on the whole clip, so that the noise floor is the pauses' where there are pauses.
     voiced = voiced_frames(log_power, threshold, floor_db)
+    first = 0
     if threshold > 0:
         ratio = d.audio_fps // d.video_fps
-        first, end = voiced_span(log_power, threshold, ratio, floor_db)
+        first, end = voiced_span(voiced, ratio)
         log_power = log_power[first * ratio : end * ratio]
         voiced = voiced[first * ratio : end * ratio]
         out = {k: v[first:end] for k, v in out.items()}
@@ -160,6 +161,7 @@ def clip_view(
         log_power = (log_power.astype(np.float64) - shift).astype(np.float32)
     out["audio"] = audio_view(log_power, d)
     out["voiced"] = voiced
+    out["first"] = first
     return out
 
 

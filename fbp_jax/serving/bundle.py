@@ -122,7 +122,7 @@ def ensemble(models: Sequence[ServingModel]) -> ServingModel:
     if not rest:
         return first
     for m in rest:
-        problem = mismatch(dataclasses.asdict(first), dataclasses.asdict(m))
+        problem = mismatch(vars(first), vars(m))
         if problem:
             raise PredictError(f"{m.source}: cannot be averaged with {first.source}: {problem}")
 

@@ -296,11 +296,7 @@ def prepare_inputs(
             mask &= valid
         batch["video_mask"] = mask
     batch = {k: v[None] for k, v in batch.items()}
-    first = 0
-    if data.get("voiced_db", 0.0):
-        floor_db = data.get("voiced_floor_db", 0.0)
-        first = frontend.voiced_span(features["audio"], data["voiced_db"], ratio, floor_db)[0]
-    return batch, (first + start) * ratio / data["audio_fps"]
+    return batch, (view["first"] + start) * ratio / data["audio_fps"]
 
 
 def most_attended_span(
