@@ -169,12 +169,16 @@ def _reverberate(power: tf.Tensor, rt60: tf.Tensor, drr_db: tf.Tensor, fps: int)
     return tf.transpose(tf.nn.conv1d(x, kernel, stride=1, padding="VALID")[:, :, 0])
 
 
-def _augment_log_power(audio: tf.Tensor, aug, seed: tf.Tensor, d=None) -> tf.Tensor:
+def _augment_log_power(
+    audio: tf.Tensor, aug, seed: tf.Tensor, d=None, speech: tf.Tensor | None = None
+) -> tf.Tensor:
     """Recording-condition changes on a [T, bins] natural-log power spectrogram (0-4 kHz bins
     of 20 Hz), in the order they happen to a recording: another vocal tract length
-    (`freq_warp`), a room (`reverb_prob`), a band-limited channel (`band_limit_prob`), a gain
-    (`gain_db`) and additive white noise (`noise_prob`, at an SNR relative to the crop's mean
-    power). Each is drawn per clip from the stateless `seed`."""
+    (`freq_warp`), a room (`reverb_prob`), a band-limited channel (`band_limit_prob`: a
+    low-pass, and with `high_pass_hz` a high-pass as well, like a telephone's 300 Hz), a gain
+    (`gain_db`) and additive white noise (`noise_prob`, at an SNR relative to the mean power of
+    the `speech` frames, [T] bool, or of all frames). Each is drawn per clip from the
+    stateless `seed`."""
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 10))
     draw = lambda i, lo=0.0, hi=1.0: tf.random.stateless_uniform([], seeds[i], lo, hi)
     hz_per_bin = frontend.SAMPLE_RATE / frontend.NFFT
@@ -194,6 +198,12 @@ def _augment_log_power(audio: tf.Tensor, aug, seed: tf.Tensor, d=None) -> tf.Ten
         k = tf.range(tf.shape(audio)[1], dtype=tf.float32)
         # 40 dB down over 300 Hz above the cutoff, then flat at -40 dB.
         atten_db = tf.clip_by_value((k - cutoff) / (300.0 / hz_per_bin), 0.0, 1.0) * 40.0
+        hp_lo, hp_hi = aug.get("high_pass_hz", (0.0, 0.0))
+        if hp_hi > 0:  # 24 dB per octave below the cutoff (4th order), at most 40 dB.
+            s_hp = tf.random.experimental.stateless_fold_in(seeds[9], 1)
+            low = tf.random.stateless_uniform([], s_hp, hp_lo, hp_hi) / hz_per_bin
+            octaves = tf.math.log(low / tf.maximum(k, 0.5)) / tf.math.log(2.0)
+            atten_db += tf.clip_by_value(24.0 * octaves, 0.0, 40.0)
         limited = audio - atten_db / frontend.DB_PER_NEPER
         apply = tf.random.stateless_uniform([], seeds[4]) < aug.band_limit_prob
         audio = tf.where(apply, limited, audio)
@@ -204,7 +214,8 @@ def _augment_log_power(audio: tf.Tensor, aug, seed: tf.Tensor, d=None) -> tf.Ten
         lo, hi = aug.noise_snr_db
         snr = draw(2, lo, hi)
         power = tf.exp(audio)
-        noise_power = tf.reduce_mean(power) / tf.pow(10.0, snr / 10.0)
+        signal = power if speech is None else tf.boolean_mask(power, speech)
+        noise_power = tf.reduce_mean(signal) / tf.pow(10.0, snr / 10.0)
         # The periodogram of white noise is exponentially distributed around its power.
         u = tf.random.stateless_uniform(tf.shape(audio), seeds[1], 1e-7, 1.0)
         noisy = tf.math.log(power + noise_power * -tf.math.log(u))
@@ -299,7 +310,9 @@ def preprocess(
     evaluation crops the centre. Only the cropped frames are processed further (the view, the
     standardisation), and the padding added last stays zero. With `augment` (training only):
     the condition changes of `_augment_log_power` on the stored log power of the crop, before
-    the level shift, the view and the standardisation, then SpecAugment time and frequency
+    the level shift, the view and the standardisation (with `augment.whole_clip` on the whole
+    clip instead, before its voiced span and level are found, as a changed recording reaches
+    serving; noise then at an SNR relative to the clean clip's voiced frames), then SpecAugment time and frequency
     masks on the standardised audio (masked values are 0, the mean).
     """
     d = data_config
@@ -310,6 +323,9 @@ def preprocess(
     aug = augment if train else None
     if train:
         seed_crop, seed_aug, seed_mask = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    whole_clip = _uses_log_power_augment(aug) and aug.get("whole_clip", False)
+    if whole_clip:  # The changed recording, then everything serving does to a recording.
+        audio = _augment_log_power(audio, aug, seed_aug, d, speech=_voiced_frames(audio, d))
     audio, video, video_valid, voiced = _trim_to_voiced(audio, video, video_valid, d)
     shift = clip_level(audio, voiced, d)
     n_units = tf.minimum(tf.shape(video)[0], -(-tf.shape(audio)[0] // ratio))
@@ -320,7 +336,7 @@ def preprocess(
         start = slack // 2
     audio = audio[start * ratio : start * ratio + ta]
     video = video[start : start + tv]
-    if _uses_log_power_augment(aug):
+    if _uses_log_power_augment(aug) and not whole_clip:
         audio = _augment_log_power(audio, aug, seed_aug, d)
     if d.get("level_norm", False):
         audio = audio - shift

@@ -441,8 +441,9 @@ def test_clip_view_numpy_and_tensorflow_agree(floor_db):
         {"freq_warp": 0.1},
         {"reverb_prob": 1.0},
         {"band_limit_prob": 1.0, "band_limit_hz": (2000.0, 2000.0)},
+        {"band_limit_prob": 1.0, "band_limit_hz": (4000.0, 4000.0), "high_pass_hz": (400.0, 400.0)},
     ],
-    ids=["warp", "reverb", "band_limit"],
+    ids=["warp", "reverb", "band_limit", "high_pass"],
 )
 def test_condition_augmentations_change_what_they_should(fields):
     config = tiny_config("audio")
@@ -463,7 +464,11 @@ def test_condition_augmentations_change_what_they_should(fields):
     valid = plain["audio_mask"].numpy()
     a, b = a[valid], b[valid]
     assert b.shape == a.shape and np.isfinite(b).all() and not np.allclose(a, b)
-    if "band_limit_prob" in fields:  # 2 kHz = bin 100; 40 dB down from bin 115 on.
+    if "high_pass_hz" in fields:  # 400 Hz = bin 20: 24 dB at 200 Hz, 40 at most, none above.
+        np.testing.assert_allclose(b[:, 20:], a[:, 20:], atol=1e-5)
+        np.testing.assert_allclose(b[:, 10] - a[:, 10], -24 / frontend.DB_PER_NEPER, atol=1e-4)
+        np.testing.assert_allclose(b[:, :4] - a[:, :4], -40 / frontend.DB_PER_NEPER, atol=1e-4)
+    elif "band_limit_prob" in fields:  # 2 kHz = bin 100; 40 dB down from bin 115 on.
         np.testing.assert_allclose(b[:, :100], a[:, :100], atol=1e-5)
         np.testing.assert_allclose(b[:, 120:] - a[:, 120:], -40 / frontend.DB_PER_NEPER, atol=1e-4)
     if "reverb_prob" in fields:  # Power only added, from earlier frames.
@@ -475,6 +480,47 @@ def test_condition_augmentations_change_what_they_should(fields):
     )
     reference = input_pipeline.preprocess(ex, data_config=d, stats=None, train=False)
     np.testing.assert_array_equal(evaluated["audio"].numpy(), reference["audio"].numpy())
+
+
+def test_whole_clip_augmentation_trains_on_what_serving_sees_of_a_changed_recording():
+    """With `augment.whole_clip` the noise reaches the pauses before the voiced span and the
+    level are found: the training input is the evaluation input of the noisy recording (here
+    the clip is shorter than the crop, so both take all of it)."""
+    d = _condition_config()
+    silence = np.zeros(8000, np.float32)
+    spec = _features(np.concatenate([silence, _speech_like(), silence]))["audio"]
+    n = -(-len(spec) // 4)
+    ex = {
+        "audio": tf.constant(spec),
+        "video": tf.zeros([n, 32]),
+        "video_valid": tf.ones([n], tf.bool),
+        "label": tf.constant(0, tf.int64),
+        "speaker": tf.constant("s"),
+    }
+    seed = tf.constant([5, 6], tf.int64)
+    aug = _augment(noise_prob=1.0, noise_snr_db=(10.0, 10.0), whole_clip=True)
+    trained = input_pipeline.preprocess(
+        ex, data_config=d, stats=None, train=True, seed=seed, augment=aug
+    )
+    seed_aug = tf.random.experimental.stateless_split(seed, 3)[1]
+    speech = input_pipeline._voiced_frames(ex["audio"], d)
+    noisy = input_pipeline._augment_log_power(ex["audio"], aug, seed_aug, d, speech=speech)
+    # SNR against the clean clip's voiced frames: the pauses now hold a tenth of their power.
+    ratio = np.exp(noisy.numpy()[:40]).mean() / np.exp(spec[speech.numpy()]).mean()
+    assert 0.08 < ratio < 0.12
+    served = input_pipeline.preprocess(
+        dict(ex, audio=noisy), data_config=d, stats=None, train=False
+    )
+    np.testing.assert_array_equal(trained["audio_mask"].numpy(), served["audio_mask"].numpy())
+    np.testing.assert_allclose(trained["audio"].numpy(), served["audio"].numpy(), atol=1e-5)
+    # The noisy pauses are inside the span; noise on the crop alone never reaches them.
+    aug.whole_clip = False
+    cropped = input_pipeline.preprocess(
+        ex, data_config=d, stats=None, train=True, seed=seed, augment=aug
+    )
+    clean = input_pipeline.preprocess(ex, data_config=d, stats=None, train=False)
+    np.testing.assert_array_equal(cropped["audio_mask"].numpy(), clean["audio_mask"].numpy())
+    assert trained["audio_mask"].numpy().sum() > clean["audio_mask"].numpy().sum() + 60
 
 
 def test_statistics_pooling_beside_attention():
