@@ -312,8 +312,9 @@ def preprocess(
     the condition changes of `_augment_log_power` on the stored log power of the crop, before
     the level shift, the view and the standardisation (with `augment.whole_clip` on the whole
     clip instead, before its voiced span and level are found, as a changed recording reaches
-    serving; noise then at an SNR relative to the clean clip's voiced frames), then SpecAugment time and frequency
-    masks on the standardised audio (masked values are 0, the mean).
+    serving; noise then at an SNR relative to the clean clip's voiced frames), then
+    SpecAugment time and frequency masks on the standardised audio (masked values are 0, the
+    mean).
     """
     d = data_config
     ratio = d.audio_fps // d.video_fps
