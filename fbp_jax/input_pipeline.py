@@ -324,7 +324,8 @@ def preprocess(
     aug = augment if train else None
     if train:
         seed_crop, seed_aug, seed_mask = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    whole_clip = _uses_log_power_augment(aug) and aug.get("whole_clip", False)
+    changes = _uses_log_power_augment(aug)
+    whole_clip = changes and aug.get("whole_clip", False)
     if whole_clip:  # The changed recording, then everything serving does to a recording.
         audio = _augment_log_power(audio, aug, seed_aug, d, speech=_voiced_frames(audio, d))
     audio, video, video_valid, voiced = _trim_to_voiced(audio, video, video_valid, d)
@@ -337,7 +338,7 @@ def preprocess(
         start = slack // 2
     audio = audio[start * ratio : start * ratio + ta]
     video = video[start : start + tv]
-    if _uses_log_power_augment(aug) and not whole_clip:
+    if changes and not whole_clip:
         audio = _augment_log_power(audio, aug, seed_aug, d)
     if d.get("level_norm", False):
         audio = audio - shift

@@ -338,6 +338,18 @@ def _features(samples):
     return {"audio": spec, "video": np.zeros((n, 32), np.float32)}
 
 
+def _tf_example(features):
+    """A stored-record example of `_features` output (all video frames valid)."""
+    n = len(features["video"])
+    return {
+        "audio": tf.constant(features["audio"]),
+        "video": tf.constant(features["video"]),
+        "video_valid": tf.ones([n], tf.bool),
+        "label": tf.constant(0, tf.int64),
+        "speaker": tf.constant("s"),
+    }
+
+
 def test_voiced_trimming_and_level_make_silence_and_gain_irrelevant():
     d = _condition_config()
     speech = _speech_like()
@@ -417,13 +429,7 @@ def test_clip_view_numpy_and_tensorflow_agree(floor_db):
         samples = np.concatenate([np.zeros(12000, np.float32), speech])
     features = _features(samples)
     view = frontend.clip_view(features, d)
-    ex = {
-        "audio": tf.constant(features["audio"]),
-        "video": tf.constant(features["video"]),
-        "video_valid": tf.ones([len(features["video"])], tf.bool),
-        "label": tf.constant(0, tf.int64),
-        "speaker": tf.constant("s"),
-    }
+    ex = _tf_example(features)
     got = input_pipeline._stats_view(ex, d)
     np.testing.assert_array_equal(got["voiced"].numpy(), view["voiced"])
     np.testing.assert_allclose(got["audio"].numpy(), view["audio"], rtol=1e-4, atol=2e-4)
@@ -488,15 +494,8 @@ def test_whole_clip_augmentation_trains_on_what_serving_sees_of_a_changed_record
     the clip is shorter than the crop, so both take all of it)."""
     d = _condition_config()
     silence = np.zeros(8000, np.float32)
-    spec = _features(np.concatenate([silence, _speech_like(), silence]))["audio"]
-    n = -(-len(spec) // 4)
-    ex = {
-        "audio": tf.constant(spec),
-        "video": tf.zeros([n, 32]),
-        "video_valid": tf.ones([n], tf.bool),
-        "label": tf.constant(0, tf.int64),
-        "speaker": tf.constant("s"),
-    }
+    ex = _tf_example(_features(np.concatenate([silence, _speech_like(), silence])))
+    spec = ex["audio"].numpy()
     seed = tf.constant([5, 6], tf.int64)
     aug = _augment(noise_prob=1.0, noise_snr_db=(10.0, 10.0), whole_clip=True)
     trained = input_pipeline.preprocess(
