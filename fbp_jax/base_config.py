@@ -92,6 +92,7 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     data.voiced_db = 0.0
     data.voiced_floor_db = 0.0  # ... and this many dB above the clip's noise floor (noisy files).
     data.level_norm = False  # Subtract each clip's mean log frame power (voiced frames).
+    data.spectral_floor_db = 0.0  # > 0: add white power this many dB below the clip's level.
     data.use_video_valid = False  # Also mask frames without a detected face (paper: no).
     # What the video stream holds, for prediction from media files: '' (the face pipeline's
     # per-frame features) or 'openface_au' (the 35 OpenFace AU columns, data_prep.features.openface).

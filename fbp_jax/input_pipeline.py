@@ -292,6 +292,18 @@ def clip_level(audio: tf.Tensor, voiced: tf.Tensor, d: ml_collections.ConfigDict
     return tf.reduce_mean(tf.boolean_mask(tf.reduce_logsumexp(audio, axis=1), voiced))
 
 
+def level_and_floor(audio: tf.Tensor, shift: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Tensor:
+    """The stored log power minus the clip's level `shift`, floored with
+    `data.spectral_floor_db` (frontend.clip_view's last steps before the view)."""
+    audio = audio - shift
+    floor = frontend.spectral_floor_log(d)
+    return (
+        audio
+        if floor is None
+        else tf.experimental.numpy.logaddexp(audio, tf.cast(floor, audio.dtype))
+    )
+
+
 def preprocess(
     example: dict[str, tf.Tensor],
     *,
@@ -340,9 +352,7 @@ def preprocess(
     video = video[start : start + tv]
     if changes and not whole_clip:
         audio = _augment_log_power(audio, aug, seed_aug, d)
-    if d.get("level_norm", False):
-        audio = audio - shift
-    audio = audio_view(audio, d)
+    audio = audio_view(level_and_floor(audio, shift, d), d)
     normalizer = _as_normalizer(stats)
     if normalizer is not None:
         audio, video = normalizer(audio, video, example.get("speaker"))
@@ -376,7 +386,7 @@ def _stats_view(example: dict[str, tf.Tensor], d: ml_collections.ConfigDict) -> 
     audio, video, _, voiced = _trim_to_voiced(audio, video, None, d)
     shift = clip_level(audio, voiced, d)
     return {
-        "audio": audio_view(audio - shift, d),
+        "audio": audio_view(level_and_floor(audio, shift, d), d),
         "voiced": voiced,
         "video": video,
         "speaker": example["speaker"],

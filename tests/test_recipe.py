@@ -414,14 +414,44 @@ def test_the_noise_floor_keeps_noisy_pauses_out_of_the_voiced_span():
     assert frontend.clip_view(_features(0.01 * hiss), d)["voiced"].any()
 
 
-@pytest.mark.parametrize("floor_db", [0.0, 3.0])
-def test_clip_view_numpy_and_tensorflow_agree(floor_db):
-    """Trimming, the level shift, the view and the statistics' voiced frames: the training
-    pipeline (tf) and prediction (numpy) compute the same model input."""
+def test_the_spectral_floor_hides_noise_below_it():
+    d = _condition_config()
+    speech = _speech_like()  # Harmonics up to 2 kHz; above them, hiss 60 dB down.
+    hiss = np.random.default_rng(3).standard_normal(len(speech))
+    noisy = (speech + np.sqrt(np.mean(speech**2) * 10 ** (-3.0)) * hiss).astype(np.float32)
+
+    def change(spectral_floor_db):
+        d.spectral_floor_db = spectral_floor_db
+        a = frontend.clip_view(_features(speech), d)["audio"]
+        b = frontend.clip_view(_features(noisy), d)["audio"]
+        n = min(len(a), len(b))
+        return a, np.abs(a[:n] - b[:n]).mean()
+
+    plain, plain_change = change(0.0)
+    floored, floored_change = change(20.0)
+    # Noise at 30 dB SNR fills the empty bins: seen without a floor, hidden under one at 20 dB.
+    assert plain_change > 1.0
+    assert floored_change < plain_change / 4
+    # Nothing falls below the floor (a mel channel of a constant power is that power), and
+    # what stands well above it is untouched.
+    floor = frontend.spectral_floor_log(d)
+    assert floored.min() >= floor - 1e-4
+    loud = plain > floor + 5
+    np.testing.assert_allclose(floored[loud], plain[loud], atol=0.01)
+    d.level_norm = False
+    with pytest.raises(ValueError, match="level_norm"):
+        frontend.clip_view(_features(speech), d)
+
+
+@pytest.mark.parametrize("floor_db,spectral_floor_db", [(0.0, 0.0), (3.0, 0.0), (0.0, 20.0)])
+def test_clip_view_numpy_and_tensorflow_agree(floor_db, spectral_floor_db):
+    """Trimming, the level shift, the floor, the view and the statistics' voiced frames: the
+    training pipeline (tf) and prediction (numpy) compute the same model input."""
     from fbp_jax.serving import predict
 
     d = _condition_config()
     d.voiced_floor_db = floor_db
+    d.spectral_floor_db = spectral_floor_db
     speech = np.concatenate([_speech_like(2.0), _speech_like(0.3)])
     if floor_db:  # 0.75 s of noise at 15 dB SNR before the speech
         samples = _noisy_pauses(speech, snr_db=15.0)[4000:]

@@ -23,6 +23,10 @@ Two optional steps make the view independent of how a recording was cut and how 
   filled with noise, would count as speech; on a clean recording it changes nothing.
 * `data.level_norm`: the clip's mean log frame power over its voiced frames is subtracted
   from every bin (a gain applied to the file changes nothing).
+* `data.spectral_floor_db > 0` (with `level_norm`): white power this many dB below the
+  clip's level is added to every bin (`spectral_floor`), so that whatever lies below it, a
+  clean recording's silent bins or a noisy one's noise, looks alike: noise weaker than the
+  floor hardly changes the view.
 
 `input_pipeline` does the same in TensorFlow; tests hold the two equal.
 """
@@ -116,6 +120,19 @@ def voiced_frames(log_power: np.ndarray, threshold_db: float, floor_db: float = 
     return voiced
 
 
+def spectral_floor_log(data_config: ml_collections.ConfigDict) -> float | None:
+    """The natural-log power per bin of `data.spectral_floor_db` (None when off): white power
+    that many dB below a level-normalised clip's frame power (0), spread over the bins."""
+    floor_db = float(data_config.get("spectral_floor_db", 0.0) or 0.0)
+    if floor_db <= 0:
+        return None
+    if not data_config.get("level_norm", False):
+        raise ValueError(
+            "data.spectral_floor_db is relative to the clip's level: it needs data.level_norm"
+        )
+    return -floor_db / DB_PER_NEPER - float(np.log(data_config.num_bins))
+
+
 def voiced_span(voiced: np.ndarray, ratio: int) -> tuple[int, int]:
     """(first, end) in units of `ratio` audio frames (one video frame) covering every voiced
     frame of the mask `voiced`: audio frames [first * ratio, end * ratio) and video frames
@@ -130,7 +147,8 @@ def clip_view(
     features: dict[str, np.ndarray], data_config: ml_collections.ConfigDict
 ) -> dict[str, np.ndarray]:
     """A whole clip as the model sees it before cropping and standardisation: trimmed to its
-    voiced span (`voiced_db`), level-normalised (`level_norm`), in the audio view.
+    voiced span (`voiced_db`), level-normalised (`level_norm`), floored
+    (`spectral_floor_db`), in the audio view.
 
     Args:
       features: `audio` [Ta, bins] stored log power; optional `video` [Tv, ...] and
@@ -159,6 +177,9 @@ def clip_view(
     if d.get("level_norm", False):
         shift = frame_level(log_power)[voiced].mean()
         log_power = (log_power.astype(np.float64) - shift).astype(np.float32)
+    floor = spectral_floor_log(d)
+    if floor is not None:
+        log_power = np.logaddexp(log_power, np.float32(floor))
     out["audio"] = audio_view(log_power, d)
     out["voiced"] = voiced
     out["first"] = first
