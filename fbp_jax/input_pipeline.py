@@ -297,11 +297,9 @@ def level_and_floor(audio: tf.Tensor, shift: tf.Tensor, d: ml_collections.Config
     `data.spectral_floor_db` (frontend.clip_view's last steps before the view)."""
     audio = audio - shift
     floor = frontend.spectral_floor_log(d)
-    return (
-        audio
-        if floor is None
-        else tf.experimental.numpy.logaddexp(audio, tf.cast(floor, audio.dtype))
-    )
+    if floor is None:
+        return audio
+    return tf.experimental.numpy.logaddexp(audio, tf.cast(floor, audio.dtype))
 
 
 def preprocess(

@@ -24,7 +24,7 @@ Two optional steps make the view independent of how a recording was cut and how 
 * `data.level_norm`: the clip's mean log frame power over its voiced frames is subtracted
   from every bin (a gain applied to the file changes nothing).
 * `data.spectral_floor_db > 0` (with `level_norm`): white power this many dB below the
-  clip's level is added to every bin (`spectral_floor`), so that whatever lies below it, a
+  clip's level is added to every bin (`spectral_floor_log`), so that whatever lies below it, a
   clean recording's silent bins or a noisy one's noise, looks alike: noise weaker than the
   floor hardly changes the view.
 
