@@ -72,3 +72,25 @@ def test_the_shipped_av_model_reads_the_openface_csv_it_is_given(tmp_path):
     assert result.summary()["prediction"] in model.class_names
     [(_, result)] = predict.predict_files(model, [str(wav)], openface=str(table))
     assert isinstance(result, str) and "no row for 'talk'" in result
+
+
+def test_one_file_alone_keeps_its_face_stream(tmp_path):
+    """`--speaker_groups=file` with the clip-level AU model: one file's AU row standardised by
+    itself would be all zeros (the face ignored); the face stream takes the training speakers'
+    statistics instead, so the AU row still moves the answer."""
+    from fbp_jax.serving import predict
+
+    wav = tmp_path / "talk.wav"
+    soundfile.write(wav, 0.3 * speech_like(3.0, 16000, seed=1)[:, 0], 16000)
+    model = predict.resolve_model("ravdess-av")
+    probs, labels = [], []
+    for name, value in (("low", 0.0), ("high", 3.0)):
+        table = tmp_path / f"{name}.csv"
+        row = ",".join([f"{value:.1f}"] * len(openface.AU_COLUMNS))
+        table.write_text("clip_id," + ",".join(openface.AU_COLUMNS) + f"\ntalk,{row}\n")
+        [(_, result)] = predict.predict_files(model, [str(wav)], groups="file", openface=str(table))
+        assert not isinstance(result, str), result
+        probs.append(np.array(list(result.summary()["probabilities"].values())))
+        labels.append(result.statistics)
+    assert labels[0].startswith("own (video: training speakers")
+    assert np.abs(probs[0] - probs[1]).max() > 0.01

@@ -19,6 +19,9 @@ with statistics of its speaker's clips, taken from the files it is given:
 given is one speaker), `file` (each file alone) or `training` (the training speakers' pooled
 statistics, nothing of the speaker). A group of fewer than `--min_speaker_clips` (10) clips
 uses the training speakers' pooled statistics, which classify a single clip almost as well.
+A stream that is the same in every frame of a group (one file with one clip-level row of
+face features, `file`) cannot be standardised by itself and takes the training speakers'
+statistics too.
 
 One file's failure never stops the others: a folder or several files give a CSV (`--output`,
 else stdout) whose `error` column names the problem (a file that cannot be read, or whose
@@ -243,8 +246,26 @@ def speaker_statistics(
         frames = [v[key][v["voiced"]] if key == "audio" else v[key] for v in views]
         x = np.concatenate(frames).astype(np.float64)
         stats[f"{key}_mean"] = x.mean(0).astype(np.float32)
-        stats[f"{key}_std"] = np.maximum(x.std(0), 1e-3).astype(np.float32)
+        stats[f"{key}_std"] = np.maximum(x.std(0), timeline.STD_FLOOR).astype(np.float32)
     return stats
+
+
+def _own_statistics(
+    own: dict[str, np.ndarray], pooled: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], str]:
+    """A group's own statistics, except for a stream that is the same in all its frames (one
+    file with one clip-level row of face features): standardised by itself it would be all
+    zeros, so that stream takes the training speakers' pooled statistics. Returns (statistics,
+    the label of the output's `statistics` column)."""
+    out, fallback = dict(own), []
+    for key in ("audio", "video"):
+        std = own.get(f"{key}_std")
+        if std is not None and np.all(std <= timeline.STD_FLOOR):
+            out[f"{key}_mean"], out[f"{key}_std"] = pooled[f"{key}_mean"], pooled[f"{key}_std"]
+            fallback.append(key)
+    if not fallback:
+        return out, "own"
+    return out, f"own ({', '.join(fallback)}: training speakers, constant in the group)"
 
 
 def _data_config(data: dict[str, Any]):
@@ -454,11 +475,11 @@ def predict_files(
         for key, blocks in members.items():
             own = groups == "file" or (groups != "training" and len(blocks) >= min_speaker_clips)
             stats[key] = (
-                (timeline.statistics_of(blocks, model.data["video_shape"]), "own")
+                _own_statistics(timeline.statistics_of(blocks, model.data["video_shape"]), pooled)
                 if own
                 else (pooled, "training speakers")
             )
-        few = [k for k, b in members.items() if stats[k][1] != "own" and groups != "training"]
+        few = [k for k in members if stats[k][1] == "training speakers" and groups != "training"]
         if few:
             logging.info(
                 "%d speaker group(s) with fewer than %d clips use the training speakers' pooled "
