@@ -437,7 +437,7 @@ def compute_stats(
             mean = s1 / max(n, 1)
             std = np.sqrt(np.maximum(s2 / max(n, 1) - mean**2, 0.0))
             out[f"{stream}_mean"] = mean.astype(np.float32)
-            out[f"{stream}_std"] = np.maximum(std, 1e-3).astype(np.float32)
+            out[f"{stream}_std"] = np.maximum(std, frontend.STD_FLOOR).astype(np.float32)
         return out
 
     if not by_speaker:

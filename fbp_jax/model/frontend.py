@@ -41,6 +41,7 @@ import numpy as np
 SAMPLE_RATE = 16000
 NFFT = 800  # The DFT size of data_prep.features.audio: bin k is at k * 20 Hz.
 MEL_FLOOR = 1e-10  # Power floor before the log, as data_prep.features.audio's LOG_FLOOR.
+STD_FLOOR = 1e-3  # The least standard deviation a standardised feature is divided by.
 FRONTENDS = ("linear", "mel")
 
 

@@ -246,7 +246,7 @@ def speaker_statistics(
         frames = [v[key][v["voiced"]] if key == "audio" else v[key] for v in views]
         x = np.concatenate(frames).astype(np.float64)
         stats[f"{key}_mean"] = x.mean(0).astype(np.float32)
-        stats[f"{key}_std"] = np.maximum(x.std(0), timeline.STD_FLOOR).astype(np.float32)
+        stats[f"{key}_std"] = np.maximum(x.std(0), frontend.STD_FLOOR).astype(np.float32)
     return stats
 
 
@@ -260,7 +260,7 @@ def _own_statistics(
     out, fallback = dict(own), []
     for key in ("audio", "video"):
         std = own.get(f"{key}_std")
-        if std is not None and np.all(std <= timeline.STD_FLOOR):
+        if std is not None and np.all(std <= frontend.STD_FLOOR):
             out[f"{key}_mean"], out[f"{key}_std"] = pooled[f"{key}_mean"], pooled[f"{key}_std"]
             fallback.append(key)
     if not fallback:

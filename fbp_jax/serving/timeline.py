@@ -296,9 +296,6 @@ def _block_statistics(log_power, offset, source, config, ratio) -> dict[str, Any
     return out
 
 
-STD_FLOOR = 1e-3  # The least standard deviation a feature is divided by.
-
-
 def statistics_of(blocks: Sequence[dict[str, Any]], video_shape) -> dict[str, np.ndarray]:
     """Standardisation statistics of a speaker from the blocks of its files."""
     n = sum(b["n"] for b in blocks)
@@ -308,13 +305,15 @@ def statistics_of(blocks: Sequence[dict[str, Any]], video_shape) -> dict[str, np
     std = np.sqrt(np.maximum(s2 / max(n, 1) - mean**2, 0.0))
     out = {
         "audio_mean": mean.astype(np.float32),
-        "audio_std": np.maximum(std, STD_FLOOR).astype(np.float32),
+        "audio_std": np.maximum(std, frontend.STD_FLOOR).astype(np.float32),
     }
     rows = [b["video_rows"] for b in blocks if "video_rows" in b]
     if rows:
         v = np.concatenate(rows)
         out["video_mean"] = v.mean(0).reshape(video_shape).astype(np.float32)
-        out["video_std"] = np.maximum(v.std(0), STD_FLOOR).reshape(video_shape).astype(np.float32)
+        out["video_std"] = (
+            np.maximum(v.std(0), frontend.STD_FLOOR).reshape(video_shape).astype(np.float32)
+        )
     return out
 
 
