@@ -85,8 +85,14 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     # With speaker_norm, at evaluation: 'own' (each evaluated speaker's statistics, from its
     # unlabelled clips) or 'training' (the training speakers' pooled: none of the evaluated).
     data.speaker_stats = "own"
-    data.frontend = "linear"  # Audio view: 'linear' (the stored bins, paper) or 'mel'.
-    data.num_mel = 64  # Mel channels of the 'mel' view (over the same 0-4 kHz band).
+    # Audio view: 'linear' (the stored bins, paper), 'mel' (log-mel) or 'pcen' (mel channels,
+    # per-channel energy normalisation instead of the log; fbp_jax.model.frontend).
+    data.frontend = "linear"
+    data.num_mel = 64  # Mel channels of the 'mel' and 'pcen' views (over the same 0-4 kHz band).
+    data.pcen_time_constant = 0.4  # PCEN: seconds of the smoother (M) of each channel's power,
+    data.pcen_gain = 0.98  # the exponent of M the power is divided by,
+    data.pcen_bias = 2.0  # the offset added before compression,
+    data.pcen_power = 0.5  # and the compression exponent.
     # > 0: trim each clip to its voiced span (frames within this many dB of its loudest) and
     # take the statistics over voiced frames only (frontend.clip_view); 0: the whole clip.
     data.voiced_db = 0.0

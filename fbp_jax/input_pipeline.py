@@ -133,13 +133,33 @@ def _as_normalizer(stats) -> Normalizer | None:
     return Normalizer(stats)
 
 
+def pcen(power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Tensor:
+    """`frontend.pcen` in TensorFlow: the smoother as one [T, T] matrix of normalised decay
+    weights (no loop over frames; the crops the model reads are a few hundred frames)."""
+    t = tf.range(tf.shape(power)[0])
+    lag = tf.cast(t[:, None] - t[None, :], tf.float32)
+    log_decay = float(np.log(1.0 - frontend.pcen_smoothing(d)))
+    weights = tf.where(lag >= 0, tf.exp(tf.maximum(lag, 0.0) * log_decay), 0.0)
+    smooth = tf.matmul(weights, power) / tf.reduce_sum(weights, axis=1, keepdims=True)
+    gain, bias, exponent = (
+        d.get("pcen_gain", 0.98),
+        d.get("pcen_bias", 2.0),
+        d.get("pcen_power", 0.5),
+    )
+    ratio = power / tf.pow(frontend.PCEN_EPS + smooth, gain)
+    return tf.pow(ratio + bias, exponent) - bias**exponent
+
+
 def audio_view(audio: tf.Tensor, data_config: ml_collections.ConfigDict) -> tf.Tensor:
     """The model's view of the stored log-power spectrogram (frontend.audio_view, in tf)."""
     if data_config.get("frontend", "linear") == "linear":
         return audio
     frontend.audio_feature_size(data_config)  # Validates the name.
     fb = tf.constant(frontend.mel_matrix(data_config.num_bins, data_config.num_mel))
-    return tf.math.log(tf.maximum(tf.matmul(tf.exp(audio), fb), frontend.MEL_FLOOR))
+    power = tf.matmul(tf.exp(audio), fb)
+    if data_config.frontend == "pcen":
+        return pcen(power, data_config)
+    return tf.math.log(tf.maximum(power, frontend.MEL_FLOOR))
 
 
 def _warp_frequencies(audio: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:

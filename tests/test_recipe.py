@@ -104,6 +104,36 @@ def test_mel_view_in_numpy_and_tensorflow():
         frontend.audio_feature_size(ml_collections.ConfigDict({"frontend": "cqt"}))
 
 
+def test_pcen_view_in_numpy_and_tensorflow_and_what_it_removes():
+    from data_prep.features import audio as audio_lib
+
+    d = ml_collections.ConfigDict(
+        {"frontend": "pcen", "num_bins": 200, "num_mel": 64, "audio_fps": 100}
+    )
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 16000
+    # A 300 Hz tone switched on for 0.5 s in the middle of steady white noise.
+    tone = np.where((t > 1.0) & (t < 1.5), 0.3 * np.sin(2 * np.pi * 300 * t), 0.0)
+    noise = 0.01 * rng.standard_normal(len(t))
+    spec = audio_lib.log_spectrogram(tone + noise)
+    view = frontend.audio_view(spec, d)
+    assert view.shape == (len(spec), 64) and frontend.audio_feature_size(d) == 64
+    tf_view = input_pipeline.audio_view(tf.constant(spec), d).numpy()
+    np.testing.assert_allclose(tf_view, view, rtol=1e-3, atol=1e-3)
+    # The smoother's first value is the first frame itself (no ramp up from zero): a steady
+    # input gives the same value in every frame.
+    steady = frontend.pcen(np.full((50, 3), 0.01), d)
+    np.testing.assert_allclose(steady, np.broadcast_to(steady[0], steady.shape), rtol=1e-5)
+    # Steady noise sinks towards a constant; the tone's onset stands out in its channel.
+    channel = int(np.argmax(frontend.mel_matrix(200, 64)[15]))  # the 300 Hz bin
+    onset, before = view[100:105, channel].mean(), view[50:95, channel]
+    assert onset > before.mean() + 10 * before.std()
+    # Nearly gain-invariant (gain < 1): 20 dB louder changes the view little, the log-mel
+    # view by log(100) everywhere.
+    louder = frontend.audio_view(spec + np.log(100.0), d)
+    assert np.abs(louder - view).max() < 0.2 * np.abs(view).max()
+
+
 def test_per_speaker_statistics_standardise_each_speaker(tiny_folds_data_dir):
     from tests.conftest import tiny_folds_config
 

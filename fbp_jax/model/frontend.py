@@ -8,7 +8,13 @@ The records hold the paper's features: a log-power spectrogram of 200 linear bin
 model can read them as they are (`data.frontend = 'linear'`, the paper) or as a log-mel view
 (`'mel'`): the power of the stored bins summed by `data.num_mel` triangular mel filters over
 the same 0-4 kHz band, then the natural log again. No rebuild of the records is needed, and the
-training pipeline (tf.data) and prediction (numpy) share the same filter matrix.
+training pipeline (tf.data) and prediction (numpy) share the same filter matrix. `'pcen'`
+replaces that log by per-channel energy normalisation (Wang et al., 2017, "Trainable frontend
+for robust and far-field keyword spotting"; fixed, not trained, parameters): each mel
+channel's power E is divided by its own recent level M (an exponential moving average over
+`data.pcen_time_constant` seconds) to the power `pcen_gain`, then compressed,
+(E / (eps + M) ** gain + bias) ** power - bias ** power. A stationary background (steady
+noise, a channel's constant gain) sinks towards a constant while onsets stand out.
 
 Two optional steps make the view independent of how a recording was cut and how loud it is:
 
@@ -42,7 +48,8 @@ SAMPLE_RATE = 16000
 NFFT = 800  # The DFT size of data_prep.features.audio: bin k is at k * 20 Hz.
 MEL_FLOOR = 1e-10  # Power floor before the log, as data_prep.features.audio's LOG_FLOOR.
 STD_FLOOR = 1e-3  # The least standard deviation a standardised feature is divided by.
-FRONTENDS = ("linear", "mel")
+FRONTENDS = ("linear", "mel", "pcen")
+PCEN_EPS = 1e-6  # eps of the PCEN denominator (the power of a level-normalised mel channel).
 
 
 def _hz_to_mel(f):
@@ -83,16 +90,49 @@ def audio_feature_size(data_config: ml_collections.ConfigDict) -> int:
     frontend = data_config.get("frontend", "linear")
     if frontend not in FRONTENDS:
         raise ValueError(f"data.frontend must be one of {FRONTENDS}, got {frontend!r}")
-    return data_config.num_mel if frontend == "mel" else data_config.num_bins
+    return data_config.num_bins if frontend == "linear" else data_config.num_mel
+
+
+def pcen_smoothing(data_config: ml_collections.ConfigDict) -> float:
+    """The smoother's weight s of the newest frame: M[t] = (1 - s) M[t-1] + s E[t]."""
+    frames = float(data_config.get("pcen_time_constant", 0.4)) * data_config.audio_fps
+    return float(1.0 - np.exp(-1.0 / max(frames, 1e-6)))
+
+
+def pcen(power: np.ndarray, data_config: ml_collections.ConfigDict) -> np.ndarray:
+    """[T, C] power -> [T, C] per-channel energy normalisation.
+
+    M[t] is the average of E[0..t] weighted by (1 - s) ** (t - k), the weights normalised to
+    sum to 1 (so the smoother starts at the first frame's level instead of at zero);
+    `input_pipeline.pcen` computes the same in TensorFlow.
+    """
+    d = data_config
+    decay = 1.0 - pcen_smoothing(d)
+    power = np.asarray(power, np.float64)
+    smooth = np.empty_like(power)
+    num, den = np.zeros(power.shape[1:]), 0.0
+    for t, frame in enumerate(power):
+        num, den = decay * num + frame, decay * den + 1.0
+        smooth[t] = num / den
+    gain, bias, exponent = (
+        d.get("pcen_gain", 0.98),
+        d.get("pcen_bias", 2.0),
+        d.get("pcen_power", 0.5),
+    )
+    out = (power / (PCEN_EPS + smooth) ** gain + bias) ** exponent - bias**exponent
+    return out.astype(np.float32)
 
 
 def audio_view(log_power: np.ndarray, data_config: ml_collections.ConfigDict) -> np.ndarray:
     """[T, bins] stored log-power spectrogram -> [T, audio_feature_size] model view."""
-    if data_config.get("frontend", "linear") == "linear":
+    frontend = data_config.get("frontend", "linear")
+    if frontend == "linear":
         return np.asarray(log_power, np.float32)
     fb = mel_matrix(data_config.num_bins, data_config.num_mel)
-    power = np.exp(np.asarray(log_power, np.float64))
-    return np.log(np.maximum(power @ fb, MEL_FLOOR)).astype(np.float32)
+    power = np.exp(np.asarray(log_power, np.float64)) @ fb
+    if frontend == "pcen":
+        return pcen(power, data_config)
+    return np.log(np.maximum(power, MEL_FLOOR)).astype(np.float32)
 
 
 def frame_level(log_power: np.ndarray) -> np.ndarray:
