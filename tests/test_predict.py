@@ -12,7 +12,7 @@ import soundfile
 
 from data_prep.features import audio as audio_lib
 from fbp_jax.evaluation import evaluate as evaluate_lib
-from fbp_jax.serving import bundle, export, predict
+from fbp_jax.serving import bundle, export, predict, timeline
 from fbp_jax.serving.bundle import PredictError
 
 # One worker trains the shared runs of conftest (amfbp_workdir, audio_workdir) for all.
@@ -141,6 +141,39 @@ def test_a_directory_gives_a_csv_with_errors_named(audio_workdir, clips, tmp_pat
     assert lines[0].startswith("file,prediction,confidence,duration_s,prob_angry")
     assert len(lines) == 4 and "broken.wav: unreadable media file" in lines[1]
     assert lines[2].split(",")[1] in CLASSES
+
+
+def test_classes_restrict_the_answers_to_a_target_corpus_s(audio_workdir, clips):
+    model = bundle.load_serving_model(audio_workdir)
+    files = [clips["files"]["short"], clips["files"]["long"]]
+    full = dict(predict.predict_files(model, files))
+    spec = "calm=neutral+sad,angry,surprise"
+    rows = predict.predict_files(model, files, classes=spec)
+    for path, t in rows:
+        assert t.class_names == ("calm", "angry", "surprise")
+        p, q = full[path].probabilities, t.probabilities
+        k = {c: i for i, c in enumerate(full[path].class_names)}
+        kept = p[:, [k["neutral"], k["sad"], k["angry"], k["surprise"]]].sum(1)
+        np.testing.assert_allclose(q[:, 0], (p[:, k["neutral"]] + p[:, k["sad"]]) / kept, rtol=1e-5)
+        np.testing.assert_allclose(q[:, 2], p[:, k["surprise"]] / kept, rtol=1e-5)
+        np.testing.assert_allclose(q.sum(1), 1.0, rtol=1e-5)
+        assert t.summary()["prediction"] in t.class_names
+    out = io.StringIO()
+    predict.rows_to_csv(model, rows, out, [g[0] for g in timeline.class_groups(spec, CLASSES)])
+    header = out.getvalue().splitlines()[0].split(",")
+    assert [h for h in header if h.startswith("prob_")] == [
+        "prob_calm",
+        "prob_angry",
+        "prob_surprise",
+    ]
+    for bad, message in [
+        ("angry,calm", "'calm' is not a class of the model"),
+        ("angry,fear+angry", "'angry' is in the groups"),
+        ("angry,,sad", "an empty group"),
+        ("x=angry,x=sad", "two groups of one name"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            timeline.class_groups(bad, CLASSES)
 
 
 def test_refusals_name_the_file_and_the_reason(amfbp_workdir, audio_workdir, clips, tmp_path):

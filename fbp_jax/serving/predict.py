@@ -433,6 +433,7 @@ def predict_files(
     hop_seconds: float | None = None,
     progress: bool = False,
     openface: str | None = None,
+    classes: str | None = None,
 ) -> list[tuple[str, timeline.Timeline | str]]:
     """The timeline of every file (`fbp_jax.serving.timeline`), each file isolated from the
     others.
@@ -443,7 +444,8 @@ def predict_files(
     folder, all, one file) with the statistics of the group's voiced clips (a short file is
     one clip, a long one a clip per window length); a group of fewer than
     `min_speaker_clips`, or `groups='training'`, takes the training speakers' pooled
-    statistics instead.
+    statistics instead. `classes` restricts the answers to some of the model's classes
+    (`timeline.class_groups`: e.g. the classes a target corpus shares with the model's).
 
     Returns:
       (path, Timeline) for each file predicted, (path, 'message') for each file that failed,
@@ -452,6 +454,7 @@ def predict_files(
     """
     if groups not in SPEAKER_GROUPS:
         raise ValueError(f"speaker groups must be one of {SPEAKER_GROUPS}, got {groups!r}")
+    merged = timeline.class_groups(classes, model.class_names) if classes else None
     sources: dict[str, tuple[timeline.Source, timeline.Scan] | str] = {}
     for path in paths:
         try:
@@ -501,7 +504,8 @@ def predict_files(
                 t = _single_window(model, source, scan, s, span_seconds)
             else:
                 t = timeline.run_windows(model, source, scan, s, hop_seconds, progress)
-            rows.append((path, dataclasses.replace(t, statistics=label)))
+            t = dataclasses.replace(t, statistics=label)
+            rows.append((path, timeline.merge_classes(t, merged) if merged else t))
         except Exception as e:
             rows.append((path, _error(e)))
     return rows
@@ -581,11 +585,18 @@ def find_media(paths: Sequence[str]) -> tuple[list[str], list[str]]:
     return files, notes
 
 
-def rows_to_csv(model: ServingModel, rows: list[tuple[str, timeline.Timeline | str]], out) -> None:
-    """The whole-file answer of each (path, Timeline or error message) row as CSV."""
+def rows_to_csv(
+    model: ServingModel,
+    rows: list[tuple[str, timeline.Timeline | str]],
+    out,
+    class_names: Sequence[str] | None = None,
+) -> None:
+    """The whole-file answer of each (path, Timeline or error message) row as CSV; one
+    `prob_<class>` column per class of the model, or of `class_names` (`--classes`)."""
+    class_names = class_names or model.class_names
     span_cols = [f"{s}_span_{x}" for s in model.streams for x in ("start_s", "end_s", "weight")]
     header = ["file", "prediction", "confidence", "duration_s"]
-    header += [f"prob_{c}" for c in model.class_names]
+    header += [f"prob_{c}" for c in class_names]
     header += ["windows", "voiced_windows", "statistics"]
     header += (["mu"] if len(model.streams) == 2 else []) + span_cols + ["notes", "error"]
     writer = csv.writer(out)
@@ -596,7 +607,7 @@ def rows_to_csv(model: ServingModel, rows: list[tuple[str, timeline.Timeline | s
             continue
         r = {**t.summary(), **t.details}
         row = [path, r["prediction"], f"{r['confidence']:.6f}", f"{r['duration_s']:.3f}"]
-        row += [f"{r['probabilities'][c]:.6f}" for c in model.class_names]
+        row += [f"{r['probabilities'][c]:.6f}" for c in class_names]
         row += [r["windows"], r["voiced_windows"], r["statistics"]]
         if len(model.streams) == 2:
             row += [f"{r.get('mu', math.nan):.6f}"]
@@ -689,6 +700,13 @@ def define_flags() -> None:
         MIN_SPEAKER_CLIPS,
         "Speaker groups with fewer clips take the training speakers' pooled statistics.",
     )
+    flags.DEFINE_string(
+        "classes",
+        None,
+        "Answer with some of the model's classes only, e.g. the ones a corpus shares with it: "
+        "comma-separated groups [NAME=]a[+b...], each group's posteriors summed, e.g. "
+        "'neutral=neutral+calm,happy,sad,angry,fear=fearful,disgust'.",
+    )
 
 
 def _plot_path(path: str, several: bool) -> str:
@@ -703,6 +721,7 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError("usage: fbp-jax predict --model=W FILE_OR_DIR [...]")
     try:
         model = resolve_model(FLAGS.model, FLAGS.step)
+        groups = timeline.class_groups(FLAGS.classes, model.class_names) if FLAGS.classes else None
         files, notes = find_media(argv[1:])
     except (PredictError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -719,7 +738,9 @@ def main(argv: Sequence[str]) -> None:
         FLAGS.hop_seconds,
         progress=True,
         openface=FLAGS.openface,
+        classes=FLAGS.classes,
     )
+    names = [g[0] for g in groups] if groups else None
     failed = [(p, r) for p, r in rows if isinstance(r, str)]
     done = [t for _, t in rows if not isinstance(t, str)]
     for path, r in failed:  # The message names the file, or is given it here.
@@ -744,12 +765,12 @@ def main(argv: Sequence[str]) -> None:
             if not failed:
                 print(format_result(files[0], model, rows[0][1]))
         elif FLAGS.output:
-            io.atomic_write(FLAGS.output, lambda f: rows_to_csv(model, rows, f), newline="")
+            io.atomic_write(FLAGS.output, lambda f: rows_to_csv(model, rows, f, names), newline="")
             print(
                 f"{len(rows) - len(failed)} files predicted, {len(failed)} failed: {FLAGS.output}"
             )
         else:
-            rows_to_csv(model, rows, sys.stdout)
+            rows_to_csv(model, rows, sys.stdout, names)
     if failed:
         sys.exit(1)
 

@@ -463,6 +463,48 @@ def _progress(total: int, path: str):
 # Output files
 
 
+def class_groups(spec: str, class_names: Sequence[str]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Parses a class restriction: comma-separated groups, each `[NAME=]member[+member...]`
+    of the model's classes, e.g. 'neutral=neutral+calm,happy,sad,angry,fear=fearful,disgust'
+    (a corpus with six of RAVDESS's eight classes, calm counted as neutral).
+
+    Returns:
+      ((name, indices of its members in `class_names`), ...) in the order given.
+
+    Raises:
+      ValueError: an empty group, a class the model does not have (naming those it has), a
+        class in two groups, or two groups of one name.
+    """
+    groups, used = [], {}
+    for part in (p.strip() for p in spec.split(",")):
+        name, _, members = part.rpartition("=")
+        names = [m.strip() for m in members.split("+")]
+        if not part or not all(names):
+            raise ValueError(f"--classes {spec!r}: an empty group (groups: [NAME=]a[+b...])")
+        for m in names:
+            if m not in class_names:
+                raise ValueError(
+                    f"--classes: {m!r} is not a class of the model ({', '.join(class_names)})"
+                )
+            if m in used:
+                raise ValueError(f"--classes: {m!r} is in the groups {used[m]!r} and {part!r}")
+            used[m] = part
+        groups.append((name.strip() or names[0], tuple(class_names.index(m) for m in names)))
+    labels = [g[0] for g in groups]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--classes {spec!r}: two groups of one name")
+    return tuple(groups)
+
+
+def merge_classes(t: Timeline, groups: Sequence[tuple[str, Sequence[int]]]) -> Timeline:
+    """The timeline over fewer classes (`class_groups`): each group's posterior is the sum of
+    its members', renormalised over the groups (the classes left out are ruled out, not
+    counted). A file answers with one of the groups whatever the model's other classes say."""
+    p = np.stack([t.probabilities[:, list(idx)].sum(axis=1) for _, idx in groups], axis=1)
+    p = p / p.sum(axis=1, keepdims=True)
+    return dataclasses.replace(t, class_names=tuple(g[0] for g in groups), probabilities=p)
+
+
 def write_rows(timelines: Iterable[Timeline], path: str) -> None:
     """One row per window of every file: CSV, or JSON lines when `path` ends in .jsonl."""
     import csv
