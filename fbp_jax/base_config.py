@@ -8,6 +8,8 @@ fields. Any field can be overridden on the command line, e.g.
 
 import ml_collections
 
+from fbp_jax.model import frontend
+
 # 1D-ABFCN presets: the five AlexNet conv layers (paper Fig. 3) and smaller ones for CPUs.
 FCN_PRESETS = {
     "alexnet": (96, 256, 384, 384, 256),
@@ -89,10 +91,7 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     # per-channel energy normalisation instead of the log; fbp_jax.model.frontend).
     data.frontend = "linear"
     data.num_mel = 64  # Mel channels of the 'mel' and 'pcen' views (over the same 0-4 kHz band).
-    data.pcen_time_constant = 0.4  # PCEN: seconds of the smoother (M) of each channel's power,
-    data.pcen_gain = 0.98  # the exponent of M the power is divided by,
-    data.pcen_bias = 2.0  # the offset added before compression,
-    data.pcen_power = 0.5  # and the compression exponent.
+    data.update(frontend.PCEN_DEFAULTS)  # The 'pcen' view's settings.
     # > 0: trim each clip to its voiced span (frames within this many dB of its loudest) and
     # take the statistics over voiced frames only (frontend.clip_view); 0: the whole clip.
     data.voiced_db = 0.0

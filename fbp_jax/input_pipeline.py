@@ -136,16 +136,11 @@ def _as_normalizer(stats) -> Normalizer | None:
 def pcen(power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Tensor:
     """`frontend.pcen` in TensorFlow: the smoother as one [T, T] matrix of normalised decay
     weights (no loop over frames; the crops the model reads are a few hundred frames)."""
+    decay, gain, bias, exponent = frontend.pcen_settings(d)
     t = tf.range(tf.shape(power)[0])
     lag = tf.cast(t[:, None] - t[None, :], tf.float32)
-    log_decay = float(np.log(1.0 - frontend.pcen_smoothing(d)))
-    weights = tf.where(lag >= 0, tf.exp(tf.maximum(lag, 0.0) * log_decay), 0.0)
+    weights = tf.where(lag >= 0, tf.exp(tf.maximum(lag, 0.0) * float(np.log(decay))), 0.0)
     smooth = tf.matmul(weights, power) / tf.reduce_sum(weights, axis=1, keepdims=True)
-    gain, bias, exponent = (
-        d.get("pcen_gain", 0.98),
-        d.get("pcen_bias", 2.0),
-        d.get("pcen_power", 0.5),
-    )
     ratio = power / tf.pow(frontend.PCEN_EPS + smooth, gain)
     return tf.pow(ratio + bias, exponent) - bias**exponent
 

@@ -93,32 +93,36 @@ def audio_feature_size(data_config: ml_collections.ConfigDict) -> int:
     return data_config.num_bins if frontend == "linear" else data_config.num_mel
 
 
-def pcen_smoothing(data_config: ml_collections.ConfigDict) -> float:
-    """The smoother's weight s of the newest frame: M[t] = (1 - s) M[t-1] + s E[t]."""
-    frames = float(data_config.get("pcen_time_constant", 0.4)) * data_config.audio_fps
-    return float(1.0 - np.exp(-1.0 / max(frames, 1e-6)))
+# PCEN settings (`config.data`) and their defaults (Wang et al.'s s = 0.025 at 100 frames/s):
+PCEN_DEFAULTS = {
+    "pcen_time_constant": 0.4,  # seconds of the smoother M of each channel's power,
+    "pcen_gain": 0.98,  # the exponent of M the power is divided by,
+    "pcen_bias": 2.0,  # the offset added before compression,
+    "pcen_power": 0.5,  # and the compression exponent.
+}
+
+
+def pcen_settings(data_config: ml_collections.ConfigDict) -> tuple[float, float, float, float]:
+    """(decay 1 - s of the smoother, gain, bias, power) of `data_config`'s PCEN."""
+    p = {k: float(data_config.get(k, v)) for k, v in PCEN_DEFAULTS.items()}
+    frames = max(p["pcen_time_constant"] * data_config.audio_fps, 1e-6)
+    return float(np.exp(-1.0 / frames)), p["pcen_gain"], p["pcen_bias"], p["pcen_power"]
 
 
 def pcen(power: np.ndarray, data_config: ml_collections.ConfigDict) -> np.ndarray:
     """[T, C] power -> [T, C] per-channel energy normalisation.
 
-    M[t] is the average of E[0..t] weighted by (1 - s) ** (t - k), the weights normalised to
-    sum to 1 (so the smoother starts at the first frame's level instead of at zero);
+    The smoother M[t] = (1 - s) M[t-1] + s E[t], started at the first frame's level: the
+    average of E[0..t] weighted by (1 - s) ** (t - k), the weights normalised to sum to 1.
     `input_pipeline.pcen` computes the same in TensorFlow.
     """
-    d = data_config
-    decay = 1.0 - pcen_smoothing(d)
+    decay, gain, bias, exponent = pcen_settings(data_config)
     power = np.asarray(power, np.float64)
     smooth = np.empty_like(power)
     num, den = np.zeros(power.shape[1:]), 0.0
     for t, frame in enumerate(power):
         num, den = decay * num + frame, decay * den + 1.0
         smooth[t] = num / den
-    gain, bias, exponent = (
-        d.get("pcen_gain", 0.98),
-        d.get("pcen_bias", 2.0),
-        d.get("pcen_power", 0.5),
-    )
     out = (power / (PCEN_EPS + smooth) ** gain + bias) ** exponent - bias**exponent
     return out.astype(np.float32)
 

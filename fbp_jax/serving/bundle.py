@@ -42,6 +42,7 @@ DATA_FIELDS = {
     "level_norm": False,
     "spectral_floor_db": 0.0,
     "video_features": "",
+    **frontend.PCEN_DEFAULTS,
 }
 
 
