@@ -705,7 +705,7 @@ def define_flags() -> None:
         None,
         "Answer with some of the model's classes only, e.g. the ones a corpus shares with it: "
         "comma-separated groups [NAME=]a[+b...], each group's posteriors summed, e.g. "
-        "'neutral=neutral+calm,happy,sad,angry,fear=fearful,disgust'.",
+        "'neutral,happy,sad,angry,fear=fearful,disgust' (CREMA-D's six of RAVDESS's eight).",
     )
 
 

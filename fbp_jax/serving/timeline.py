@@ -465,8 +465,8 @@ def _progress(total: int, path: str):
 
 def class_groups(spec: str, class_names: Sequence[str]) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """Parses a class restriction: comma-separated groups, each `[NAME=]member[+member...]`
-    of the model's classes, e.g. 'neutral=neutral+calm,happy,sad,angry,fear=fearful,disgust'
-    (a corpus with six of RAVDESS's eight classes, calm counted as neutral).
+    of the model's classes, e.g. 'neutral,happy,sad,angry,fear=fearful,disgust' (a corpus
+    with six of RAVDESS's eight classes; 'neutral=neutral+calm' would count calm as neutral).
 
     Returns:
       ((name, indices of its members in `class_names`), ...) in the order given.
