@@ -143,7 +143,7 @@ def test_a_directory_gives_a_csv_with_errors_named(audio_workdir, clips, tmp_pat
     assert lines[2].split(",")[1] in CLASSES
 
 
-def test_classes_restrict_the_answers_to_a_target_corpus_s(audio_workdir, clips):
+def test_classes_restrict_the_answers_to_a_target_corpus(audio_workdir, clips):
     model = bundle.load_serving_model(audio_workdir)
     files = [clips["files"]["short"], clips["files"]["long"]]
     full = dict(predict.predict_files(model, files))
