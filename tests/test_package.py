@@ -20,7 +20,9 @@ import soundfile
 from fbp_jax.tools import cli
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
+# One worker builds the wheel once for the whole module: `pip wheel` of the source tree writes
+# its build/ folder there, and two workers building at once collide in it.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheel")]
 
 
 def _run(args, cwd, timeout=900):
