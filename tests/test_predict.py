@@ -159,7 +159,7 @@ def test_classes_restrict_the_answers_to_a_target_corpus(audio_workdir, clips):
         np.testing.assert_allclose(q.sum(1), 1.0, rtol=1e-5)
         assert t.summary()["prediction"] in t.class_names
     out = io.StringIO()
-    predict.rows_to_csv(model, rows, out, [g[0] for g in timeline.class_groups(spec, CLASSES)])
+    predict.rows_to_csv(model, rows, out)
     header = out.getvalue().splitlines()[0].split(",")
     assert [h for h in header if h.startswith("prob_")] == [
         "prob_calm",

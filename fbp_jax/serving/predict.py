@@ -585,15 +585,11 @@ def find_media(paths: Sequence[str]) -> tuple[list[str], list[str]]:
     return files, notes
 
 
-def rows_to_csv(
-    model: ServingModel,
-    rows: list[tuple[str, timeline.Timeline | str]],
-    out,
-    class_names: Sequence[str] | None = None,
-) -> None:
+def rows_to_csv(model: ServingModel, rows: list[tuple[str, timeline.Timeline | str]], out) -> None:
     """The whole-file answer of each (path, Timeline or error message) row as CSV; one
-    `prob_<class>` column per class of the model, or of `class_names` (`--classes`)."""
-    class_names = class_names or model.class_names
+    `prob_<class>` column per class the timelines answer with (the model's, or `--classes`)."""
+    answered = (t.class_names for _, t in rows if not isinstance(t, str))
+    class_names = next(answered, model.class_names)
     span_cols = [f"{s}_span_{x}" for s in model.streams for x in ("start_s", "end_s", "weight")]
     header = ["file", "prediction", "confidence", "duration_s"]
     header += [f"prob_{c}" for c in class_names]
@@ -721,7 +717,8 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError("usage: fbp-jax predict --model=W FILE_OR_DIR [...]")
     try:
         model = resolve_model(FLAGS.model, FLAGS.step)
-        groups = timeline.class_groups(FLAGS.classes, model.class_names) if FLAGS.classes else None
+        if FLAGS.classes:  # Refused before any file is read.
+            timeline.class_groups(FLAGS.classes, model.class_names)
         files, notes = find_media(argv[1:])
     except (PredictError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -740,7 +737,6 @@ def main(argv: Sequence[str]) -> None:
         openface=FLAGS.openface,
         classes=FLAGS.classes,
     )
-    names = [g[0] for g in groups] if groups else None
     failed = [(p, r) for p, r in rows if isinstance(r, str)]
     done = [t for _, t in rows if not isinstance(t, str)]
     for path, r in failed:  # The message names the file, or is given it here.
@@ -765,12 +761,12 @@ def main(argv: Sequence[str]) -> None:
             if not failed:
                 print(format_result(files[0], model, rows[0][1]))
         elif FLAGS.output:
-            io.atomic_write(FLAGS.output, lambda f: rows_to_csv(model, rows, f, names), newline="")
+            io.atomic_write(FLAGS.output, lambda f: rows_to_csv(model, rows, f), newline="")
             print(
                 f"{len(rows) - len(failed)} files predicted, {len(failed)} failed: {FLAGS.output}"
             )
         else:
-            rows_to_csv(model, rows, sys.stdout, names)
+            rows_to_csv(model, rows, sys.stdout)
     if failed:
         sys.exit(1)
 
