@@ -90,7 +90,9 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     # Audio view: 'linear' (the stored bins, paper), 'mel' (log-mel) or 'pcen' (mel channels,
     # per-channel energy normalisation instead of the log; fbp_jax.model.frontend).
     data.frontend = "linear"
-    data.num_mel = 64  # Mel channels of the 'mel' and 'pcen' views (over the same 0-4 kHz band).
+    data.num_mel = 64  # Mel channels of the 'mel' and 'pcen' views,
+    data.mel_low_hz = 0.0  # spaced in mel over this band of the stored 0-4 kHz
+    data.mel_high_hz = 0.0  # (0: the top bin); e.g. 300-3400 Hz, what a telephone passes.
     data.update(frontend.PCEN_DEFAULTS)  # The 'pcen' view's settings.
     # > 0: trim each clip to its voiced span (frames within this many dB of its loudest) and
     # take the statistics over voiced frames only (frontend.clip_view); 0: the whole clip.

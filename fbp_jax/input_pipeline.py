@@ -150,7 +150,7 @@ def audio_view(audio: tf.Tensor, data_config: ml_collections.ConfigDict) -> tf.T
     if data_config.get("frontend", "linear") == "linear":
         return audio
     frontend.audio_feature_size(data_config)  # Validates the name.
-    fb = tf.constant(frontend.mel_matrix(data_config.num_bins, data_config.num_mel))
+    fb = tf.constant(frontend.view_mel_matrix(data_config))
     power = tf.matmul(tf.exp(audio), fb)
     if data_config.frontend == "pcen":
         return pcen(power, data_config)

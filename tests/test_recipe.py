@@ -104,6 +104,49 @@ def test_mel_view_in_numpy_and_tensorflow():
         frontend.audio_feature_size(ml_collections.ConfigDict({"frontend": "cqt"}))
 
 
+def test_mel_band_sees_nothing_outside_it():
+    """`data.mel_low_hz` / `mel_high_hz`: a view of what a telephone passes is blind to what
+    it removes (below 300 Hz, above 3.4 kHz), in numpy and TensorFlow alike."""
+    from data_prep.features import audio as audio_lib
+    from data_prep.features import conditions
+
+    d = ml_collections.ConfigDict(
+        {
+            "frontend": "mel",
+            "num_bins": 200,
+            "num_mel": 64,
+            "mel_low_hz": 300.0,
+            "mel_high_hz": 3400.0,
+        }
+    )
+    fb = frontend.view_mel_matrix(d)
+    hz = np.arange(200) * 20.0
+    assert np.allclose(fb.sum(0), 1.0) and not fb[(hz <= 300) | (hz >= 3400)].any()
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    speech_band = 0.1 * np.sin(2 * np.pi * 1000 * t) + 0.01 * rng.standard_normal(len(t))
+    hum = 0.3 * np.sin(2 * np.pi * 100 * t) + 0.3 * np.sin(2 * np.pi * 3800 * t)
+    clean = frontend.audio_view(audio_lib.log_spectrogram(speech_band), d)
+    hummed = frontend.audio_view(audio_lib.log_spectrogram(speech_band + hum), d)
+    # Loud 100 Hz and 3.8 kHz tones reach it only through the window's side lobes (< 1 dB on
+    # average), where they raise the whole-band view's channels by more than 13 dB.
+    assert np.abs(hummed - clean).mean() < 0.2
+    full = ml_collections.ConfigDict({"frontend": "mel", "num_bins": 200, "num_mel": 64})
+    wide = frontend.audio_view(audio_lib.log_spectrogram(speech_band + hum), full)
+    change = np.abs(wide - frontend.audio_view(audio_lib.log_spectrogram(speech_band), full))
+    assert change.mean(0).max() > 3
+    # A telephone's band-pass changes the band view less than the whole-band view.
+    phone = audio_lib.log_spectrogram(conditions.band_pass(speech_band.astype(np.float32)))
+    own = audio_lib.log_spectrogram(speech_band)
+    band_change = np.abs(frontend.audio_view(phone, d) - frontend.audio_view(own, d)).mean()
+    wide_change = np.abs(frontend.audio_view(phone, full) - frontend.audio_view(own, full)).mean()
+    assert band_change < 0.5 * wide_change
+    tf_view = input_pipeline.audio_view(tf.constant(own), d).numpy()
+    np.testing.assert_allclose(tf_view, frontend.audio_view(own, d), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="mel band"):
+        frontend.mel_matrix(200, 64, 500.0, 400.0)
+
+
 def test_pcen_view_in_numpy_and_tensorflow_and_what_it_removes():
     from data_prep.features import audio as audio_lib
 

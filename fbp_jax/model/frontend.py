@@ -61,11 +61,14 @@ def _mel_to_hz(m):
 
 
 @functools.lru_cache(maxsize=8)
-def mel_matrix(num_bins: int, num_mel: int) -> np.ndarray:
+def mel_matrix(
+    num_bins: int, num_mel: int, low_hz: float = 0.0, high_hz: float = 0.0
+) -> np.ndarray:
     """Triangular mel filters (HTK mel scale) over linear bins k * 20 Hz, k < num_bins.
 
-    The filters' centres are equally spaced in mel between 0 Hz and the top bin's frequency;
-    every filter is widened to cover at least one bin, so none is empty at low frequencies.
+    The filters' edges are equally spaced in mel between `low_hz` and `high_hz` (0: the top
+    bin's frequency), so bins outside that band weigh nothing; every filter is widened to cover
+    at least one bin, so none is empty at low frequencies.
 
     Returns:
       float32 [num_bins, num_mel], each column summing to 1 (a weighted mean of bin powers).
@@ -73,8 +76,14 @@ def mel_matrix(num_bins: int, num_mel: int) -> np.ndarray:
     if num_mel < 1 or num_mel > num_bins:
         raise ValueError(f"num_mel must be in [1, {num_bins}], got {num_mel}")
     freqs = np.arange(num_bins) * SAMPLE_RATE / NFFT
-    edges = _mel_to_hz(np.linspace(0.0, _hz_to_mel(freqs[-1]), num_mel + 2))
     bin_width = SAMPLE_RATE / NFFT
+    high_hz = high_hz or freqs[-1]
+    if not 0.0 <= low_hz < high_hz <= freqs[-1] or high_hz - low_hz < num_mel * bin_width / 4:
+        raise ValueError(
+            f"the mel band must lie in [0, {freqs[-1]:g}] Hz and be wide enough for "
+            f"{num_mel} channels, got ({low_hz:g}, {high_hz:g})"
+        )
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(low_hz), _hz_to_mel(high_hz), num_mel + 2))
     fb = np.zeros((num_bins, num_mel))
     for m in range(num_mel):
         lo, centre, hi = edges[m], edges[m + 1], edges[m + 2]
@@ -83,6 +92,13 @@ def mel_matrix(num_bins: int, num_mel: int) -> np.ndarray:
         down = (hi - freqs) / (hi - centre)
         fb[:, m] = np.maximum(0.0, np.minimum(up, down))
     return (fb / fb.sum(axis=0, keepdims=True)).astype(np.float32)
+
+
+def view_mel_matrix(data_config: ml_collections.ConfigDict) -> np.ndarray:
+    """`mel_matrix` of `data_config`: its bins, channels and band (`mel_low_hz`, `mel_high_hz`)."""
+    d = data_config
+    band = (float(d.get("mel_low_hz", 0.0)), float(d.get("mel_high_hz", 0.0)))
+    return mel_matrix(d.num_bins, d.num_mel, *band)
 
 
 def audio_feature_size(data_config: ml_collections.ConfigDict) -> int:
@@ -132,7 +148,7 @@ def audio_view(log_power: np.ndarray, data_config: ml_collections.ConfigDict) ->
     frontend = data_config.get("frontend", "linear")
     if frontend == "linear":
         return np.asarray(log_power, np.float32)
-    fb = mel_matrix(data_config.num_bins, data_config.num_mel)
+    fb = view_mel_matrix(data_config)
     power = np.exp(np.asarray(log_power, np.float64)) @ fb
     if frontend == "pcen":
         return pcen(power, data_config)

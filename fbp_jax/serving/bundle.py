@@ -37,6 +37,8 @@ DATA_FIELDS = {
     "speaker_norm": False,
     "frontend": "linear",
     "num_mel": 64,
+    "mel_low_hz": 0.0,
+    "mel_high_hz": 0.0,
     "voiced_db": 0.0,
     "voiced_floor_db": 0.0,
     "level_norm": False,
