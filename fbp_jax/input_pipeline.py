@@ -196,7 +196,6 @@ def _augment_log_power(
     stateless `seed`."""
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 10))
     draw = lambda i, lo=0.0, hi=1.0: tf.random.stateless_uniform([], seeds[i], lo, hi)
-    hz_per_bin = frontend.SAMPLE_RATE / frontend.NFFT
     if aug.get("freq_warp", 0.0):
         alpha = draw(5, 1.0 - aug.freq_warp, 1.0 + aug.freq_warp)
         audio = _warp_frequencies(audio, alpha)
@@ -209,17 +208,13 @@ def _augment_log_power(
         audio = tf.where(draw(8) < aug.reverb_prob, wet, audio)
     if aug.get("band_limit_prob", 0.0) > 0:
         lo, hi = aug.band_limit_hz
-        cutoff = draw(9, lo, hi) / hz_per_bin
-        k = tf.range(tf.shape(audio)[1], dtype=tf.float32)
-        # 40 dB down over 300 Hz above the cutoff, then flat at -40 dB.
-        atten_db = tf.clip_by_value((k - cutoff) / (300.0 / hz_per_bin), 0.0, 1.0) * 40.0
+        cutoff = draw(9, lo, hi)
         hp_lo, hp_hi = aug.get("high_pass_hz", (0.0, 0.0))
-        if hp_hi > 0:  # 24 dB per octave below the cutoff (4th order), at most 40 dB.
+        low = None
+        if hp_hi > 0:
             s_hp = tf.random.experimental.stateless_fold_in(seeds[9], 1)
-            low = tf.random.stateless_uniform([], s_hp, hp_lo, hp_hi) / hz_per_bin
-            octaves = tf.math.log(low / tf.maximum(k, 0.5)) / tf.math.log(2.0)
-            atten_db += tf.clip_by_value(24.0 * octaves, 0.0, 40.0)
-        limited = audio - atten_db / frontend.DB_PER_NEPER
+            low = tf.random.stateless_uniform([], s_hp, hp_lo, hp_hi)
+        limited = _band_limit(audio, cutoff, low)
         apply = tf.random.stateless_uniform([], seeds[4]) < aug.band_limit_prob
         audio = tf.where(apply, limited, audio)
     if aug.gain_db:
@@ -227,15 +222,54 @@ def _augment_log_power(
         audio = audio + gain / frontend.DB_PER_NEPER  # dB of power -> natural log.
     if aug.noise_prob > 0:
         lo, hi = aug.noise_snr_db
-        snr = draw(2, lo, hi)
-        power = tf.exp(audio)
-        signal = power if speech is None else tf.boolean_mask(power, speech)
-        noise_power = tf.reduce_mean(signal) / tf.pow(10.0, snr / 10.0)
-        # The periodogram of white noise is exponentially distributed around its power.
-        u = tf.random.stateless_uniform(tf.shape(audio), seeds[1], 1e-7, 1.0)
-        noisy = tf.math.log(power + noise_power * -tf.math.log(u))
+        noisy = _white_noise(audio, draw(2, lo, hi), seeds[1], speech)
         audio = tf.where(draw(3) < aug.noise_prob, noisy, audio)
     return audio
+
+
+def _band_limit(audio: tf.Tensor, cutoff_hz: tf.Tensor, high_pass_hz=None) -> tf.Tensor:
+    """A channel's band on [T, bins] log power: 40 dB down over 300 Hz above `cutoff_hz`, then
+    flat at -40 dB; with `high_pass_hz`, 24 dB per octave below it (4th order), at most 40 dB."""
+    hz_per_bin = frontend.SAMPLE_RATE / frontend.NFFT
+    k = tf.range(tf.shape(audio)[1], dtype=tf.float32)
+    atten_db = (
+        tf.clip_by_value((k - cutoff_hz / hz_per_bin) / (300.0 / hz_per_bin), 0.0, 1.0) * 40.0
+    )
+    if high_pass_hz is not None:
+        octaves = tf.math.log(high_pass_hz / hz_per_bin / tf.maximum(k, 0.5)) / tf.math.log(2.0)
+        atten_db += tf.clip_by_value(24.0 * octaves, 0.0, 40.0)
+    return audio - atten_db / frontend.DB_PER_NEPER
+
+
+def _white_noise(audio: tf.Tensor, snr_db: tf.Tensor, seed: tf.Tensor, speech=None) -> tf.Tensor:
+    """[T, bins] log power plus white noise at `snr_db` below the mean power of the `speech`
+    frames ([T] bool; all frames without it), its periodogram drawn from the stateless `seed`."""
+    power = tf.exp(audio)
+    signal = power if speech is None else tf.boolean_mask(power, speech)
+    noise_power = tf.reduce_mean(signal) / tf.pow(10.0, snr_db / 10.0)
+    # The periodogram of white noise is exponentially distributed around its power.
+    u = tf.random.stateless_uniform(tf.shape(audio), seed, 1e-7, 1.0)
+    return tf.math.log(power + noise_power * -tf.math.log(u))
+
+
+SESSION_RNG_SEED = 0  # The sessions' channels are drawn once, from this numpy seed.
+
+
+def session_channels(aug: ml_collections.ConfigDict | None) -> np.ndarray:
+    """[N, 3] (low-pass cutoff Hz, high-pass cutoff Hz, SNR dB) of `augment.sessions` fixed
+    channels, drawn uniformly in `band_limit_hz`, `high_pass_hz` and `noise_snr_db`."""
+    n = int(aug.get("sessions", 0)) if aug is not None else 0
+    rng = np.random.default_rng(SESSION_RNG_SEED)
+    ranges = (aug.band_limit_hz, aug.get("high_pass_hz", (0.0, 0.0)), aug.noise_snr_db) if n else ()
+    return np.stack([rng.uniform(lo, hi, n) for lo, hi in ranges], 1) if n else np.zeros((0, 3))
+
+
+def _session(audio: tf.Tensor, channel: tf.Tensor, seed: tf.Tensor, d) -> tf.Tensor:
+    """A whole clip's [T, bins] log power recorded through a session's `channel` (a row of
+    `session_channels`): band-limited, then white noise relative to its voiced frames."""
+    high_pass = tf.where(channel[1] > 0, channel[1], 1e-3)
+    limited = _band_limit(audio, channel[0], high_pass)
+    return _white_noise(limited, channel[2], seed, _voiced_frames(limited, d))
 
 
 def _mask_spans(x: tf.Tensor, axis: int, count: int, max_width: int, limit, seed) -> tf.Tensor:
@@ -339,7 +373,9 @@ def preprocess(
     clip instead, before its voiced span and level are found, as a changed recording reaches
     serving; noise then at an SNR relative to the clean clip's voiced frames), then
     SpecAugment time and frequency masks on the standardised audio (masked values are 0, the
-    mean).
+    mean). With `augment.sessions`, a share `session_prob` of clips is instead recorded whole
+    through one of the sessions' channels (`session_channels`) and standardised with its
+    speaker's statistics in that session (the 'speaker@k' rows of `with_session_stats`).
     """
     d = data_config
     ratio = d.audio_fps // d.video_fps
@@ -353,6 +389,17 @@ def preprocess(
     whole_clip = changes and aug.get("whole_clip", False)
     if whole_clip:  # The changed recording, then everything serving does to a recording.
         audio = _augment_log_power(audio, aug, seed_aug, d, speech=_voiced_frames(audio, d))
+    speaker, in_session = example.get("speaker"), None
+    channels = session_channels(aug)
+    if len(channels):  # The speaker recorded in one of its sessions, with their statistics.
+        session_seed = tf.random.experimental.stateless_fold_in(seed_aug, 7)
+        s_pick, s_noise = tf.unstack(tf.random.experimental.stateless_split(session_seed, 2))
+        u = tf.random.stateless_uniform([2], s_pick)
+        k = tf.minimum(tf.cast(u[1] * len(channels), tf.int32), len(channels) - 1)
+        in_session = u[0] < aug.get("session_prob", 0.5)
+        recorded = _session(audio, tf.gather(tf.constant(channels, tf.float32), k), s_noise, d)
+        audio = tf.where(in_session, recorded, audio)
+        speaker = tf.where(in_session, session_speaker(speaker, k), speaker)
     audio, video, video_valid, voiced = _trim_to_voiced(audio, video, video_valid, d)
     shift = clip_level(audio, voiced, d)
     n_units = tf.minimum(tf.shape(video)[0], -(-tf.shape(audio)[0] // ratio))
@@ -363,12 +410,13 @@ def preprocess(
         start = slack // 2
     audio = audio[start * ratio : start * ratio + ta]
     video = video[start : start + tv]
-    if changes and not whole_clip:
-        audio = _augment_log_power(audio, aug, seed_aug, d)
+    if changes and not whole_clip:  # A session's clip keeps its session's channel only.
+        changed = _augment_log_power(audio, aug, seed_aug, d)
+        audio = changed if in_session is None else tf.where(in_session, audio, changed)
     audio = audio_view(level_and_floor(audio, shift, d), d)
     normalizer = _as_normalizer(stats)
     if normalizer is not None:
-        audio, video = normalizer(audio, video, example.get("speaker"))
+        audio, video = normalizer(audio, video, speaker)
     audio, audio_mask = _crop_or_pad(audio, 0, ta)
     video, video_mask = _crop_or_pad(video, 0, tv)
     if aug is not None and (aug.time_masks or aug.freq_masks):
@@ -392,10 +440,18 @@ def preprocess(
     }
 
 
-def _stats_view(example: dict[str, tf.Tensor], d: ml_collections.ConfigDict) -> dict:
+def session_speaker(speaker, k):
+    """The statistics key of `speaker` recorded in session `k`: 'speaker@k'."""
+    return tf.strings.join([speaker, tf.strings.as_string(k)], "@")
+
+
+def _stats_view(example: dict[str, tf.Tensor], d: ml_collections.ConfigDict, channel=None) -> dict:
     """A whole clip for the statistics: `frontend.clip_view` in TensorFlow (trimmed to its
-    voiced span, level-normalised, in the audio view) with its voiced frames."""
+    voiced span, level-normalised, in the audio view) with its voiced frames; with `channel`
+    (a row of `session_channels`), as recorded through it."""
     audio, video = example["audio"], example["video"]
+    if channel is not None:
+        audio = _session(audio, tf.constant(channel, tf.float32), tf.constant([0, 0]), d)
     audio, video, _, voiced = _trim_to_voiced(audio, video, None, d)
     shift = clip_level(audio, voiced, d)
     return {
@@ -412,6 +468,7 @@ def compute_stats(
     data_config: ml_collections.ConfigDict | None = None,
     *,
     by_speaker: bool = False,
+    channel: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-feature mean and std of audio (in the config's frontend view, over voiced frames
     with `data.voiced_db`) and video frames.
@@ -422,6 +479,7 @@ def compute_stats(
       data_config: `config.data` (its frontend); None reads the stored features as they are.
       by_speaker: one row of statistics per speaker of the split (no labels are read), with
         the speaker ids in `speakers`; else one over the whole split.
+      channel: the clips as recorded through this session channel (`session_channels`).
 
     Returns:
       `{audio,video}_{mean,std}` float32 arrays ([F], or [S, F] with `speakers` [S]).
@@ -429,7 +487,8 @@ def compute_stats(
     sums: dict[str, dict[str, list]] = {}
     ds = builder.as_dataset(split=split, shuffle_files=False)
     ds = ds.map(
-        lambda e: _stats_view(e, data_config) if data_config is not None else e, tf.data.AUTOTUNE
+        lambda e: _stats_view(e, data_config, channel) if data_config is not None else e,
+        tf.data.AUTOTUNE,
     )
     for ex in tfds.as_numpy(ds):
         key = ex["speaker"].decode() if by_speaker else ""
@@ -483,6 +542,30 @@ def load_or_compute_stats(
     if path and jax.process_index() == 0:
         io.atomic_write(path, lambda f: np.savez(f, **stats), mode="wb")
     return stats
+
+
+def with_session_stats(
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    data_config: ml_collections.ConfigDict,
+    stats: dict[str, np.ndarray],
+    augment: ml_collections.ConfigDict | None,
+) -> dict[str, np.ndarray]:
+    """Per-speaker `stats` of `split` and, with `augment.sessions`, each of its speakers'
+    statistics in each session (rows 'speaker@k'): what standardises a training clip drawn
+    from a session, as serving standardises a speaker recorded through one channel with that
+    recording's own statistics. Training only: not cached, not exported."""
+    channels = session_channels(augment)
+    if not len(channels):
+        return stats
+    if "speakers" not in stats:
+        raise ValueError("augment.sessions needs per-speaker statistics (data.speaker_norm)")
+    parts = [stats]
+    for k, channel in enumerate(channels):
+        part = compute_stats(builder, split, data_config, by_speaker=True, channel=channel)
+        part["speakers"] = np.array([f"{s}@{k}" for s in part["speakers"]])
+        parts.append(part)
+    return {key: np.concatenate([p[key] for p in parts]) for key in stats}
 
 
 SPEAKER_STATS = ("own", "training")
@@ -624,9 +707,14 @@ def create_datasets(config: ml_collections.ConfigDict, workdir: str | None) -> D
     stats = load_or_compute_stats(builder, d.train_split, workdir, d) if d.normalize else None
     batch = parallel.local_batch_size(config.batch_size)
 
+    augment = config.get("augment")
+    train_stats = stats
+    if stats is not None and len(session_channels(augment)):
+        train_stats = with_session_stats(builder, d.train_split, d, stats, augment)
+
     def train_iter(seed: int, start_step: int = 0):
         ds = create_train_dataset(
-            builder, d, d.train_split, batch, stats, seed, config.get("augment"), start_step
+            builder, d, d.train_split, batch, train_stats, seed, augment, start_step
         )
         return iter(tfds.as_numpy(ds))
 

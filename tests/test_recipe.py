@@ -206,6 +206,62 @@ def test_per_speaker_statistics_standardise_each_speaker(tiny_folds_data_dir):
     assert list(got["speakers"]) == speakers
 
 
+def test_sessions_standardise_a_clip_with_its_speakers_statistics_in_that_recording(
+    tiny_folds_data_dir,
+):
+    """`augment.sessions`: training clips recorded through a speaker's session channel are
+    standardised with that speaker's statistics in that session (as serving standardises a
+    recording with its own), never with the clean ones."""
+    from tests.conftest import tiny_folds_config
+
+    config = tiny_folds_config(tiny_folds_data_dir, "audio")
+    with config.unlocked():
+        config.data.speaker_norm = True
+    d, split = config.data, config.data.train_split
+    aug = _augment(sessions=1, session_prob=1.0, noise_snr_db=(5.0, 10.0))
+    aug.band_limit_hz = (2000.0, 3000.0)
+    channels = input_pipeline.session_channels(aug)
+    assert channels.shape == (1, 3) and 2000 <= channels[0, 0] <= 3000 and channels[0, 1] == 0
+    assert 5 <= channels[0, 2] <= 10
+    np.testing.assert_array_equal(channels, input_pipeline.session_channels(aug))  # fixed
+    assert input_pipeline.session_channels(_augment()).shape == (0, 3)
+    builder = input_pipeline.prepared_builder(d)
+    clean = input_pipeline.compute_stats(builder, split, d, by_speaker=True)
+    stats = input_pipeline.with_session_stats(builder, split, d, clean, aug)
+    speakers = [str(s) for s in clean["speakers"]]
+    assert [str(s) for s in stats["speakers"]] == speakers + [f"{s}@0" for s in speakers]
+    n = len(speakers)
+    # Noise fills the quiet bins and the low-pass empties the top ones: other statistics.
+    assert np.abs(stats["audio_mean"][n:] - clean["audio_mean"]).max() > 1.0
+    norm = input_pipeline.Normalizer(stats)
+    outputs, offsets = [], []
+    for i, ex in enumerate(builder.as_dataset(split=split).take(12)):
+        seed = tf.constant([3, i], tf.int64)
+        kw = dict(data_config=d, train=True, seed=seed, augment=aug)
+        raw = input_pipeline.preprocess(ex, stats=None, **kw)
+        out = input_pipeline.preprocess(ex, stats=norm, **kw)
+        k = speakers.index(ex["speaker"].numpy().decode())
+        valid = raw["audio_mask"].numpy()
+        x, y = raw["audio"].numpy()[valid], out["audio"].numpy()[valid]
+        session = (x - stats["audio_mean"][n + k]) / stats["audio_std"][n + k]
+        np.testing.assert_allclose(y, session, rtol=1e-4, atol=1e-4)
+        outputs.append(y)
+        offsets.append((x - clean["audio_mean"][k]) / clean["audio_std"][k])
+    # Standardised where serving would put it; the clean statistics would shift it far.
+    off_session = np.abs(np.concatenate(outputs).mean(0)).mean()
+    off_clean = np.abs(np.concatenate(offsets).mean(0)).mean()
+    assert off_session < 0.3 and off_clean > 2 * off_session, (off_session, off_clean)
+    # session_prob 0: the same stream as without sessions.
+    ex = next(iter(builder.as_dataset(split=split)))
+    kw = dict(data_config=d, stats=norm, train=True, seed=tf.constant([1, 2], tf.int64))
+    never = input_pipeline.preprocess(ex, augment=_augment(sessions=1, session_prob=0.0), **kw)
+    plain = input_pipeline.preprocess(ex, augment=_augment(), **kw)
+    np.testing.assert_array_equal(never["audio"].numpy(), plain["audio"].numpy())
+    pooled = {k: v for k, v in clean.items() if k != "speakers"}
+    with pytest.raises(ValueError, match="per-speaker statistics"):
+        input_pipeline.with_session_stats(builder, split, d, pooled, aug)
+
+
 def _example(n=120):
     rng = np.random.default_rng(0)
     return {
