@@ -259,15 +259,17 @@ def session_channels(aug: ml_collections.ConfigDict | None) -> np.ndarray:
     """[N, 3] (low-pass cutoff Hz, high-pass cutoff Hz, SNR dB) of `augment.sessions` fixed
     channels, drawn uniformly in `band_limit_hz`, `high_pass_hz` and `noise_snr_db`."""
     n = int(aug.get("sessions", 0)) if aug is not None else 0
+    if not n:
+        return np.zeros((0, 3))
     rng = np.random.default_rng(SESSION_RNG_SEED)
-    ranges = (aug.band_limit_hz, aug.get("high_pass_hz", (0.0, 0.0)), aug.noise_snr_db) if n else ()
-    return np.stack([rng.uniform(lo, hi, n) for lo, hi in ranges], 1) if n else np.zeros((0, 3))
+    ranges = (aug.band_limit_hz, aug.get("high_pass_hz", (0.0, 0.0)), aug.noise_snr_db)
+    return np.stack([rng.uniform(lo, hi, n) for lo, hi in ranges], 1)
 
 
 def _session(audio: tf.Tensor, channel: tf.Tensor, seed: tf.Tensor, d) -> tf.Tensor:
     """A whole clip's [T, bins] log power recorded through a session's `channel` (a row of
     `session_channels`): band-limited, then white noise relative to its voiced frames."""
-    high_pass = tf.where(channel[1] > 0, channel[1], 1e-3)
+    high_pass = tf.where(channel[1] > 0, channel[1], 1e-3)  # 0 Hz: no high-pass (no log 0).
     limited = _band_limit(audio, channel[0], high_pass)
     return _white_noise(limited, channel[2], seed, _voiced_frames(limited, d))
 
