@@ -710,9 +710,9 @@ def create_datasets(config: ml_collections.ConfigDict, workdir: str | None) -> D
     batch = parallel.local_batch_size(config.batch_size)
 
     augment = config.get("augment")
-    train_stats = stats
-    if stats is not None and len(session_channels(augment)):
-        train_stats = with_session_stats(builder, d.train_split, d, stats, augment)
+    train_stats = (
+        None if stats is None else with_session_stats(builder, d.train_split, d, stats, augment)
+    )
 
     def train_iter(seed: int, start_step: int = 0):
         ds = create_train_dataset(
