@@ -79,3 +79,16 @@ def test_gpu_check_smoke_from_carried_wheels_without_network(tmp_path):
     assert report["checks"]["training"]["last_loss"] < report["checks"]["training"]["first_loss"]
     assert "matmul peak" in (out / "benchmark.txt").read_text()
     assert "PASS export" in (out / "gpu_check.txt").read_text()
+
+
+def test_a_spent_budget_reports_every_check_skipped_export_included(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "fbp_jax.tools.gpu_check", "--smoke", "--budget_minutes=0",
+         f"--out={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checks = json.loads((tmp_path / "gpu_check.json").read_text())["checks"]
+    assert set(checks) == {"benchmark", "peer", "pmap", "jit", "training", "export"}
+    assert all(c["ok"] is None and c["skipped"] for c in checks.values()), checks
+    assert checks["export"]["skipped"] == "no trained model to export"
