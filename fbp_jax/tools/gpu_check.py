@@ -373,10 +373,12 @@ def main(argv) -> None:
         "checks": {},
     }
 
+    def skip(name, why):
+        report["checks"][name] = {"ok": None, "skipped": why}
+
     def run(name, fn):
         if time.time() - start > budget:
-            report["checks"][name] = {"ok": None, "skipped": "time budget spent"}
-            return None
+            return skip(name, "time budget spent")
         t0 = time.time()
         try:
             value = fn()
@@ -402,7 +404,7 @@ def main(argv) -> None:
     if wanted & {"training", "export"}:
         trained = run("training", lambda: check_training(FLAGS.smoke))
         if "export" in wanted and trained is None:  # reported, not left out of the report
-            report["checks"]["export"] = {"ok": None, "skipped": "no trained model to export"}
+            skip("export", "no trained model to export")
         elif "export" in wanted:
             run("export", lambda: check_export(trained[1], trained[2], out))
     report["seconds"] = round(time.time() - start, 1)
