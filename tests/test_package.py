@@ -109,9 +109,10 @@ def test_demo_and_prediction_from_the_wheel(installed):
     assert refused.returncode == 1 and "200" in refused.stderr
     from fbp_jax.serving import shipped
 
-    assert {"ravdess-audio", "ravdess-av"} <= set(shipped.available())
-    proc = _run([str(bin_dir / "fbp-jax"), "predict", "--model=ravdess-audio", str(wav)], work)
-    assert "clip.wav:" in proc.stdout and "%" in proc.stdout
+    assert {"ravdess-audio", "ravdess-audio-robust", "ravdess-av"} <= set(shipped.available())
+    for name in ("ravdess-audio", "ravdess-audio-robust"):  # both inside the wheel
+        proc = _run([str(bin_dir / "fbp-jax"), "predict", f"--model={name}", str(wav)], work)
+        assert "clip.wav:" in proc.stdout and "%" in proc.stdout
     # The audio-visual model reads OpenFace action units: without them it says where to get them.
     proc = subprocess.run(
         [str(bin_dir / "fbp-jax"), "predict", "--model=ravdess-av", str(wav)],
