@@ -8,7 +8,7 @@ import pytest
 
 from fbp_jax import io
 from fbp_jax import workdir as workdir_lib
-from fbp_jax.serving import bundle, export
+from fbp_jax.serving import bundle, export, shipped
 from tests.conftest import tiny_train_config
 
 # One worker trains the shared runs of conftest (amfbp_workdir, audio_workdir) for all.
@@ -44,8 +44,17 @@ def test_exported_model_equals_the_original(amfbp_workdir, tmp_path):
         for key in want:
             np.testing.assert_allclose(got[key], want[key][:n], rtol=1e-5, atol=1e-6, err_msg=key)
     np.testing.assert_array_equal(served.stats["audio_mean"], loaded.stats["audio_mean"])
+    with open(os.path.join(out, bundle.MODEL_FILE), "rb") as f:  # no paths of this machine
+        assert os.path.dirname(os.path.dirname(export.__file__)).encode() not in f.read()
     with pytest.raises(FileExistsError, match="exists"):
         export.export_model(amfbp_workdir, out)
+
+
+@pytest.mark.parametrize("name", shipped.available())
+def test_shipped_exports_carry_no_source_paths(name):
+    """Source locations would name the files of the machine that exported a model."""
+    with open(os.path.join(shipped.path(name), bundle.MODEL_FILE), "rb") as f:
+        assert b".py" not in f.read()
 
 
 def test_seed_ensemble_is_served_as_the_mean_of_its_members(

@@ -125,7 +125,13 @@ def write_export(
 
     streams = bundle.fusion_lib.streams_for(config.model.fusion)
     specs = bundle.input_specs(info["data"], streams)
-    exported = jax.export.export(jax.jit(serve), platforms=platforms)(specs)
+    # Lowered without source locations: they would carry the exporting machine's file paths.
+    locations = jax.config.jax_traceback_in_locations_limit
+    jax.config.update("jax_traceback_in_locations_limit", 0)
+    try:
+        exported = jax.export.export(jax.jit(serve), platforms=platforms)(specs)
+    finally:
+        jax.config.update("jax_traceback_in_locations_limit", locations)
     info["platforms"] = list(exported.platforms)
     info["inputs"] = {k: [str(d) for d in v.shape] for k, v in specs.items()}
     info.update(extra or {})
