@@ -197,6 +197,8 @@ def test_refusals_name_the_file_and_the_reason(amfbp_workdir, audio_workdir, cli
         predict.predict_file(audio_model, str(tmp_path / "missing.wav"))
     with pytest.raises(PredictError, match=r"neither a training workdir"):
         bundle.load_serving_model(str(tmp_path))
+    with pytest.raises(PredictError, match=r"ravdess-robust: .* shipped model \(.*ravdess-audio"):
+        predict.resolve_model("ravdess-robust")  # a mistyped name lists the shipped ones
 
 
 def test_predict_and_the_export_need_no_tensorflow(audio_workdir, audio_export, clips, monkeypatch):

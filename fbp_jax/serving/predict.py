@@ -50,7 +50,7 @@ from absl import app, flags, logging
 
 from fbp_jax import io
 from fbp_jax.model import frontend
-from fbp_jax.serving import timeline
+from fbp_jax.serving import shipped, timeline
 from fbp_jax.serving.bundle import PredictError, ServingModel, load_serving_model
 
 SPEAKER_GROUPS = ("folder", "all", "file", "training")
@@ -643,10 +643,13 @@ def format_result(path: str, model: ServingModel, t: timeline.Timeline) -> str:
 
 def resolve_model(name: str, step: str = "best") -> ServingModel:
     """`--model`: a workdir, an export directory or the name of a shipped model."""
-    from fbp_jax.serving import shipped
-
-    if not os.path.exists(name) and name in shipped.available():
-        return load_serving_model(shipped.path(name))
+    if not os.path.exists(name) and "+" not in name:
+        if name in shipped.available():
+            return load_serving_model(shipped.path(name))
+        raise PredictError(
+            f"{name}: no such workdir or export, and not a shipped model "
+            f"({', '.join(shipped.available())})"
+        )
     return load_serving_model(name, step)
 
 
@@ -660,8 +663,9 @@ def define_flags() -> None:
     flags.DEFINE_string(
         "model",
         None,
-        "A training workdir, an export directory or a shipped model's name; A+B averages the "
-        "outputs of models of one recipe (e.g. seeds).",
+        "A training workdir, an export directory or a shipped model's name ("
+        + ", ".join(shipped.available())
+        + "); A+B averages the outputs of models of one recipe (e.g. seeds).",
     )
     flags.DEFINE_string("step", "best", "Workdir checkpoint: 'best', 'latest' or a step.")
     flags.DEFINE_string("output", None, "CSV of the whole-file answers (default: stdout).")
