@@ -1,10 +1,11 @@
 """The shipped models under changed recording conditions: real RAVDESS clips of two actors,
 trimmed to their speech, padded with silence, 20 dB quieter, band-limited to a telephone and
 with white noise at 20 dB SNR, each condition predicted as a user would (one folder per actor;
-the AV model with the clip table of OpenFace features). The shipped weights have heard these actors, so this is not an
-accuracy estimate (the model cards give that): it checks that a change of level, silence or
-microphone does not collapse a model onto one class, the failure of the earlier audio model
-(trimmed clips of unseen actors fell from 50 % to 23 %, mostly one answer).
+the AV model with the clip table of OpenFace features). The shipped weights have heard these
+actors, so this is not an accuracy estimate (the model cards give that): it checks that a
+change of level, silence or microphone does not collapse a model onto one class, the failure
+of the earlier audio model (trimmed clips of unseen actors fell from 50 % to 23 %, mostly one
+answer).
 
 Needs ../shared/data/ravdess-dev (skips without it)."""
 
