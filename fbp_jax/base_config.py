@@ -94,6 +94,9 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     data.mel_low_hz = 0.0  # spaced in mel over this band of the stored 0-4 kHz
     data.mel_high_hz = 0.0  # (0: the top bin); e.g. 300-3400 Hz, what a telephone passes.
     data.update(frontend.PCEN_DEFAULTS)  # The 'pcen' view's settings.
+    # 1: each mel channel's time derivative beside it (regression over +-2 frames); 2: and the
+    # second derivative (the 'mel' and 'pcen' views: 2 or 3 times num_mel features).
+    data.mel_deltas = 0
     # > 0: trim each clip to its voiced span (frames within this many dB of its loudest) and
     # take the statistics over voiced frames only (frontend.clip_view); 0: the whole clip.
     data.voiced_db = 0.0

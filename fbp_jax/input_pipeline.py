@@ -153,8 +153,21 @@ def audio_view(audio: tf.Tensor, data_config: ml_collections.ConfigDict) -> tf.T
     fb = tf.constant(frontend.view_mel_matrix(data_config))
     power = tf.matmul(tf.exp(audio), fb)
     if data_config.frontend == "pcen":
-        return pcen(power, data_config)
-    return tf.math.log(tf.maximum(power, frontend.MEL_FLOOR))
+        return with_deltas(pcen(power, data_config), data_config)
+    return with_deltas(tf.math.log(tf.maximum(power, frontend.MEL_FLOOR)), data_config)
+
+
+def with_deltas(view: tf.Tensor, data_config: ml_collections.ConfigDict) -> tf.Tensor:
+    """`frontend.with_deltas` in TensorFlow: a [T, C] view with its time derivatives."""
+    w = frontend.DELTA_WIDTH
+    weights = tf.constant(frontend.delta_weights(), view.dtype)
+    parts = [view]
+    for _ in range(int(data_config.get("mel_deltas", 0))):
+        x = parts[-1]
+        padded = tf.concat([tf.repeat(x[:1], w, 0), x, tf.repeat(x[-1:], w, 0)], axis=0)
+        frames = tf.shape(x)[0]
+        parts.append(sum(weights[k] * padded[k : k + frames] for k in range(2 * w + 1)))
+    return tf.concat(parts, axis=-1)
 
 
 def _warp_frequencies(audio: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import common, iemocap_amfbp, ravdess_amfbp, ravdess_video
+from configs import common, iemocap_amfbp, ravdess_amfbp, ravdess_audio, ravdess_video
 from fbp_jax import input_pipeline, parallel
 from fbp_jax.model import encoders, frontend, network
 from fbp_jax.training import steps
@@ -143,6 +143,31 @@ def test_mel_band_sees_nothing_outside_it():
     np.testing.assert_allclose(tf_view, clean, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="mel band"):
         frontend.mel_matrix(200, 64, 500.0, 400.0)
+
+
+def test_mel_deltas_in_numpy_and_tensorflow():
+    d = ml_collections.ConfigDict(
+        {"frontend": "mel", "num_bins": 200, "num_mel": 64, "audio_fps": 100, "mel_deltas": 2}
+    )
+    rng = np.random.default_rng(0)
+    spec = rng.normal(-5.0, 2.0, (50, 200))
+    view = frontend.audio_view(spec, d)
+    assert view.shape == (50, 192) and frontend.audio_feature_size(d) == 192
+    plain = frontend.audio_view(spec, ml_collections.ConfigDict({**d, "mel_deltas": 0}))
+    np.testing.assert_allclose(view[:, :64], plain, rtol=1e-6)
+    # A ramp's derivative is its slope, away from the ends; its second derivative is zero.
+    ramp = frontend.with_deltas(np.outer(np.arange(20.0), [1.0, -0.5]), d)
+    np.testing.assert_allclose(ramp[2:-2, 2:4], [[1.0, -0.5]] * 16, atol=1e-6)
+    np.testing.assert_allclose(ramp[4:-4, 4:6], 0.0, atol=1e-6)
+    tf_view = input_pipeline.audio_view(tf.constant(spec, tf.float32), d).numpy()
+    np.testing.assert_allclose(tf_view, view, rtol=1e-4, atol=1e-4)
+    # The encoder reads the view and its derivatives as three input channels of each band.
+    config = ravdess_audio.get_config("dev1")
+    config.data.mel_deltas = 2
+    model, batch = network.get_model(config), random_batch(config, batch=2)
+    assert batch["audio"].shape[-1] == 192
+    params = model.init(jax.random.key(0), frontend.model_inputs(batch, "audio"))
+    assert params["params"]["audio_encoder"]["conv1"]["kernel"].shape[2] == 3
 
 
 def test_pcen_view_in_numpy_and_tensorflow_and_what_it_removes():

@@ -106,7 +106,30 @@ def audio_feature_size(data_config: ml_collections.ConfigDict) -> int:
     frontend = data_config.get("frontend", "linear")
     if frontend not in FRONTENDS:
         raise ValueError(f"data.frontend must be one of {FRONTENDS}, got {frontend!r}")
-    return data_config.num_bins if frontend == "linear" else data_config.num_mel
+    if frontend == "linear":
+        return data_config.num_bins
+    return data_config.num_mel * (1 + int(data_config.get("mel_deltas", 0)))
+
+
+DELTA_WIDTH = 2  # frames each side of the regression that estimates a time derivative
+
+
+def delta_weights() -> np.ndarray:
+    """[2 DELTA_WIDTH + 1] regression weights of the time derivative at the middle frame."""
+    n = np.arange(-DELTA_WIDTH, DELTA_WIDTH + 1, dtype=np.float64)
+    return n / np.sum(n**2)
+
+
+def with_deltas(view: np.ndarray, data_config: ml_collections.ConfigDict) -> np.ndarray:
+    """[T, C] -> [T, C (1 + mel_deltas)]: the view with its first (and second) time
+    derivatives appended, the edge frames repeated beyond the ends.
+    `input_pipeline.with_deltas` computes the same in TensorFlow."""
+    parts = [np.asarray(view, np.float64)]
+    for _ in range(int(data_config.get("mel_deltas", 0))):
+        padded = np.pad(parts[-1], ((DELTA_WIDTH, DELTA_WIDTH), (0, 0)), mode="edge")
+        windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * DELTA_WIDTH + 1, axis=0)
+        parts.append(windows @ delta_weights())
+    return np.concatenate(parts, axis=-1).astype(np.float32)
 
 
 # PCEN settings (`config.data`) and their defaults (Wang et al.'s s = 0.025 at 100 frames/s):
@@ -151,8 +174,8 @@ def audio_view(log_power: np.ndarray, data_config: ml_collections.ConfigDict) ->
     fb = view_mel_matrix(data_config)
     power = np.exp(np.asarray(log_power, np.float64)) @ fb
     if frontend == "pcen":
-        return pcen(power, data_config)
-    return np.log(np.maximum(power, MEL_FLOOR)).astype(np.float32)
+        return with_deltas(pcen(power, data_config), data_config)
+    return with_deltas(np.log(np.maximum(power, MEL_FLOOR)), data_config)
 
 
 def frame_level(log_power: np.ndarray) -> np.ndarray:

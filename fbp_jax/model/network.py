@@ -42,9 +42,12 @@ class AVEmotionNet(nn.Module):
 
     Attributes:
       config: the `model` ConfigDict of a config file (see configs/common.py).
+      audio_channels: input channels of the audio encoder: the view and its time derivatives
+        (`data.mel_deltas`), side by side along the features of `batch['audio']`.
     """
 
     config: ml_collections.ConfigDict
+    audio_channels: int = 1
 
     @nn.compact
     def __call__(self, batch: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
@@ -79,7 +82,8 @@ class AVEmotionNet(nn.Module):
 
         encoder_dropout = nn.Dropout(cfg.get("encoder_dropout", 0.0), deterministic=not train)
         if "audio" in streams:
-            x = batch["audio"][..., None]  # [B, T, F] -> [B, T, F, 1]
+            x, c = batch["audio"], self.audio_channels  # [B, T, C F] -> [B, T, F, C]
+            x = x.reshape(*x.shape[:2], c, x.shape[-1] // c).transpose(0, 1, 3, 2)
             seq, mask = _fcn(cfg.audio, dtype, "audio_encoder")(x, batch["audio_mask"])
             seq = encoder_dropout(seq)
             att = pool(seq, mask, cfg.audio.temperature, True, "audio_attention")
@@ -199,4 +203,4 @@ def _drop_modality(a: fusion.Stream, v: fusion.Stream, rate: float, rng) -> tupl
 def get_model(config: ml_collections.ConfigDict) -> AVEmotionNet:
     """Builds the model of a full config (reads `config.model`)."""
     fusion.streams_for(config.model.fusion)  # Fails early, listing valid names.
-    return AVEmotionNet(config.model)
+    return AVEmotionNet(config.model, audio_channels=1 + int(config.data.get("mel_deltas", 0)))

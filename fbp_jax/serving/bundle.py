@@ -39,6 +39,7 @@ DATA_FIELDS = {
     "num_mel": 64,
     "mel_low_hz": 0.0,
     "mel_high_hz": 0.0,
+    "mel_deltas": 0,
     "voiced_db": 0.0,
     "voiced_floor_db": 0.0,
     "level_norm": False,
