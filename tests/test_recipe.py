@@ -168,6 +168,8 @@ def test_mel_deltas_in_numpy_and_tensorflow():
     assert batch["audio"].shape[-1] == 192
     params = model.init(jax.random.key(0), frontend.model_inputs(batch, "audio"))
     assert params["params"]["audio_encoder"]["conv1"]["kernel"].shape[2] == 3
+    with pytest.raises(ValueError, match="mel_deltas needs"):
+        frontend.audio_feature_size(ml_collections.ConfigDict({**d, "frontend": "linear"}))
 
 
 def test_pcen_view_in_numpy_and_tensorflow_and_what_it_removes():

@@ -106,9 +106,12 @@ def audio_feature_size(data_config: ml_collections.ConfigDict) -> int:
     frontend = data_config.get("frontend", "linear")
     if frontend not in FRONTENDS:
         raise ValueError(f"data.frontend must be one of {FRONTENDS}, got {frontend!r}")
+    deltas = int(data_config.get("mel_deltas", 0))
     if frontend == "linear":
+        if deltas:
+            raise ValueError("data.mel_deltas needs the 'mel' or 'pcen' view, not 'linear'")
         return data_config.num_bins
-    return data_config.num_mel * (1 + int(data_config.get("mel_deltas", 0)))
+    return data_config.num_mel * (1 + deltas)
 
 
 DELTA_WIDTH = 2  # frames each side of the regression that estimates a time derivative
