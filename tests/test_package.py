@@ -9,6 +9,7 @@ reach, so anything the package forgot to hold fails here.
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -20,8 +21,7 @@ import soundfile
 from fbp_jax.tools import cli
 from tests.conftest import REPO
 
-# One worker builds the wheel once for the whole module: `pip wheel` of the source tree writes
-# its build/ folder there, and two workers building at once collide in it.
+# One worker runs the module, so its fixture's venv is made once.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheel")]
 
 
@@ -34,12 +34,28 @@ def _run(args, cwd, timeout=900):
     return proc
 
 
+def _build_wheel(dest):
+    """The wheel of the source tree, built from a private copy of it: `pip wheel` writes its
+    build/ folder into the tree it builds, and two builds in one tree collide there (CI saw
+    `File exists: build/bdist.../fbp_jax-0.1.0.dist-info` when two workers built at once)."""
+    src = dest / "src"
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache"
+        ),
+    )
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dest), str(src)], src)
+    (wheel,) = glob.glob(str(dest / "fbp_jax-*.whl"))
+    return wheel
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """(bin folder of a fresh venv with the wheel installed, an empty working folder)."""
     root = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root), REPO], REPO)
-    (wheel,) = glob.glob(str(root / "fbp_jax-*.whl"))
+    wheel = _build_wheel(root)
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], root)
     py = str(venv / "bin" / "python")
@@ -152,8 +168,7 @@ def test_repository_configs_load_through_the_installed_command(installed, tmp_pa
 def test_the_base_install_predicts_without_tensorflow_and_names_the_extras(tmp_path):
     """`pip install fbp_jax` without extras, in a fresh venv: the shipped model predicts a file
     with no TensorFlow installed, and the commands that need an extra say which."""
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), REPO], REPO)
-    (wheel,) = glob.glob(str(tmp_path / "fbp_jax-*.whl"))
+    wheel = _build_wheel(tmp_path)
     venv = tmp_path / "light"
     _run([sys.executable, "-m", "venv", str(venv)], tmp_path)
     py = str(venv / "bin" / "python")
