@@ -127,3 +127,36 @@ def test_conditions_command_scores_systems_and_floors(tmp_path):
     assert ("padded" in table and "(+" in table) or "(-" in table
     with pytest.raises(cv.CrossValidationError, match="unknown conditions"):
         conditions_cmd.run([workdir], [], str(src), out, ["underwater"])
+
+
+def test_a_system_reads_long_clips_as_crops_and_scores_their_mean():
+    """`--crops=average`: clips of one to five crops in one pass; each clip's answer is the
+    argmax of the mean over its own crops, in the clips' order."""
+    import types
+
+    from data_prep.features import audio as audio_lib
+    from fbp_jax.serving import predict
+    from tests.test_timeline import CLASSES, RATE, recording, tone_model
+
+    model = tone_model(clip_seconds=2.4)
+    clips, features = [], []
+    for segments, label in (
+        (((2, 1.6), (1, 2.8)), "mid"),  # Its first crop is 'high', the others 'mid'.
+        (((0, 1.5),), "low"),  # One crop.
+        (((2, 2.8), (1, 1.6)), "high"),
+        (((1, 1.5),), "low"),  # Wrong, on purpose.
+    ):
+        samples, _ = recording(segments=segments, gap=0.05)
+        features.append(
+            {"audio": audio_lib.log_spectrogram(samples), "duration_s": len(samples) / RATE}
+        )
+        clips.append(types.SimpleNamespace(speaker="s", label=label))
+    for crops in ("centre", "average"):
+        expected = []
+        for f in features:
+            batch, _ = predict.prepare_inputs(f, model.data, None, ("audio",), crops)
+            mean = np.mean(model.apply(batch)["probabilities"], axis=0)
+            expected.append(CLASSES[int(np.argmax(mean))])
+        got = conditions_cmd._system_accuracy(model, clips, features, "own", crops)
+        np.testing.assert_array_equal(got, [e == c.label for e, c in zip(expected, clips)])
+    assert list(got) == [True, True, True, False]

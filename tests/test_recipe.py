@@ -619,7 +619,7 @@ def test_clip_view_numpy_and_tensorflow_agree(floor_db, spectral_floor_db):
     np.testing.assert_allclose(got["audio"].numpy(), view["audio"], rtol=1e-4, atol=2e-4)
     stats = predict.speaker_statistics([features], d.to_dict())
     tf_out = input_pipeline.preprocess(ex, data_config=d, stats=stats, train=False)
-    np_batch, start_s = predict.prepare_inputs(features, d.to_dict(), stats, ("audio",))
+    np_batch, (start_s,) = predict.prepare_inputs(features, d.to_dict(), stats, ("audio",))
     np.testing.assert_array_equal(tf_out["audio_mask"].numpy(), np_batch["audio_mask"][0])
     np.testing.assert_allclose(tf_out["audio"].numpy(), np_batch["audio"][0], rtol=1e-3, atol=2e-3)
     assert 0.7 <= start_s <= 0.8  # The crop starts where the speech does, after 0.75 s.

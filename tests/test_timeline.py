@@ -117,6 +117,54 @@ def test_a_short_clip_is_one_window_read_as_evaluation_reads_it(tmp_path):
     assert direct["probabilities"] == pytest.approx(r["probabilities"])
 
 
+def test_crop_starts_centre_or_every_quarter_window_to_the_end():
+    assert predict.crop_starts(60, 80, "average") == [0]  # Within a window: as 'centre'.
+    assert predict.crop_starts(100, 80, "centre") == [10]
+    assert predict.crop_starts(100, 80, "average") == [0, 20]
+    starts = predict.crop_starts(150, 80, "average")
+    assert starts == [0, 20, 40, 60, 70]  # Every quarter window, the last ending at the end.
+    with pytest.raises(predict.PredictError, match="crops must be one of"):
+        predict.crop_starts(100, 80, "all")
+
+
+def test_a_clip_longer_than_the_window_is_averaged_over_crops_covering_it(tmp_path):
+    """'average': the posterior is the mean over crops that read every frame of the clip (the
+    centre crop leaves out its ends); a clip within one window reads the same either way."""
+    model = tone_model(clip_seconds=2.4)
+    path = str(tmp_path / "two_tones.wav")
+    # 1.6 s of 'high', then 2.8 s of 'mid' (one clip: within two windows); the centre 2.4 s are
+    # mostly 'mid', the first 2.4 s mostly 'high'.
+    samples, _ = recording(segments=((2, 1.6), (1, 2.8)), gap=0.05)
+    soundfile.write(path, samples, RATE)
+    features = predict.read_features(path, model)
+    batch, offsets = predict.prepare_inputs(features, model.data, None, ("audio",), "average")
+    ta = batch["audio"].shape[1]
+    n = len(predict.frontend.clip_view(features, predict._data_config(model.data))["audio"])
+    assert len(offsets) == len(batch["audio"]) >= 3
+    read = np.zeros(n, bool)
+    for start in np.round(np.asarray(offsets) * model.data["audio_fps"]).astype(int):
+        read[start : start + ta] = True
+    assert read.all()
+    centre = predict.predict_features(model, features)
+    averaged = predict.predict_features(model, features, crops="average")
+    assert centre["crops"] == 1 and averaged["crops"] == len(offsets)
+    assert centre["prediction"] == "mid" and centre["probabilities"]["high"] < 0.05
+    expected = np.mean(model.apply(batch)["probabilities"], axis=0)
+    got = [averaged["probabilities"][c] for c in CLASSES]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert averaged["probabilities"]["high"] > 0.1  # The first crop heard the 'high' tone.
+    assert averaged["crop_start_s"] == pytest.approx(offsets[0])
+    # The command line reads the file the same way.
+    r = predict.predict_file(model, path, crops="average")
+    assert r["probabilities"] == pytest.approx(averaged["probabilities"]) and r["crops"] > 1
+    short = str(tmp_path / "short.wav")
+    soundfile.write(short, recording(segments=((1, 1.5),), gap=0.1)[0], RATE)
+    features = predict.read_features(short, model)
+    assert predict.predict_features(model, features, crops="average") == (
+        predict.predict_features(model, features)
+    )
+
+
 def _encode(path, samples, rate, codec):
     from scipy import signal
 

@@ -13,7 +13,8 @@ white noise at 20 and 10 dB SNR, through 8 kHz, a reverberant room, Opus and MP3
 Features, speaker statistics and inputs are those of `fbp-jax predict`: each test speaker is
 standardised with its own clips of that condition (`--speaker_stats=own`, as the clips would
 come from one recording session), or with the training speakers' pooled statistics
-(`--speaker_stats=training`). The linear floors named in `--floors` are fitted per fold as
+(`--speaker_stats=training`); a clip longer than a network's window is read as `predict --crops`
+says (`--crops`). The linear floors named in `--floors` are fitted per fold as
 `fbp-jax floors` fits them (training speakers' records, C chosen on validation speakers) and
 score the same changed clips. Conditions change the audio only; the facial features of a
 two-stream system stay as recorded.
@@ -35,6 +36,7 @@ from absl import app, flags, logging
 from fbp_jax import io
 from fbp_jax.evaluation import cross_validation as cv_lib
 from fbp_jax.evaluation import floors as floors_lib
+from fbp_jax.serving import predict
 
 RESULTS_JSON = "conditions.json"
 BATCH = 32  # Clips per model call.
@@ -75,10 +77,10 @@ def clip_features(source, condition: str) -> dict[str, np.ndarray]:
     }
 
 
-def _system_accuracy(model, clips, features, speaker_stats: str) -> np.ndarray:
-    """[N] correct flags of a serving model on clips (features per clip), speakers grouped."""
+def _system_accuracy(model, clips, features, speaker_stats: str, crops: str) -> np.ndarray:
+    """[N] correct flags of a serving model on clips (features per clip), speakers grouped;
+    a clip read as several crops (`predict.crop_starts`) gets their mean posterior."""
     from fbp_jax.model import frontend
-    from fbp_jax.serving import predict
 
     by_speaker = model.stats is not None and "speakers" in model.stats
     stats = {}
@@ -90,20 +92,26 @@ def _system_accuracy(model, clips, features, speaker_stats: str) -> np.ndarray:
                 if speaker_stats == "training"
                 else predict.speaker_statistics(group, model.data)
             )
-    inputs = []
-    for c, f in zip(clips, features):
+    rows, owner = [], []
+    for i, (c, f) in enumerate(zip(clips, features)):
         s = stats[c.speaker] if by_speaker else model.stats
-        inputs.append(predict.prepare_inputs(f, model.data, s, model.streams)[0])
-    predicted = []
-    for i in range(0, len(inputs), BATCH):
-        part = inputs[i : i + BATCH]
+        batch, _ = predict.prepare_inputs(f, model.data, s, model.streams, crops)
+        crops_of_clip = len(batch["audio"])
+        rows += [{k: v[j : j + 1] for k, v in batch.items()} for j in range(crops_of_clip)]
+        owner += [i] * crops_of_clip
+    probs = []
+    for i in range(0, len(rows), BATCH):
+        part = rows[i : i + BATCH]
         pad = BATCH - len(part)  # One compiled shape.
         batch = {
             k: np.concatenate([x[k] for x in part] + [np.zeros_like(part[0][k])] * pad)
             for k in part[0]
         }
-        probs = np.asarray(model.apply(batch)["probabilities"])[: len(part)]
-        predicted += [model.class_names[k] for k in np.argmax(probs, axis=1)]
+        probs.append(np.asarray(model.apply(batch)["probabilities"])[: len(part)])
+    probs = np.concatenate(probs)
+    mean = np.zeros((len(clips), probs.shape[1]))
+    np.add.at(mean, np.asarray(owner), probs)  # The argmax of the sum is that of the mean.
+    predicted = [model.class_names[k] for k in np.argmax(mean, axis=1)]
     return np.asarray([p == c.label for p, c in zip(predicted, clips)])
 
 
@@ -128,9 +136,11 @@ def run(
     condition_names: Sequence[str] | None = None,
     speaker_stats: str = "own",
     part: str = "test",
+    crops: str = predict.DEFAULT_CROPS,
 ) -> dict[str, Any]:
     """Evaluates every system and floor under every condition on each fold's `part` speakers
-    ('test', or 'validation': what may choose a recipe); writes and returns the table."""
+    ('test', or 'validation': what may choose a recipe); writes and returns the table.
+    `crops`: how the networks read a clip longer than their window (`predict.crop_starts`)."""
     if part not in PARTS:
         raise cv_lib.CrossValidationError(f"part must be one of {PARTS}, got {part!r}")
     from data_prep.features import conditions
@@ -177,7 +187,9 @@ def run(
             test = [c for c in clips if c.split in actors]
             feats = [clip_features(c, condition) for c in test]
             for w in systems:
-                correct[w].append(_system_accuracy(models[w][fold], test, feats, speaker_stats))
+                correct[w].append(
+                    _system_accuracy(models[w][fold], test, feats, speaker_stats, crops)
+                )
             for floor in floors:
                 f = fitted[floor]
                 correct[floor].append(
@@ -195,6 +207,7 @@ def run(
         "conditions": names,
         "speaker_stats": speaker_stats,
         "part": part,
+        "crops": crops,
         "systems": list(systems),
         "floors": list(floors),
         "pooled_test_wa": rows,
@@ -277,6 +290,13 @@ def define_flags() -> None:
         list(PARTS),
         "Whose clips: each fold's test speakers, or its validation speakers (to choose on).",
     )
+    flags.DEFINE_enum(
+        "crops",
+        predict.DEFAULT_CROPS,
+        list(predict.CROPS),
+        "Networks, a clip longer than the window: its centre window, or the mean over windows "
+        "every quarter window covering it (as `fbp-jax predict --crops`).",
+    )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -293,6 +313,7 @@ def main(argv: Sequence[str]) -> None:
             FLAGS.conditions,
             FLAGS.speaker_stats,
             FLAGS.part,
+            FLAGS.crops,
         )
     except (cv_lib.CrossValidationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

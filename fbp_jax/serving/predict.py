@@ -9,7 +9,9 @@ written by `fbp-jax export`, or a model shipped in the package (`fbp_jax.serving
 Each file goes through the feature extraction of data_prep (16 kHz mono, the paper's 200-bin
 log spectrogram), the model's view of it (linear bins or log-mel), the normalisation of the
 training run, and the centre crop / zero padding to `data.clip_seconds` of evaluation, then the
-model. For every file it reports the posterior of each class, the predicted class, the audio
+model. A file whose speech is longer than that window (up to two windows; longer files are read
+as a timeline of windows) is read by its centre window, or with `--crops=average` as the mean
+over windows every quarter window that together read all of it. For every file it reports the posterior of each class, the predicted class, the audio
 adaptive factor mu (two-stream models), and per stream the window of `--span_seconds` that
 holds the most attention weight, in seconds from the start of the file.
 
@@ -57,6 +59,9 @@ SPEAKER_GROUPS = ("folder", "all", "file", "training")
 # Fewer clips than this estimate a speaker's statistics poorly: such a group is standardised
 # with the training speakers' pooled statistics instead (see docs/recipe.md for both).
 MIN_SPEAKER_CLIPS = 10
+# How a clip longer than the model's window is read (`crop_starts`).
+CROPS = ("centre", "average")
+DEFAULT_CROPS = "centre"
 
 
 # What a folder walk picks up (a file named explicitly is opened whatever its extension; the
@@ -274,14 +279,32 @@ def _data_config(data: dict[str, Any]):
     return ml_collections.ConfigDict(dict(data))
 
 
+def crop_starts(n_units: int, window: int, crops: str = "centre") -> list[int]:
+    """Where the model's window starts in a clip of `n_units` video frames.
+
+    'centre': one window at the centre (evaluation's crop). 'average': a clip longer than the
+    window is read as windows every quarter window from its start, the last ending at its
+    end (so every frame is read), for the posteriors to be averaged; a shorter clip is one
+    window, as with 'centre'.
+    """
+    if crops not in CROPS:
+        raise PredictError(f"crops must be one of {CROPS}, got {crops!r}")
+    slack = max(n_units - window, 0)
+    if crops == "centre" or slack == 0:
+        return [slack // 2]
+    hop = max(window // 4, 1)
+    return list(range(0, slack, hop)) + [slack]
+
+
 def prepare_inputs(
     features: dict[str, np.ndarray],
     data: dict[str, Any],
     stats: dict[str, np.ndarray] | None,
     streams: Sequence[str],
+    crops: str = "centre",
 ) -> tuple[dict[str, np.ndarray], float]:
     """One clip as the evaluation pipeline gives it to the model (`input_pipeline.preprocess`
-    with train=False), in numpy: the audio view, standardisation, centre crop and padding.
+    with train=False), in numpy: the audio view, standardisation, the crop(s) and padding.
 
     Args:
       features: `audio` [Ta, bins], and `video` [Tv, ...] / `video_valid` [Tv] if present.
@@ -289,10 +312,12 @@ def prepare_inputs(
       stats: {audio,video}_{mean,std} of one row (the training split's, or the clip's
         speaker's), or None.
       streams: the model's streams.
+      crops: `crop_starts`'s 'centre' (evaluation's) or 'average'.
 
     Returns:
-      (batch of one clip: audio [1, ta, F], audio_mask [1, ta], and for a face stream video
-      [1, tv, ...], video_mask [1, tv]; the crop's start in seconds).
+      (the clip's K crops as a batch: audio [K, ta, F], audio_mask [K, ta], and for a face
+      stream video [K, tv, ...], video_mask [K, tv], K = 1 for 'centre'; [K] the crops'
+      starts in seconds).
     """
     config = _data_config(data)
     ratio = data["audio_fps"] // data["video_fps"]
@@ -304,20 +329,24 @@ def prepare_inputs(
         audio = (audio - stats["audio_mean"]) / stats["audio_std"]
     audio_units = -(-len(audio) // ratio)
     n_units = min(len(view["video"]), audio_units) if has_video else audio_units
-    start = max(n_units - tv, 0) // 2
-    batch = {}
-    batch["audio"], batch["audio_mask"] = frontend.crop_or_pad(audio, start * ratio, ta)
+    starts = crop_starts(n_units, tv, crops)
     if "video" in streams:
         video = np.asarray(view["video"], np.float32)
         if stats is not None:
             video = (video - stats["video_mean"]) / stats["video_std"]
-        batch["video"], mask = frontend.crop_or_pad(video, start, tv)
-        if data["use_video_valid"]:
-            valid, _ = frontend.crop_or_pad(np.asarray(view["video_valid"], bool), start, tv)
-            mask &= valid
-        batch["video_mask"] = mask
-    batch = {k: v[None] for k, v in batch.items()}
-    return batch, (view["first"] + start) * ratio / data["audio_fps"]
+    rows = []
+    for start in starts:
+        row = {}
+        row["audio"], row["audio_mask"] = frontend.crop_or_pad(audio, start * ratio, ta)
+        if "video" in streams:
+            row["video"], mask = frontend.crop_or_pad(video, start, tv)
+            if data["use_video_valid"]:
+                valid, _ = frontend.crop_or_pad(np.asarray(view["video_valid"], bool), start, tv)
+                mask &= valid
+            row["video_mask"] = mask
+        rows.append(row)
+    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    return batch, (view["first"] + np.asarray(starts)) * ratio / data["audio_fps"]
 
 
 def most_attended_span(
@@ -348,10 +377,14 @@ def predict_features(
     features: dict[str, np.ndarray],
     span_seconds: float = 1.0,
     stats: dict[str, np.ndarray] | None = None,
+    crops: str = "centre",
 ) -> dict[str, Any]:
     """Prediction for one clip's features (see `predict_file`).
 
     `stats` overrides the model's statistics (a speaker's own, for speaker-normalised models).
+    `crops`: how a clip longer than the window is read (`crop_starts`); with several crops
+    the posteriors, mu and eta are their means, and a stream's most attended span is the
+    one holding the most weight of its crop.
     """
     if stats is None:
         stats = model.stats
@@ -360,9 +393,9 @@ def predict_features(
                 f"{model.source} standardises each speaker with its own statistics; give "
                 "speaker statistics (see `speaker_statistics`)"
             )
-    batch, offset = prepare_inputs(features, model.data, stats, model.streams)
+    batch, offsets = prepare_inputs(features, model.data, stats, model.streams, crops)
     out = model.apply(batch)
-    probs = np.asarray(out["probabilities"][0], np.float64)
+    probs = np.asarray(out["probabilities"], np.float64).mean(axis=0)
     if not np.all(np.isfinite(probs)):
         raise PredictError(f"{model.source}: the model's outputs are not finite for this clip")
     k = int(np.argmax(probs))
@@ -371,22 +404,28 @@ def predict_features(
         "confidence": float(probs[k]),
         "probabilities": dict(zip(model.class_names, map(float, probs), strict=True)),
         "duration_s": float(features["duration_s"]),
-        "crop_start_s": offset,
+        "crop_start_s": float(offsets[0]),
+        "crops": len(offsets),
     }
     for key in ("mu", "eta"):
         if key in out:
-            result[key] = float(out[key][0])
+            result[key] = float(np.mean(out[key]))
     for stream in model.streams:
         if f"{stream}_attention" not in out:
             continue
-        start, end, mass = most_attended_span(
-            out[f"{stream}_attention"][0],
-            out[f"{stream}_mask"][0],
-            model.data["clip_seconds"],
-            span_seconds,
-        )
-        end = min(offset + end, result["duration_s"])
-        result[f"{stream}_span"] = (round(offset + start, 3), round(end, 3), mass)
+        spans = [
+            most_attended_span(
+                out[f"{stream}_attention"][i],
+                out[f"{stream}_mask"][i],
+                model.data["clip_seconds"],
+                span_seconds,
+            )
+            for i in range(len(offsets))
+        ]
+        i = int(np.argmax([mass for _, _, mass in spans]))
+        start, end, mass = spans[i]
+        end = min(offsets[i] + end, result["duration_s"])
+        result[f"{stream}_span"] = (round(float(offsets[i] + start), 3), round(float(end), 3), mass)
     return result
 
 
@@ -434,12 +473,14 @@ def predict_files(
     progress: bool = False,
     openface: str | None = None,
     classes: str | None = None,
+    crops: str = DEFAULT_CROPS,
 ) -> list[tuple[str, timeline.Timeline | str]]:
     """The timeline of every file (`fbp_jax.serving.timeline`), each file isolated from the
     others.
 
-    A file whose speech fits in the model's window is one window, read as evaluation reads a
-    clip; a longer one is read in chunks and scored every `hop_seconds` (default: a quarter of
+    A file whose speech spans at most two of the model's windows is one clip, read as
+    evaluation reads a clip (`crops`: its centre window, or the mean over windows covering it,
+    `crop_starts`); a longer one is read in chunks and scored every `hop_seconds` (default: a quarter of
     the window). A speaker-normalised model standardises each group of files (`groups`: one
     folder, all, one file) with the statistics of the group's voiced clips (a short file is
     one clip, a long one a clip per window length); a group of fewer than
@@ -501,7 +542,7 @@ def predict_files(
         s, label = stats.get(_speaker_key(path, groups), (model.stats, ""))
         try:
             if scan.single:
-                t = _single_window(model, source, scan, s, span_seconds)
+                t = _single_window(model, source, scan, s, span_seconds, crops)
             else:
                 t = timeline.run_windows(model, source, scan, s, hop_seconds, progress)
             t = dataclasses.replace(t, statistics=label)
@@ -511,7 +552,7 @@ def predict_files(
     return rows
 
 
-def _single_window(model, source, scan, stats, span_seconds) -> timeline.Timeline:
+def _single_window(model, source, scan, stats, span_seconds, crops) -> timeline.Timeline:
     """A file read as one clip (`predict_features`), as a timeline of one window."""
     features: dict[str, Any] = {"audio": np.concatenate(list(source.audio_blocks()))}
     if source.video is not None:
@@ -522,7 +563,7 @@ def _single_window(model, source, scan, stats, span_seconds) -> timeline.Timelin
     features["duration_s"] = float(source.duration_s or scan.frames / fps)
     if not np.all(np.isfinite(features["audio"])):
         raise PredictError(f"{source.path}: its audio features are not finite")
-    r = predict_features(model, features, span_seconds, stats)
+    r = predict_features(model, features, span_seconds, stats, crops)
     probs = np.array([[r["probabilities"][c] for c in model.class_names]], np.float32)
     return timeline.Timeline(
         path=source.path,
@@ -534,7 +575,11 @@ def _single_window(model, source, scan, stats, span_seconds) -> timeline.Timelin
         mu=np.array([r["mu"]], np.float32) if "mu" in r else None,
         duration_s=features["duration_s"],
         notes=tuple(source.notes),
-        details={k: v for k, v in r.items() if k.endswith("_span") or k in ("crop_start_s", "eta")},
+        details={
+            k: v
+            for k, v in r.items()
+            if k.endswith("_span") or k in ("crop_start_s", "crops", "eta")
+        },
         regions=timeline.voiced_regions(scan.levels, scan.threshold, fps),
     )
 
@@ -681,6 +726,13 @@ def define_flags() -> None:
         "hop_seconds", None, "Step between windows of long files (default: a quarter window)."
     )
     flags.DEFINE_float("span_seconds", 1.0, "Length of the most attended span reported.")
+    flags.DEFINE_enum(
+        "crops",
+        DEFAULT_CROPS,
+        list(CROPS),
+        "A file read as one clip whose speech is longer than the model's window: its centre "
+        "window, or the mean over windows every quarter window covering all of it.",
+    )
     flags.DEFINE_string(
         "openface",
         None,
@@ -740,6 +792,7 @@ def main(argv: Sequence[str]) -> None:
         progress=True,
         openface=FLAGS.openface,
         classes=FLAGS.classes,
+        crops=FLAGS.crops,
     )
     failed = [(p, r) for p, r in rows if isinstance(r, str)]
     done = [t for _, t in rows if not isinstance(t, str)]
