@@ -107,7 +107,7 @@ def test_predict_matches_evaluate_on_generated_clips(audio_workdir, audio_export
     assert model.class_names == CLASSES
     exported = bundle.load_exported(audio_export)
     for name, path in clips["files"].items():
-        r = predict.predict_file(model, path, span_seconds=0.5)
+        r = predict.predict_file(model, path, span_seconds=0.5, crops="centre")
         probs = np.array([r["probabilities"][c] for c in CLASSES])
         assert probs.sum() == pytest.approx(1.0, abs=1e-5)
         np.testing.assert_allclose(probs, by_id[name], atol=1e-5)
@@ -118,7 +118,7 @@ def test_predict_matches_evaluate_on_generated_clips(audio_workdir, audio_export
             assert r["crop_start_s"] == pytest.approx(0.44)
             assert start >= r["crop_start_s"] - 1e-9
         # The exported model serves the same prediction without the model code.
-        e = predict.predict_file(exported, path, span_seconds=0.5)
+        e = predict.predict_file(exported, path, span_seconds=0.5, crops="centre")
         for c in CLASSES:
             assert e["probabilities"][c] == pytest.approx(r["probabilities"][c], abs=1e-5)
 
@@ -248,7 +248,9 @@ def test_speaker_normalised_model_predicts_as_it_evaluates(tiny_folds_data_dir, 
             speaker_stats=speaker_stats,
         )
         by_id = dict(zip(evaluated.clip_ids, evaluated.probabilities, strict=True))
-        rows = predict.predict_files(model, paths, groups=groups, min_speaker_clips=min_clips)
+        rows = predict.predict_files(
+            model, paths, groups=groups, min_speaker_clips=min_clips, crops="centre"
+        )
         for path, t in rows:
             name = os.path.splitext(os.path.basename(path))[0]
             probs = np.array([t.summary()["probabilities"][c] for c in CLASSES])

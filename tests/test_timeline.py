@@ -145,8 +145,8 @@ def test_a_clip_longer_than_the_window_is_averaged_over_crops_covering_it(tmp_pa
     for start in np.round(np.asarray(offsets) * model.data["audio_fps"]).astype(int):
         read[start : start + ta] = True
     assert read.all()
-    centre = predict.predict_features(model, features)
-    averaged = predict.predict_features(model, features, crops="average")
+    centre = predict.predict_features(model, features, crops="centre")
+    averaged = predict.predict_features(model, features)  # The default.
     assert centre["crops"] == 1 and averaged["crops"] == len(offsets)
     assert centre["prediction"] == "mid" and centre["probabilities"]["high"] < 0.05
     expected = np.mean(model.apply(batch)["probabilities"], axis=0)
@@ -155,13 +155,13 @@ def test_a_clip_longer_than_the_window_is_averaged_over_crops_covering_it(tmp_pa
     assert averaged["probabilities"]["high"] > 0.1  # The first crop heard the 'high' tone.
     assert averaged["crop_start_s"] == pytest.approx(offsets[0])
     # The command line reads the file the same way.
-    r = predict.predict_file(model, path, crops="average")
+    r = predict.predict_file(model, path)
     assert r["probabilities"] == pytest.approx(averaged["probabilities"]) and r["crops"] > 1
     short = str(tmp_path / "short.wav")
     soundfile.write(short, recording(segments=((1, 1.5),), gap=0.1)[0], RATE)
     features = predict.read_features(short, model)
-    assert predict.predict_features(model, features, crops="average") == (
-        predict.predict_features(model, features)
+    assert predict.predict_features(model, features) == (
+        predict.predict_features(model, features, crops="centre")
     )
 
 
