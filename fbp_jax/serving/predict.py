@@ -12,9 +12,9 @@ training run, and the centre crop / zero padding to `data.clip_seconds` of evalu
 model. A file whose speech is longer than that window (up to two windows; longer files are read
 as a timeline of windows) is read as the mean over windows every quarter window that together
 read all of it (`--crops=average`, the default), or by its centre window (`--crops=centre`, as
-evaluation reads a clip). For every file it reports the posterior of each class, the predicted class, the audio
-adaptive factor mu (two-stream models), and per stream the window of `--span_seconds` that
-holds the most attention weight, in seconds from the start of the file.
+evaluation reads a clip). For every file it reports the posterior of each class, the predicted
+class, the audio adaptive factor mu (two-stream models), and per stream the window of
+`--span_seconds` that holds the most attention weight, in seconds from the start of the file.
 
 A model trained with per-speaker standardisation (`data.speaker_norm`) standardises each clip
 with statistics of its speaker's clips, taken from the files it is given:
@@ -61,8 +61,9 @@ SPEAKER_GROUPS = ("folder", "all", "file", "training")
 # with the training speakers' pooled statistics instead (see docs/recipe.md for both).
 MIN_SPEAKER_CLIPS = 10
 # How a clip longer than the model's window is read (`crop_starts`). 'average' by default: on
-# the RAVDESS folds' validation actors it was at least as accurate as the centre crop (docs/recipe.md),
-# and it reads all of a clip's speech where the centre crop leaves up to half of it out.
+# the RAVDESS folds' validation actors it was at least as accurate as the centre crop
+# (docs/recipe.md), and it reads all of a clip's speech where the centre crop leaves up to half
+# of it out.
 CROPS = ("centre", "average")
 DEFAULT_CROPS = "average"
 
@@ -305,7 +306,7 @@ def prepare_inputs(
     stats: dict[str, np.ndarray] | None,
     streams: Sequence[str],
     crops: str = "centre",
-) -> tuple[dict[str, np.ndarray], float]:
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One clip as the evaluation pipeline gives it to the model (`input_pipeline.preprocess`
     with train=False), in numpy: the audio view, standardisation, the crop(s) and padding.
 
@@ -483,10 +484,10 @@ def predict_files(
 
     A file whose speech spans at most two of the model's windows is one clip, read as
     evaluation reads a clip (`crops`: its centre window, or the mean over windows covering it,
-    `crop_starts`); a longer one is read in chunks and scored every `hop_seconds` (default: a quarter of
-    the window). A speaker-normalised model standardises each group of files (`groups`: one
-    folder, all, one file) with the statistics of the group's voiced clips (a short file is
-    one clip, a long one a clip per window length); a group of fewer than
+    `crop_starts`); a longer one is read in chunks and scored every `hop_seconds` (default: a
+    quarter of the window). A speaker-normalised model standardises each group of files
+    (`groups`: one folder, all, one file) with the statistics of the group's voiced clips (a
+    short file is one clip, a long one a clip per window length); a group of fewer than
     `min_speaker_clips`, or `groups='training'`, takes the training speakers' pooled
     statistics instead. `classes` restricts the answers to some of the model's classes
     (`timeline.class_groups`: e.g. the classes a target corpus shares with the model's).
