@@ -46,6 +46,19 @@ def test_each_condition_changes_what_it_names():
         noise = out[name] - x
         measured = 10 * np.log10(conditions.voiced_power(x) / np.mean(noise**2))
         assert abs(measured - snr) < 0.5, name
+    for name in ("pink10", "babble10"):
+        noise = out[name] - x
+        measured = 10 * np.log10(conditions.voiced_power(x) / np.mean(noise**2))
+        assert abs(measured - 10.0) < 0.5, name
+    white, pink = out["noise10"] - x, out["pink10"] - x
+    # Pink: power falls with frequency (1/f: 10 dB a decade), white: flat.
+    assert _band_power(pink, 100, 1000) > 5 * _band_power(pink, 1000, 8000) / 7
+    assert _band_power(white, 100, 1000) < 2 * _band_power(white, 1000, 8000) / 7
+    # Babble: the clip's own spectrum, fluctuating: its power changes from frame to frame far
+    # more than white noise's does.
+    frames = lambda y: np.square(y[: len(y) // 400 * 400].reshape(-1, 400)).mean(1)
+    babble = out["babble10"] - x
+    assert np.std(np.log(frames(babble))) > 3 * np.std(np.log(frames(white)))
     assert _band_power(out["resampled"], 4500, 8000) < 1e-2 * _band_power(x, 4500, 8000)
     assert len(out["reverb"]) > len(x)
     for name in ("opus16", "mp3_32"):

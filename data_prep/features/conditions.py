@@ -10,6 +10,9 @@ was recorded or stored, not what was said or how:
     telephone    band-limited to 300-3400 Hz (4th-order Butterworth band-pass)
     noise20      white noise at 20 dB SNR (relative to the power of the voiced frames)
     noise10      the same at 10 dB SNR
+    pink10       pink (1/f power) noise at 10 dB SNR: most of its power where speech has its own
+    babble10     six time-reversed, circularly shifted copies of the clip summed, at 10 dB SNR:
+                 a speech-shaped, fluctuating masker (unintelligible voices of the same talker)
     resampled    down to 8 kHz and back to 16 kHz
     reverb       a room with a 0.5 s reverberation time (exponentially decaying noise,
                  generated in numpy), direct-to-reverberant ratio 3 dB
@@ -75,6 +78,32 @@ def white_noise(samples: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray
     power = voiced_power(samples) / 10.0 ** (snr_db / 10.0)
     noise = rng.standard_normal(len(samples)) * np.sqrt(power)
     return np.clip(samples + noise, -1.0, 1.0).astype(np.float32)
+
+
+def _add_at_snr(samples: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """`samples` plus `noise` scaled to `snr_db` below the power of the voiced frames."""
+    power = voiced_power(samples) / 10.0 ** (snr_db / 10.0)
+    noise = noise * np.sqrt(power / max(np.mean(np.square(noise)), 1e-30))
+    return np.clip(samples + noise, -1.0, 1.0).astype(np.float32)
+
+
+def pink_noise(samples: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    """Noise whose power falls as 1/f (white noise shaped in the frequency domain, no DC)."""
+    rng = np.random.default_rng(seed)
+    spectrum = np.fft.rfft(rng.standard_normal(len(samples)))
+    f = np.fft.rfftfreq(len(samples), 1.0 / RATE)
+    spectrum[0] = 0.0
+    spectrum[1:] /= np.sqrt(f[1:])
+    return _add_at_snr(samples, np.fft.irfft(spectrum, len(samples)), snr_db)
+
+
+def babble(samples: np.ndarray, snr_db: float, talkers: int = 6, seed: int = 0) -> np.ndarray:
+    """The clip masked by `talkers` time-reversed copies of itself, each circularly shifted by
+    a random offset: speech-shaped noise that comes and goes as speech does."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(samples, np.float64)[::-1]
+    noise = sum(np.roll(x, int(rng.integers(len(x)))) for _ in range(talkers))
+    return _add_at_snr(samples, noise, snr_db)
 
 
 def resample_through(samples: np.ndarray, rate: int = 8000) -> np.ndarray:
@@ -144,6 +173,8 @@ CONDITIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "telephone": band_pass,
     "noise20": lambda x: white_noise(x, 20.0),
     "noise10": lambda x: white_noise(x, 10.0),
+    "pink10": lambda x: pink_noise(x, 10.0),
+    "babble10": lambda x: babble(x, 10.0),
     "resampled": resample_through,
     "reverb": reverberate,
     "opus16": lambda x: codec_round_trip(x, "libopus", 16000),
