@@ -173,7 +173,8 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     config.augment = augment = ml_collections.ConfigDict()
     augment.gain_db = 0.0  # Random gain in [-g, g] dB on the stored log power.
     augment.noise_prob = 0.0  # Share of clips with additive white noise ...
-    augment.noise_snr_db = (10.0, 30.0)  # ... at an SNR drawn in this range.
+    augment.noise_snr_db = (10.0, 30.0)  # ... at an SNR drawn in this range ...
+    augment.noise_tilt = (0.0, 0.0)  # ... power falling as 1/f^a, a drawn here ((0, 0): white).
     augment.freq_warp = 0.0  # Vocal tract length perturbation: bins warped by U[1-w, 1+w].
     augment.reverb_prob = 0.0  # Share of clips put in a room (power-domain reverberation) ...
     augment.reverb_rt60 = (0.2, 0.8)  # ... with a reverberation time (s) in this range.

@@ -204,8 +204,9 @@ def _augment_log_power(
     of 20 Hz), in the order they happen to a recording: another vocal tract length
     (`freq_warp`), a room (`reverb_prob`), a band-limited channel (`band_limit_prob`: a
     low-pass, and with `high_pass_hz` a high-pass as well, like a telephone's 300 Hz), a gain
-    (`gain_db`) and additive white noise (`noise_prob`, at an SNR relative to the mean power of
-    the `speech` frames, [T] bool, or of all frames). Each is drawn per clip from the
+    (`gain_db`) and additive noise (`noise_prob`, at an SNR relative to the mean power of
+    the `speech` frames, [T] bool, or of all frames; white, or with `noise_tilt` its power
+    falling as 1/f^a, a drawn per clip: 1 pink, 2 brown). Each is drawn per clip from the
     stateless `seed`."""
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 10))
     draw = lambda i, lo=0.0, hi=1.0: tf.random.stateless_uniform([], seeds[i], lo, hi)
@@ -235,7 +236,12 @@ def _augment_log_power(
         audio = audio + gain / frontend.DB_PER_NEPER  # dB of power -> natural log.
     if aug.noise_prob > 0:
         lo, hi = aug.noise_snr_db
-        noisy = _white_noise(audio, draw(2, lo, hi), seeds[1], speech)
+        tilt_lo, tilt_hi = aug.get("noise_tilt", (0.0, 0.0))
+        tilt = None
+        if tilt_hi > 0:  # A seed of its own: the other draws stay those of white noise.
+            s_tilt = tf.random.experimental.stateless_fold_in(seeds[2], 1)
+            tilt = tf.random.stateless_uniform([], s_tilt, tilt_lo, tilt_hi)
+        noisy = _white_noise(audio, draw(2, lo, hi), seeds[1], speech, tilt)
         audio = tf.where(draw(3) < aug.noise_prob, noisy, audio)
     return audio
 
@@ -254,12 +260,20 @@ def _band_limit(audio: tf.Tensor, cutoff_hz: tf.Tensor, high_pass_hz=None) -> tf
     return audio - atten_db / frontend.DB_PER_NEPER
 
 
-def _white_noise(audio: tf.Tensor, snr_db: tf.Tensor, seed: tf.Tensor, speech=None) -> tf.Tensor:
+def _white_noise(
+    audio: tf.Tensor, snr_db: tf.Tensor, seed: tf.Tensor, speech=None, tilt=None
+) -> tf.Tensor:
     """[T, bins] log power plus white noise at `snr_db` below the mean power of the `speech`
-    frames ([T] bool; all frames without it), its periodogram drawn from the stateless `seed`."""
+    frames ([T] bool; all frames without it), its periodogram drawn from the stateless `seed`;
+    with `tilt` (a scalar), coloured: power per bin falling as 1/f^tilt, its mean over the bins
+    that of the white noise."""
     power = tf.exp(audio)
     signal = power if speech is None else tf.boolean_mask(power, speech)
     noise_power = tf.reduce_mean(signal) / tf.pow(10.0, snr_db / 10.0)
+    if tilt is not None:
+        k = tf.maximum(tf.range(tf.shape(audio)[1], dtype=tf.float32), 1.0)  # f = k * 20 Hz
+        shape = tf.pow(k, -tilt)
+        noise_power = noise_power * shape / tf.reduce_mean(shape)
     # The periodogram of white noise is exponentially distributed around its power.
     u = tf.random.stateless_uniform(tf.shape(audio), seed, 1e-7, 1.0)
     return tf.math.log(power + noise_power * -tf.math.log(u))

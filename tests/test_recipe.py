@@ -346,6 +346,36 @@ def test_spec_masks_gain_and_noise_act_in_training_only():
     assert (noisy["audio"].numpy()[valid] >= a[valid] - 1e-5).all()
 
 
+def test_coloured_noise_falls_with_frequency_at_the_same_mean_power():
+    """`augment.noise_tilt`: noise power per bin as 1/f^a (a = 1: pink), over the bins the same
+    mean power as white noise at that SNR; a = 0 is the white noise itself."""
+    t, bins = 4000, 200
+    audio = tf.fill([t, bins], tf.math.log(1.0))  # Unit power in every bin.
+    seed = tf.constant([3, 4], tf.int64)
+    snr = tf.constant(0.0)
+    noise = lambda tilt: np.exp(input_pipeline._white_noise(audio, snr, seed, None, tilt)) - 1
+    white, pink = noise(None).mean(0), noise(tf.constant(1.0)).mean(0)
+    np.testing.assert_allclose(noise(tf.constant(0.0)).mean(0), white, rtol=1e-5)
+    assert white.mean() == pytest.approx(1.0, rel=0.02) and pink.mean() == pytest.approx(
+        white.mean(), rel=0.02
+    )
+    assert np.ptp(white[1:]) / white.mean() < 0.3  # Flat, within the periodogram's spread.
+    # 1/f: bins 10 and 100 (200 and 2000 Hz) a factor 10 apart, within sampling.
+    assert pink[10] / pink[100] == pytest.approx(10.0, rel=0.2)
+    # Through the recipe's switch: pink noise at 10 dB SNR puts about three times the white
+    # noise's power in the bins of 100-400 Hz.
+    x = tf.zeros([50, bins])
+    added = lambda **tilt: (
+        np.exp(
+            input_pipeline._augment_log_power(
+                x, _augment(noise_prob=1.0, noise_snr_db=(10.0, 10.0), **tilt), seed
+            ).numpy()[:, 5:20]
+        )
+        - 1.0
+    )
+    assert added(noise_tilt=(1.0, 1.0)).mean() > 2 * added().mean()
+
+
 def test_mixup_mixes_both_streams_with_one_partner_and_spares_padding():
     config = tiny_config("am_fbp")
     batch = labelled_batch(config, 6)
