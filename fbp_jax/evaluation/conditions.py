@@ -9,7 +9,8 @@ checkpoint predicts the clips of the fold's test speakers (`--part=validation`: 
 speakers, on which a recipe may be chosen), read from the corpus files as
 distributed (`--manual_dir`, the RAVDESS layout) and changed by each recording condition of
 `data_prep.features.conditions` (trimmed, padded with silence, 20 dB quieter, telephone band,
-white noise at 20 and 10 dB SNR, through 8 kHz, a reverberant room, Opus and MP3 round trips).
+white noise at 20 and 10 dB SNR, pink noise and babble at 10 dB SNR, through 8 kHz, a
+reverberant room, Opus and MP3 round trips).
 Features, speaker statistics and inputs are those of `fbp-jax predict`: each test speaker is
 standardised with its own clips of that condition (`--speaker_stats=own`, as the clips would
 come from one recording session), or with the training speakers' pooled statistics
