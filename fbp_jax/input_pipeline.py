@@ -241,7 +241,7 @@ def _augment_log_power(
         if tilt_hi > 0:  # A seed of its own: the other draws stay those of white noise.
             s_tilt = tf.random.experimental.stateless_fold_in(seeds[2], 1)
             tilt = tf.random.stateless_uniform([], s_tilt, tilt_lo, tilt_hi)
-        noisy = _white_noise(audio, draw(2, lo, hi), seeds[1], speech, tilt)
+        noisy = _additive_noise(audio, draw(2, lo, hi), seeds[1], speech, tilt)
         audio = tf.where(draw(3) < aug.noise_prob, noisy, audio)
     return audio
 
@@ -260,13 +260,13 @@ def _band_limit(audio: tf.Tensor, cutoff_hz: tf.Tensor, high_pass_hz=None) -> tf
     return audio - atten_db / frontend.DB_PER_NEPER
 
 
-def _white_noise(
+def _additive_noise(
     audio: tf.Tensor, snr_db: tf.Tensor, seed: tf.Tensor, speech=None, tilt=None
 ) -> tf.Tensor:
-    """[T, bins] log power plus white noise at `snr_db` below the mean power of the `speech`
-    frames ([T] bool; all frames without it), its periodogram drawn from the stateless `seed`;
-    with `tilt` (a scalar), coloured: power per bin falling as 1/f^tilt, its mean over the bins
-    that of the white noise."""
+    """[T, bins] log power plus noise at `snr_db` below the mean power of the `speech` frames
+    ([T] bool; all frames without it), its periodogram drawn from the stateless `seed`: white,
+    or with `tilt` (a scalar) coloured, its power per bin falling as 1/f^tilt with the same
+    mean over the bins."""
     power = tf.exp(audio)
     signal = power if speech is None else tf.boolean_mask(power, speech)
     noise_power = tf.reduce_mean(signal) / tf.pow(10.0, snr_db / 10.0)
@@ -298,7 +298,7 @@ def _session(audio: tf.Tensor, channel: tf.Tensor, seed: tf.Tensor, d) -> tf.Ten
     `session_channels`): band-limited, then white noise relative to its voiced frames."""
     high_pass = tf.where(channel[1] > 0, channel[1], 1e-3)  # 0 Hz: no high-pass (no log 0).
     limited = _band_limit(audio, channel[0], high_pass)
-    return _white_noise(limited, channel[2], seed, _voiced_frames(limited, d))
+    return _additive_noise(limited, channel[2], seed, _voiced_frames(limited, d))
 
 
 def _mask_spans(x: tf.Tensor, axis: int, count: int, max_width: int, limit, seed) -> tf.Tensor:

@@ -353,7 +353,7 @@ def test_coloured_noise_falls_with_frequency_at_the_same_mean_power():
     audio = tf.fill([t, bins], tf.math.log(1.0))  # Unit power in every bin.
     seed = tf.constant([3, 4], tf.int64)
     snr = tf.constant(0.0)
-    noise = lambda tilt: np.exp(input_pipeline._white_noise(audio, snr, seed, None, tilt)) - 1
+    noise = lambda tilt: np.exp(input_pipeline._additive_noise(audio, snr, seed, None, tilt)) - 1
     white, pink = noise(None).mean(0), noise(tf.constant(1.0)).mean(0)
     np.testing.assert_allclose(noise(tf.constant(0.0)).mean(0), white, rtol=1e-5)
     assert white.mean() == pytest.approx(1.0, rel=0.02) and pink.mean() == pytest.approx(
