@@ -93,22 +93,22 @@ def _system_accuracy(model, clips, features, speaker_stats: str, crops: str) -> 
                 if speaker_stats == "training"
                 else predict.speaker_statistics(group, model.data)
             )
-    rows, owner = [], []
+    batches, owner = [], []
     for i, (c, f) in enumerate(zip(clips, features)):
         s = stats[c.speaker] if by_speaker else model.stats
         batch, _ = predict.prepare_inputs(f, model.data, s, model.streams, crops)
-        crops_of_clip = len(batch["audio"])
-        rows += [{k: v[j : j + 1] for k, v in batch.items()} for j in range(crops_of_clip)]
-        owner += [i] * crops_of_clip
+        batches.append(batch)
+        owner += [i] * len(batch["audio"])
+    inputs = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     probs = []
-    for i in range(0, len(rows), BATCH):
-        part = rows[i : i + BATCH]
-        pad = BATCH - len(part)  # One compiled shape.
-        batch = {
-            k: np.concatenate([x[k] for x in part] + [np.zeros_like(part[0][k])] * pad)
-            for k in part[0]
+    for i in range(0, len(owner), BATCH):
+        part = {k: v[i : i + BATCH] for k, v in inputs.items()}
+        n = len(part["audio"])
+        batch = {  # Padded to one compiled shape.
+            k: np.concatenate([v, np.zeros((BATCH - n, *v.shape[1:]), v.dtype)])
+            for k, v in part.items()
         }
-        probs.append(np.asarray(model.apply(batch)["probabilities"])[: len(part)])
+        probs.append(np.asarray(model.apply(batch)["probabilities"])[:n])
     probs = np.concatenate(probs)
     mean = np.zeros((len(clips), probs.shape[1]))
     np.add.at(mean, np.asarray(owner), probs)  # The argmax of the sum is that of the mean.
