@@ -198,21 +198,40 @@ def _reverberate(power: tf.Tensor, rt60: tf.Tensor, drr_db: tf.Tensor, fps: int)
 
 
 def _augment_log_power(
-    audio: tf.Tensor, aug, seed: tf.Tensor, d=None, speech: tf.Tensor | None = None
+    audio: tf.Tensor,
+    aug,
+    seed: tf.Tensor,
+    d=None,
+    speech: tf.Tensor | None = None,
+    talkers: tuple[tf.Tensor, ...] = (),
 ) -> tf.Tensor:
     """Recording-condition changes on a [T, bins] natural-log power spectrogram (0-4 kHz bins
     of 20 Hz), in the order they happen to a recording: another vocal tract length
-    (`freq_warp`), a room (`reverb_prob`), a band-limited channel (`band_limit_prob`: a
-    low-pass, and with `high_pass_hz` a high-pass as well, like a telephone's 300 Hz), a gain
-    (`gain_db`) and additive noise (`noise_prob`, at an SNR relative to the mean power of
-    the `speech` frames, [T] bool, or of all frames; white, or with `noise_tilt` its power
-    falling as 1/f^a, a drawn per clip: 1 pink, 2 brown). Each is drawn per clip from the
-    stateless `seed`."""
+    (`freq_warp`), other people talking in the room (`talker_prob`: 1 to `augment.talkers`
+    of the `talkers`, other clips' stored log power, at an SNR in `talker_snr_db`), a room
+    (`reverb_prob`), a band-limited channel (`band_limit_prob`: a low-pass, and with
+    `high_pass_hz` a high-pass as well, like a telephone's 300 Hz), a gain (`gain_db`) and
+    additive noise (`noise_prob`, at an SNR relative to the mean power of the `speech`
+    frames, [T] bool, or of all frames; white, or with `noise_tilt` its power falling as
+    1/f^a, a drawn per clip: 1 pink, 2 brown). Each is drawn per clip from the stateless
+    `seed`."""
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 10))
     draw = lambda i, lo=0.0, hi=1.0: tf.random.stateless_uniform([], seeds[i], lo, hi)
     if aug.get("freq_warp", 0.0):
         alpha = draw(5, 1.0 - aug.freq_warp, 1.0 + aug.freq_warp)
         audio = _warp_frequencies(audio, alpha)
+    if aug.get("talker_prob", 0.0) > 0 and talkers:
+        # Seeds of their own: the other draws stay those of a recipe without talkers.
+        s_talk = tf.random.experimental.stateless_fold_in(seed, 11)
+        s_apply, s_snr, s_count, s_loop = tf.unstack(
+            tf.random.experimental.stateless_split(s_talk, 4)
+        )
+        lo, hi = aug.talker_snr_db
+        snr = tf.random.stateless_uniform([], s_snr, lo, hi)
+        count = tf.random.stateless_uniform([], s_count, 1, len(talkers) + 1, dtype=tf.int32)
+        talking = _add_talkers(audio, talkers, count, snr, s_loop, speech, d)
+        apply = tf.random.stateless_uniform([], s_apply) < aug.talker_prob
+        audio = tf.where(apply, talking, audio)
     if aug.get("reverb_prob", 0.0) > 0:
         lo, hi = aug.reverb_rt60
         fps = d.audio_fps if d is not None else 100
@@ -244,6 +263,28 @@ def _augment_log_power(
         noisy = _additive_noise(audio, draw(2, lo, hi), seeds[1], speech, tilt)
         audio = tf.where(draw(3) < aug.noise_prob, noisy, audio)
     return audio
+
+
+def _add_talkers(
+    audio: tf.Tensor, talkers, count: tf.Tensor, snr_db: tf.Tensor, seed: tf.Tensor, speech, d
+) -> tf.Tensor:
+    """[T, bins] log power plus the speech of the first `count` of `talkers` (other clips'
+    [T_i, bins] log power), each its voiced frames (`data.voiced_db`) looped from a random
+    frame, at the same mean power, together at `snr_db` below the mean power of the `speech`
+    frames ([T] bool; all frames without it): a competing talker, or babble."""
+    power = tf.exp(audio)
+    signal = power if speech is None else tf.boolean_mask(power, speech)
+    frames = tf.range(tf.shape(audio)[0])
+    starts = tf.random.stateless_uniform([len(talkers)], seed, 0, 2**30, dtype=tf.int32)
+    babble = tf.zeros_like(power)
+    for i, other in enumerate(talkers):
+        voiced = other if d is None else tf.boolean_mask(other, _voiced_frames(other, d))
+        speech_power = tf.exp(voiced)
+        speech_power /= tf.reduce_mean(speech_power)
+        looped = tf.gather(speech_power, (frames + starts[i]) % tf.shape(speech_power)[0])
+        babble += tf.where(i < count, looped, 0.0)
+    scale = tf.reduce_mean(signal) / tf.pow(10.0, snr_db / 10.0) / tf.cast(count, tf.float32)
+    return tf.math.log(power + scale * babble)
 
 
 def _band_limit(audio: tf.Tensor, cutoff_hz: tf.Tensor, high_pass_hz=None) -> tf.Tensor:
@@ -317,7 +358,9 @@ def _mask_spans(x: tf.Tensor, axis: int, count: int, max_width: int, limit, seed
     return tf.where(keep, x, tf.zeros_like(x))
 
 
-LOG_POWER_AUGMENTS = ("gain_db", "noise_prob", "freq_warp", "reverb_prob", "band_limit_prob")
+LOG_POWER_AUGMENTS = (
+    "gain_db", "noise_prob", "freq_warp", "reverb_prob", "band_limit_prob", "talker_prob"
+)
 
 
 def _uses_log_power_augment(aug) -> bool:
@@ -416,8 +459,11 @@ def preprocess(
         seed_crop, seed_aug, seed_mask = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     changes = _uses_log_power_augment(aug)
     whole_clip = changes and aug.get("whole_clip", False)
+    talkers = example.get("talkers", ())  # Other clips' log power, from the training stream.
     if whole_clip:  # The changed recording, then everything serving does to a recording.
-        audio = _augment_log_power(audio, aug, seed_aug, d, speech=_voiced_frames(audio, d))
+        audio = _augment_log_power(
+            audio, aug, seed_aug, d, speech=_voiced_frames(audio, d), talkers=talkers
+        )
     speaker, in_session = example.get("speaker"), None
     channels = session_channels(aug)
     if len(channels):  # The speaker recorded in one of its sessions, with their statistics.
@@ -440,7 +486,7 @@ def preprocess(
     audio = audio[start * ratio : start * ratio + ta]
     video = video[start : start + tv]
     if changes and not whole_clip:  # A session's clip keeps its session's channel only.
-        changed = _augment_log_power(audio, aug, seed_aug, d)
+        changed = _augment_log_power(audio, aug, seed_aug, d, talkers=talkers)
         audio = changed if in_session is None else tf.where(in_session, audio, changed)
     audio = audio_view(level_and_floor(audio, shift, d), d)
     normalizer = _as_normalizer(stats)
@@ -711,8 +757,19 @@ def create_train_dataset(
     first_epoch, skip = divmod(start_step, steps_per_epoch)
     buffer = min(data_config.shuffle_buffer, max(num_examples, 1))
 
+    talkers = augment.talkers if augment is not None and augment.get("talker_prob", 0) else 0
+
     def epoch(e):
-        shuffled = ds.shuffle(buffer, seed=tf.cast(seed, tf.int64) * 1_000_003 + e)
+        epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + e
+        shuffled = ds.shuffle(buffer, seed=epoch_seed)
+        if talkers:  # Each clip meets `talkers` others, drawn by shuffles of their own.
+            others = tuple(
+                ds.shuffle(buffer, seed=epoch_seed * 31 + i + 1).repeat().map(lambda o: o["audio"])
+                for i in range(talkers)
+            )
+            shuffled = tf.data.Dataset.zip((shuffled, others)).map(
+                lambda ex, t: {**ex, "talkers": t}
+            )
         shuffled = shuffled.enumerate().map(
             lambda i, ex: (ex, tf.stack([tf.cast(seed, tf.int64), e * 10_000_000 + i])),
             tf.data.AUTOTUNE,

@@ -17,6 +17,7 @@ from configs import common, iemocap_amfbp, ravdess_amfbp, ravdess_audio, ravdess
 from fbp_jax import input_pipeline, parallel
 from fbp_jax.model import encoders, frontend, network
 from fbp_jax.training import steps
+from tests.conftest import tiny_train_config
 from tests.test_models import init, random_batch, tiny_config
 from tests.test_train_steps import labelled_batch, make_state
 
@@ -374,6 +375,52 @@ def test_coloured_noise_falls_with_frequency_at_the_same_mean_power():
         - 1.0
     )
     assert added(noise_tilt=(1.0, 1.0)).mean() > 2 * added().mean()
+
+
+def test_other_talkers_are_added_from_their_voiced_frames_at_the_snr():
+    """Competing talkers: each other clip's silence is left out and its speech looped, the
+    talkers share the power that the SNR gives them, and only the first `count` are heard."""
+    d = _condition_config()
+    target = _tf_example(_features(_speech_like(seed=0)))["audio"]
+    silence = np.zeros(16000, np.float32)
+    other = _features(np.concatenate([silence, _speech_like(seconds=0.5, seed=1), silence]))
+    others = (tf.constant(other["audio"]), tf.constant(other["audio"] + 3.0))
+    seed = tf.constant([1, 2], tf.int64)
+    power = np.exp(target.numpy())
+    for count in (1, 2):
+        mixed = input_pipeline._add_talkers(target, others, count, 10.0, seed, None, d)
+        added = np.exp(mixed.numpy()) - power
+        # Together a tenth of the target's mean power (10 dB), whatever the talkers' levels.
+        np.testing.assert_allclose(added.mean() / power.mean(), 0.1, rtol=0.15)
+        # Never the other clip's silence: every frame of the target hears speech.
+        frame = added.sum(1)
+        assert frame.min() > 1e-3 * frame.mean()  # Silence would add ~1e-9 of it.
+    # With one talker the second clip is not heard at all.
+    one = input_pipeline._add_talkers(target, others, 1, 10.0, seed, None, d)
+    changed = (others[0], others[1] + np.float32(5.0))
+    np.testing.assert_array_equal(
+        one.numpy(), input_pipeline._add_talkers(target, changed, 1, 10.0, seed, None, d).numpy()
+    )
+
+
+def test_the_training_stream_brings_other_talkers_and_stays_a_function_of_its_seed(
+    tiny_data_dir,
+):
+    config = tiny_train_config(tiny_data_dir)
+    with config.unlocked():
+        config.augment.talker_prob = 1.0
+        config.augment.talker_snr_db = (0.0, 0.0)
+    talking = input_pipeline.create_datasets(config, None)
+    batch = next(talking.train_iter(seed=0))
+    np.testing.assert_array_equal(batch["audio"], next(talking.train_iter(seed=0))["audio"])
+    with config.unlocked():
+        config.augment.talker_prob = 0.0
+    quiet = next(input_pipeline.create_datasets(config, None).train_iter(seed=0))
+    # The same clips and crops (labels, masks), other talkers in the audio only.
+    np.testing.assert_array_equal(batch["label"], quiet["label"])
+    np.testing.assert_array_equal(batch["audio_mask"], quiet["audio_mask"])
+    np.testing.assert_array_equal(batch["video"], quiet["video"])
+    assert np.abs(batch["audio"] - quiet["audio"])[batch["audio_mask"]].mean() > 0.05
 
 
 def test_mixup_mixes_both_streams_with_one_partner_and_spares_padding():
