@@ -448,6 +448,8 @@ def preprocess(
     mean). With `augment.sessions`, a share `session_prob` of clips is instead recorded whole
     through one of the sessions' channels (`session_channels`) and standardised with its
     speaker's statistics in that session (the 'speaker@k' rows of `with_session_stats`).
+    With `augment.talker_prob`, the example's `talkers` (other clips' log power, which
+    `create_train_dataset` brings) are the other people talking.
     """
     d = data_config
     ratio = d.audio_fps // d.video_fps
@@ -739,7 +741,9 @@ def create_train_dataset(
 
     The stream is a function of `seed` alone: epoch e is the split shuffled with seed
     (seed, e), each example's crop and augmentation drawn from (seed, e, its position), and
-    batches never straddle two epochs (the last partial batch of an epoch is dropped). So
+    batches never straddle two epochs (the last partial batch of an epoch is dropped); with
+    `augment.talker_prob` each example also brings `augment.talkers` other clips of the
+    split, from shuffles seeded by (seed, e) as well. So
     `start_step` can position the stream exactly where a killed run left it.
     """
     normalizer = _as_normalizer(stats)
