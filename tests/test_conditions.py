@@ -59,6 +59,14 @@ def test_each_condition_changes_what_it_names():
     frames = lambda y: np.square(y[: len(y) // 400 * 400].reshape(-1, 400)).mean(1)
     babble = out["babble10"] - x
     assert np.std(np.log(frames(babble))) > 3 * np.std(np.log(frames(white)))
+    # Inside the voiced span only: the half seconds of silence around it stay silent.
+    for name, masked in (("noise10_inside", "noise10"), ("babble10_inside", "babble10")):
+        span = np.flatnonzero(out[name] != x)
+        assert RATE * 0.45 < span[0] and span[-1] < len(x) - RATE * 0.45, name
+        assert not out[name][: RATE // 4].any() and np.abs(out[masked][: RATE // 4]).max() > 0
+        noise = (out[name] - x)[span[0] : span[-1] + 1]
+        measured = 10 * np.log10(conditions.voiced_power(x) / np.mean(noise**2))
+        assert abs(measured - 10.0) < 1.0, name
     assert _band_power(out["resampled"], 4500, 8000) < 1e-2 * _band_power(x, 4500, 8000)
     assert len(out["reverb"]) > len(x)
     for name in ("opus16", "mp3_32"):

@@ -13,6 +13,9 @@ was recorded or stored, not what was said or how:
     pink10       pink (1/f power) noise at 10 dB SNR: most of its power where speech has its own
     babble10     six time-reversed, circularly shifted copies of the clip summed, at 10 dB SNR:
                  a speech-shaped, fluctuating masker (unintelligible voices of the same talker)
+    noise10_inside   noise10 inside the voiced span only, the silence around it left clean
+    babble10_inside  babble10 the same way (a masker that starts and stops with the speech:
+                 what a condition costs beyond filling the silence the model takes in)
     resampled    down to 8 kHz and back to 16 kHz
     reverb       a room with a 0.5 s reverberation time (exponentially decaying noise,
                  generated in numpy), direct-to-reverberant ratio 3 dB
@@ -53,10 +56,24 @@ def voiced_power(samples: np.ndarray) -> float:
     return float(np.mean(np.square(np.concatenate(parts))))
 
 
-def trim(samples: np.ndarray) -> np.ndarray:
+def _voiced_span(samples: np.ndarray) -> slice:
+    """The samples from the first to the last frame within 35 dB of the loudest."""
     db = _frame_db(samples)
     voiced = np.flatnonzero(db >= db.max() - VOICED_DB)
-    return samples[voiced[0] * audio_lib.HOP : voiced[-1] * audio_lib.HOP + audio_lib.WINDOW]
+    return slice(voiced[0] * audio_lib.HOP, voiced[-1] * audio_lib.HOP + audio_lib.WINDOW)
+
+
+def trim(samples: np.ndarray) -> np.ndarray:
+    return samples[_voiced_span(samples)]
+
+
+def inside(samples: np.ndarray, change: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """`change` applied to the voiced span only, the silence before and after it left as it
+    is: a masker that starts and stops with the speech."""
+    span = _voiced_span(samples)
+    out = np.array(samples, np.float32)
+    out[span] = change(out[span])
+    return out
 
 
 def pad(samples: np.ndarray, seconds: float = 2.0) -> np.ndarray:
@@ -175,6 +192,8 @@ CONDITIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "noise10": lambda x: white_noise(x, 10.0),
     "pink10": lambda x: pink_noise(x, 10.0),
     "babble10": lambda x: babble(x, 10.0),
+    "noise10_inside": lambda x: inside(x, lambda y: white_noise(y, 10.0)),
+    "babble10_inside": lambda x: inside(x, lambda y: babble(y, 10.0)),
     "resampled": resample_through,
     "reverb": reverberate,
     "opus16": lambda x: codec_round_trip(x, "libopus", 16000),
