@@ -251,10 +251,11 @@ def format_table(result: dict[str, Any]) -> str:
     names = result["conditions"]
     rows = result["pooled_test_wa"]
     width = max(14, *(len(r) for r in rows)) + 1
+    cell_width = max(14, *(len(n) for n in names)) + 1  # Every header apart from the next.
     lines = [
         f"pooled {result.get('part', 'test')} WA (%) by recording condition; speaker "
         f"statistics: {result['speaker_stats']} (in brackets: change from original, points)",
-        f"{'system':<{width}}" + "".join(f"{n:>15}" for n in names),
+        f"{'system':<{width}}" + "".join(f"{n:>{cell_width}}" for n in names),
     ]
     for r, acc in rows.items():
         base = acc.get("original")
@@ -263,7 +264,7 @@ def format_table(result: dict[str, Any]) -> str:
             cell = f"{100 * acc[n]:.1f}"
             if base is not None and n != "original":
                 cell += f" ({100 * (acc[n] - base):+.1f})"
-            cells.append(f"{cell:>15}")
+            cells.append(f"{cell:>{cell_width}}")
         lines.append(f"{r:<{width}}" + "".join(cells))
     return "\n".join(lines)
 
