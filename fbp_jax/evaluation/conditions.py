@@ -251,7 +251,7 @@ def format_table(result: dict[str, Any]) -> str:
     names = result["conditions"]
     rows = result["pooled_test_wa"]
     width = max(14, *(len(r) for r in rows)) + 1
-    cell_width = max(14, *(len(n) for n in names)) + 1  # Every header apart from the next.
+    cell_width = max(14, *(len(n) for n in names)) + 1  # Headers never run together.
     lines = [
         f"pooled {result.get('part', 'test')} WA (%) by recording condition; speaker "
         f"statistics: {result['speaker_stats']} (in brackets: change from original, points)",
