@@ -359,7 +359,12 @@ def _mask_spans(x: tf.Tensor, axis: int, count: int, max_width: int, limit, seed
 
 
 LOG_POWER_AUGMENTS = (
-    "gain_db", "noise_prob", "freq_warp", "reverb_prob", "band_limit_prob", "talker_prob"
+    "gain_db",
+    "noise_prob",
+    "freq_warp",
+    "reverb_prob",
+    "band_limit_prob",
+    "talker_prob",
 )
 
 
