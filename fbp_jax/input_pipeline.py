@@ -273,7 +273,6 @@ def _add_talkers(
     frame, at the same mean power, together at `snr_db` below the mean power of the `speech`
     frames ([T] bool; all frames without it): a competing talker, or babble."""
     power = tf.exp(audio)
-    signal = power if speech is None else tf.boolean_mask(power, speech)
     frames = tf.range(tf.shape(audio)[0])
     starts = tf.random.stateless_uniform([len(talkers)], seed, 0, 2**30, dtype=tf.int32)
     babble = tf.zeros_like(power)
@@ -283,8 +282,15 @@ def _add_talkers(
         speech_power /= tf.reduce_mean(speech_power)
         looped = tf.gather(speech_power, (frames + starts[i]) % tf.shape(speech_power)[0])
         babble += tf.where(i < count, looped, 0.0)
-    scale = tf.reduce_mean(signal) / tf.pow(10.0, snr_db / 10.0) / tf.cast(count, tf.float32)
+    scale = _power_at_snr(power, speech, snr_db) / tf.cast(count, tf.float32)
     return tf.math.log(power + scale * babble)
+
+
+def _power_at_snr(power: tf.Tensor, speech, snr_db: tf.Tensor) -> tf.Tensor:
+    """The power `snr_db` below the mean of [T, bins] `power` over the `speech` frames ([T]
+    bool; all frames without it)."""
+    signal = power if speech is None else tf.boolean_mask(power, speech)
+    return tf.reduce_mean(signal) / tf.pow(10.0, snr_db / 10.0)
 
 
 def _band_limit(audio: tf.Tensor, cutoff_hz: tf.Tensor, high_pass_hz=None) -> tf.Tensor:
@@ -309,8 +315,7 @@ def _additive_noise(
     or with `tilt` (a scalar) coloured, its power per bin falling as 1/f^tilt with the same
     mean over the bins."""
     power = tf.exp(audio)
-    signal = power if speech is None else tf.boolean_mask(power, speech)
-    noise_power = tf.reduce_mean(signal) / tf.pow(10.0, snr_db / 10.0)
+    noise_power = _power_at_snr(power, speech, snr_db)
     if tilt is not None:
         k = tf.maximum(tf.range(tf.shape(audio)[1], dtype=tf.float32), 1.0)  # f = k * 20 Hz
         shape = tf.pow(k, -tilt)
