@@ -101,6 +101,7 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     # take the statistics over voiced frames only (frontend.clip_view); 0: the whole clip.
     data.voiced_db = 0.0
     data.voiced_floor_db = 0.0  # ... and this many dB above the clip's noise floor (noisy files).
+    data.voiced_floor_span = False  # The floor only bounds the voiced span (frontend.clip_view).
     data.level_norm = False  # Subtract each clip's mean log frame power (voiced frames).
     data.spectral_floor_db = 0.0  # > 0: add white power this many dB below the clip's level.
     data.use_video_valid = False  # Also mask frames without a detected face (paper: no).

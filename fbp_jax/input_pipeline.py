@@ -379,7 +379,7 @@ def _uses_log_power_augment(aug) -> bool:
 
 def _voiced_frames(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Tensor:
     """frontend.voiced_frames in TensorFlow: [T] frames within `voiced_db` of the loudest and
-    (`voiced_floor_db`) above the noise floor."""
+    (`voiced_floor_db`) above the noise floor, or within its span (`voiced_floor_span`)."""
     threshold_db = float(d.get("voiced_db", 0.0) or 0.0)
     floor_db = float(d.get("voiced_floor_db", 0.0) or 0.0)
     level = tf.reduce_logsumexp(log_power, axis=1)
@@ -391,7 +391,14 @@ def _voiced_frames(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Ten
         k = tf.cast(frontend.NOISE_FLOOR_QUANTILE * tf.cast(n - 1, tf.float64), tf.int32)
         floor = tf.sort(level)[k]
         above = tf.logical_and(voiced, level >= floor + floor_db / frontend.DB_PER_NEPER)
-        voiced = tf.cond(tf.reduce_any(above), lambda: above, lambda: voiced)
+
+        def span():
+            where = tf.cast(tf.where(above)[:, 0], tf.int32)
+            index = tf.range(n)
+            return voiced & (index >= where[0]) & (index <= where[-1])
+
+        chosen = span if d.get("voiced_floor_span", False) else (lambda: above)
+        voiced = tf.cond(tf.reduce_any(above), chosen, lambda: voiced)
     return voiced
 
 

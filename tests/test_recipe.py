@@ -645,6 +645,32 @@ def test_the_noise_floor_keeps_noisy_pauses_out_of_the_voiced_span():
     assert frontend.clip_view(_features(0.01 * hiss), d)["voiced"].any()
 
 
+def test_the_noise_floor_can_bound_the_span_only():
+    d = _condition_config()
+    speech = np.concatenate([_speech_like(1.0), np.zeros(8000, np.float32), _speech_like(1.0)])
+    clean = frontend.clip_view(_features(speech), d)
+    noisy = _features(_noisy_pauses(speech))
+    d.voiced_floor_db = 3.0
+    framewise = frontend.clip_view(noisy, d)
+    d.voiced_floor_span = True
+    span = frontend.clip_view(noisy, d)
+    # The same span either way: the noise before and after the speech is cut off ...
+    assert len(span["audio"]) == len(framewise["audio"])
+    assert abs(len(span["audio"]) - len(clean["audio"])) <= 16
+    # ... but within it the noisy pause between the words counts, as loudness alone says.
+    assert span["voiced"].sum() > framewise["voiced"].sum() + 30
+    assert span["voiced"].mean() > 0.95
+    # Speech without pauses: its quietest frames stay voiced (the floor alone drops them).
+    word = _features(speech[:16000])
+    d.voiced_floor_db = 0.0
+    plain = frontend.clip_view(word, d)["voiced"].sum()
+    d.voiced_floor_db = 3.0
+    kept = frontend.clip_view(word, d)["voiced"].sum()
+    d.voiced_floor_span = False
+    dropped = frontend.clip_view(word, d)["voiced"].sum()
+    assert kept >= plain - 8 > dropped
+
+
 def test_the_spectral_floor_hides_noise_below_it():
     d = _condition_config()
     speech = _speech_like()  # Harmonics up to 2 kHz; above them, hiss 60 dB down.
@@ -674,14 +700,18 @@ def test_the_spectral_floor_hides_noise_below_it():
         frontend.clip_view(_features(speech), d)
 
 
-@pytest.mark.parametrize("floor_db,spectral_floor_db", [(0.0, 0.0), (3.0, 0.0), (0.0, 20.0)])
-def test_clip_view_numpy_and_tensorflow_agree(floor_db, spectral_floor_db):
+@pytest.mark.parametrize(
+    "floor_db,floor_span,spectral_floor_db",
+    [(0.0, False, 0.0), (3.0, False, 0.0), (3.0, True, 0.0), (0.0, False, 20.0)],
+)
+def test_clip_view_numpy_and_tensorflow_agree(floor_db, floor_span, spectral_floor_db):
     """Trimming, the level shift, the floor, the view and the statistics' voiced frames: the
     training pipeline (tf) and prediction (numpy) compute the same model input."""
     from fbp_jax.serving import predict
 
     d = _condition_config()
     d.voiced_floor_db = floor_db
+    d.voiced_floor_span = floor_span
     d.spectral_floor_db = spectral_floor_db
     speech = np.concatenate([_speech_like(2.0), _speech_like(0.3)])
     if floor_db:  # 0.75 s of noise at 15 dB SNR before the speech

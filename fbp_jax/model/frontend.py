@@ -26,7 +26,10 @@ Two optional steps make the view independent of how a recording was cut and how 
 * `data.voiced_floor_db > 0`: a voiced frame must also be that many dB above the clip's noise
   floor (its quietest frames: the `NOISE_FLOOR_QUANTILE` of frame levels). In a noisy
   recording every frame is within `voiced_db` of the loudest, so without it the pauses,
-  filled with noise, would count as speech; on a clean recording it changes nothing.
+  filled with noise, would count as speech; on a clean recording it changes nothing. With
+  `data.voiced_floor_span` the floor only finds where the speech starts and ends: within
+  that span every frame within `voiced_db` of the loudest counts, as on a clean recording
+  (the floor alone also drops the quietest speech of a clip without pauses).
 * `data.level_norm`: the clip's mean log frame power over its voiced frames is subtracted
   from every bin (a gain applied to the file changes nothing).
 * `data.spectral_floor_db > 0` (with `level_norm`): white power this many dB below the
@@ -192,9 +195,13 @@ DB_PER_NEPER = 10.0 / np.log(10.0)  # dB of power per natural-log unit.
 NOISE_FLOOR_QUANTILE = 0.1  # The noise floor: the frame level this share of frames is below.
 
 
-def voiced_frames(log_power: np.ndarray, threshold_db: float, floor_db: float = 0.0) -> np.ndarray:
+def voiced_frames(
+    log_power: np.ndarray, threshold_db: float, floor_db: float = 0.0, floor_span: bool = False
+) -> np.ndarray:
     """[T] bool: frames within `threshold_db` dB of the loudest (all frames if <= 0) and, with
-    `floor_db` > 0, that many dB above the noise floor (unless no frame is)."""
+    `floor_db` > 0, that many dB above the noise floor (unless no frame is). With `floor_span`
+    the floor only bounds the span: frames between the first and the last one above it are
+    voiced by the loudness rule alone."""
     level = frame_level(log_power)
     if threshold_db <= 0 or not len(level):
         return np.ones(len(level), bool)
@@ -203,7 +210,12 @@ def voiced_frames(log_power: np.ndarray, threshold_db: float, floor_db: float = 
         floor = np.sort(level)[int(NOISE_FLOOR_QUANTILE * (len(level) - 1))]
         above = voiced & (level >= floor + floor_db / DB_PER_NEPER)
         if above.any():
-            voiced = above
+            if floor_span:
+                where = np.flatnonzero(above)
+                index = np.arange(len(level))
+                voiced = voiced & (index >= where[0]) & (index <= where[-1])
+            else:
+                voiced = above
     return voiced
 
 
@@ -253,7 +265,7 @@ def clip_view(
     log_power = np.asarray(features["audio"], np.float32)
     out = {k: np.asarray(v) for k, v in features.items() if k in ("video", "video_valid")}
     # Found on the whole clip, so that the noise floor is the pauses' where there are pauses.
-    voiced = voiced_frames(log_power, threshold, floor_db)
+    voiced = voiced_frames(log_power, threshold, floor_db, bool(d.get("voiced_floor_span", False)))
     first = 0
     if threshold > 0:
         ratio = d.audio_fps // d.video_fps

@@ -42,6 +42,7 @@ DATA_FIELDS = {
     "mel_deltas": 0,
     "voiced_db": 0.0,
     "voiced_floor_db": 0.0,
+    "voiced_floor_span": False,
     "level_norm": False,
     "spectral_floor_db": 0.0,
     "video_features": "",
