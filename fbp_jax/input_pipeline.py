@@ -395,7 +395,8 @@ def _voiced_frames(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Ten
         def span():
             where = tf.cast(tf.where(above)[:, 0], tf.int32)
             index = tf.range(n)
-            return voiced & (index >= where[0]) & (index <= where[-1])
+            margin = frontend.floor_margin(d)
+            return voiced & (index >= where[0] - margin) & (index <= where[-1] + margin)
 
         chosen = span if d.get("voiced_floor_span", False) else (lambda: above)
         voiced = tf.cond(tf.reduce_any(above), chosen, lambda: voiced)

@@ -660,6 +660,10 @@ def test_the_noise_floor_can_bound_the_span_only():
     # ... but within it the noisy pause between the words counts, as loudness alone says.
     assert span["voiced"].sum() > framewise["voiced"].sum() + 30
     assert span["voiced"].mean() > 0.95
+    # A margin widens the span by as many frames on each side (here into the noise).
+    d.voiced_floor_margin_s = 0.1
+    assert len(frontend.clip_view(noisy, d)["audio"]) >= len(span["audio"]) + 2 * 10 - 8
+    d.voiced_floor_margin_s = 0.0
     # Speech without pauses: its quietest frames stay voiced (the floor alone drops them).
     word = _features(speech[:16000])
     d.voiced_floor_db = 0.0
@@ -701,10 +705,16 @@ def test_the_spectral_floor_hides_noise_below_it():
 
 
 @pytest.mark.parametrize(
-    "floor_db,floor_span,spectral_floor_db",
-    [(0.0, False, 0.0), (3.0, False, 0.0), (3.0, True, 0.0), (0.0, False, 20.0)],
+    "floor_db,floor_span,margin_s,spectral_floor_db",
+    [
+        (0.0, False, 0.0, 0.0),
+        (3.0, False, 0.0, 0.0),
+        (3.0, True, 0.0, 0.0),
+        (3.0, True, 0.1, 0.0),
+        (0.0, False, 0.0, 20.0),
+    ],
 )
-def test_clip_view_numpy_and_tensorflow_agree(floor_db, floor_span, spectral_floor_db):
+def test_clip_view_numpy_and_tensorflow_agree(floor_db, floor_span, margin_s, spectral_floor_db):
     """Trimming, the level shift, the floor, the view and the statistics' voiced frames: the
     training pipeline (tf) and prediction (numpy) compute the same model input."""
     from fbp_jax.serving import predict
@@ -712,6 +722,7 @@ def test_clip_view_numpy_and_tensorflow_agree(floor_db, floor_span, spectral_flo
     d = _condition_config()
     d.voiced_floor_db = floor_db
     d.voiced_floor_span = floor_span
+    d.voiced_floor_margin_s = margin_s
     d.spectral_floor_db = spectral_floor_db
     speech = np.concatenate([_speech_like(2.0), _speech_like(0.3)])
     if floor_db:  # 0.75 s of noise at 15 dB SNR before the speech
@@ -729,7 +740,7 @@ def test_clip_view_numpy_and_tensorflow_agree(floor_db, floor_span, spectral_flo
     np_batch, (start_s,) = predict.prepare_inputs(features, d.to_dict(), stats, ("audio",))
     np.testing.assert_array_equal(tf_out["audio_mask"].numpy(), np_batch["audio_mask"][0])
     np.testing.assert_allclose(tf_out["audio"].numpy(), np_batch["audio"][0], rtol=1e-3, atol=2e-3)
-    assert 0.7 <= start_s <= 0.8  # The crop starts where the speech does, after 0.75 s.
+    assert 0.7 - margin_s <= start_s <= 0.8 - margin_s  # Where the speech starts (0.75 s).
 
 
 @pytest.mark.parametrize(

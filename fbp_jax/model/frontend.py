@@ -27,9 +27,10 @@ Two optional steps make the view independent of how a recording was cut and how 
   floor (its quietest frames: the `NOISE_FLOOR_QUANTILE` of frame levels). In a noisy
   recording every frame is within `voiced_db` of the loudest, so without it the pauses,
   filled with noise, would count as speech; on a clean recording it changes nothing. With
-  `data.voiced_floor_span` the floor only finds where the speech starts and ends: within
-  that span every frame within `voiced_db` of the loudest counts, as on a clean recording
-  (the floor alone also drops the quietest speech of a clip without pauses).
+  `data.voiced_floor_span` the floor only finds where the speech starts and ends (widened by
+  `data.voiced_floor_margin_s` on each side, for the quiet onsets and endings that noise
+  covers): within that span every frame within `voiced_db` of the loudest counts, as on a
+  clean recording (the floor alone also drops the quietest speech of a clip without pauses).
 * `data.level_norm`: the clip's mean log frame power over its voiced frames is subtracted
   from every bin (a gain applied to the file changes nothing).
 * `data.spectral_floor_db > 0` (with `level_norm`): white power this many dB below the
@@ -196,12 +197,16 @@ NOISE_FLOOR_QUANTILE = 0.1  # The noise floor: the frame level this share of fra
 
 
 def voiced_frames(
-    log_power: np.ndarray, threshold_db: float, floor_db: float = 0.0, floor_span: bool = False
+    log_power: np.ndarray,
+    threshold_db: float,
+    floor_db: float = 0.0,
+    floor_span: bool = False,
+    margin: int = 0,
 ) -> np.ndarray:
     """[T] bool: frames within `threshold_db` dB of the loudest (all frames if <= 0) and, with
     `floor_db` > 0, that many dB above the noise floor (unless no frame is). With `floor_span`
-    the floor only bounds the span: frames between the first and the last one above it are
-    voiced by the loudness rule alone."""
+    the floor only bounds the span: frames from `margin` frames before the first one above it
+    to `margin` after the last are voiced by the loudness rule alone."""
     level = frame_level(log_power)
     if threshold_db <= 0 or not len(level):
         return np.ones(len(level), bool)
@@ -213,10 +218,17 @@ def voiced_frames(
             if floor_span:
                 where = np.flatnonzero(above)
                 index = np.arange(len(level))
-                voiced = voiced & (index >= where[0]) & (index <= where[-1])
+                voiced &= (index >= where[0] - margin) & (index <= where[-1] + margin)
             else:
                 voiced = above
     return voiced
+
+
+def floor_margin(data_config: ml_collections.ConfigDict) -> int:
+    """`data.voiced_floor_margin_s` in audio frames."""
+    return round(
+        float(data_config.get("voiced_floor_margin_s", 0.0) or 0.0) * data_config.audio_fps
+    )
 
 
 def spectral_floor_log(data_config: ml_collections.ConfigDict) -> float | None:
@@ -265,7 +277,9 @@ def clip_view(
     log_power = np.asarray(features["audio"], np.float32)
     out = {k: np.asarray(v) for k, v in features.items() if k in ("video", "video_valid")}
     # Found on the whole clip, so that the noise floor is the pauses' where there are pauses.
-    voiced = voiced_frames(log_power, threshold, floor_db, bool(d.get("voiced_floor_span", False)))
+    voiced = voiced_frames(
+        log_power, threshold, floor_db, d.get("voiced_floor_span", False), floor_margin(d)
+    )
     first = 0
     if threshold > 0:
         ratio = d.audio_fps // d.video_fps
