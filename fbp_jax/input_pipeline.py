@@ -380,8 +380,7 @@ def _uses_log_power_augment(aug) -> bool:
 def _voiced_frames(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Tensor:
     """frontend.voiced_frames in TensorFlow: [T] frames within `voiced_db` of the loudest and
     (`voiced_floor_db`) above the noise floor, or within its span (`voiced_floor_span`)."""
-    threshold_db = float(d.get("voiced_db", 0.0) or 0.0)
-    floor_db = float(d.get("voiced_floor_db", 0.0) or 0.0)
+    threshold_db, floor_db, floor_span, margin = frontend.voiced_settings(d)
     level = tf.reduce_logsumexp(log_power, axis=1)
     if threshold_db <= 0:
         return tf.ones(tf.shape(level), tf.bool)
@@ -395,10 +394,9 @@ def _voiced_frames(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Ten
         def span():
             where = tf.cast(tf.where(above)[:, 0], tf.int32)
             index = tf.range(n)
-            margin = frontend.floor_margin(d)
             return voiced & (index >= where[0] - margin) & (index <= where[-1] + margin)
 
-        chosen = span if d.get("voiced_floor_span", False) else (lambda: above)
+        chosen = span if floor_span else (lambda: above)
         voiced = tf.cond(tf.reduce_any(above), chosen, lambda: voiced)
     return voiced
 

@@ -117,6 +117,28 @@ def test_a_short_clip_is_one_window_read_as_evaluation_reads_it(tmp_path):
     assert direct["probabilities"] == pytest.approx(r["probabilities"])
 
 
+def test_one_clip_or_a_recording_is_decided_by_the_models_own_voiced_span(tmp_path):
+    """A 2 s utterance in 9 s of steady noise at 15 dB SNR: by loudness alone every frame is
+    within 35 dB of the loudest, so the span is the whole file (a long recording, read as
+    windows); a model whose span is bounded by the noise floor (`voiced_floor_span`) reads the
+    same file as it reads the utterance, one clip."""
+    rng = np.random.default_rng(5)
+    voice = _voice(TONES[1], 2.0, 5)
+    noise = rng.standard_normal(int(9.0 * RATE)).astype(np.float32)
+    noise *= np.sqrt(np.mean(voice**2) / 10**1.5)
+    start = int(3.5 * RATE)
+    noise[start : start + len(voice)] += voice
+    path = str(tmp_path / "noisy.wav")
+    soundfile.write(path, noise, RATE)
+    model = tone_model()
+    model.data.update(voiced_db=35.0)
+    assert predict.predict_file(model, path)["windows"] > 1
+    model.data.update(voiced_floor_db=3.0, voiced_floor_span=True)
+    r = predict.predict_file(model, path)
+    assert r["windows"] == 1 and r["prediction"] == "mid"
+    assert 3.0 < r["crop_start_s"] < 3.6
+
+
 def test_crop_starts_centre_or_every_quarter_window_to_the_end():
     assert predict.crop_starts(60, 80, "average") == [0]  # Within a window: as 'centre'.
     assert predict.crop_starts(100, 80, "centre") == [10]

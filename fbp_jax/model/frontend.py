@@ -207,7 +207,17 @@ def voiced_frames(
     `floor_db` > 0, that many dB above the noise floor (unless no frame is). With `floor_span`
     the floor only bounds the span: frames from `margin` frames before the first one above it
     to `margin` after the last are voiced by the loudness rule alone."""
-    level = frame_level(log_power)
+    return voiced_levels(frame_level(log_power), threshold_db, floor_db, floor_span, margin)
+
+
+def voiced_levels(
+    level: np.ndarray,
+    threshold_db: float,
+    floor_db: float = 0.0,
+    floor_span: bool = False,
+    margin: int = 0,
+) -> np.ndarray:
+    """`voiced_frames` from the frames' levels ([T], natural log of the power, `frame_level`)."""
     if threshold_db <= 0 or not len(level):
         return np.ones(len(level), bool)
     voiced = level >= level.max() - threshold_db / DB_PER_NEPER
@@ -222,6 +232,18 @@ def voiced_frames(
             else:
                 voiced = above
     return voiced
+
+
+def voiced_settings(data_config: ml_collections.ConfigDict) -> tuple[float, float, bool, int]:
+    """The arguments after the frames of `voiced_frames` / `voiced_levels` that `config.data`
+    asks for: `voiced_db`, `voiced_floor_db`, `voiced_floor_span` and the margin in frames."""
+    d = data_config
+    return (
+        float(d.get("voiced_db", 0.0) or 0.0),
+        float(d.get("voiced_floor_db", 0.0) or 0.0),
+        bool(d.get("voiced_floor_span", False)),
+        floor_margin(d),
+    )
 
 
 def floor_margin(data_config: ml_collections.ConfigDict) -> int:
@@ -272,16 +294,13 @@ def clip_view(
       `video_valid` where given.
     """
     d = data_config
-    threshold = float(d.get("voiced_db", 0.0) or 0.0)
-    floor_db = float(d.get("voiced_floor_db", 0.0) or 0.0)
+    settings = voiced_settings(d)
     log_power = np.asarray(features["audio"], np.float32)
     out = {k: np.asarray(v) for k, v in features.items() if k in ("video", "video_valid")}
     # Found on the whole clip, so that the noise floor is the pauses' where there are pauses.
-    voiced = voiced_frames(
-        log_power, threshold, floor_db, d.get("voiced_floor_span", False), floor_margin(d)
-    )
+    voiced = voiced_frames(log_power, *settings)
     first = 0
-    if threshold > 0:
+    if settings[0] > 0:
         ratio = d.audio_fps // d.video_fps
         first, end = voiced_span(voiced, ratio)
         log_power = log_power[first * ratio : end * ratio]

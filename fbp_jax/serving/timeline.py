@@ -243,10 +243,11 @@ def scan(source: Source, data: dict[str, Any]) -> Scan:
     n = len(all_levels)
     # The part of the file the model reads of a clip: its voiced span, or all of it.
     span = n
-    voiced_db = float(data.get("voiced_db", 0.0) or 0.0)
-    if voiced_db > 0 and n:
-        loud = np.flatnonzero(all_levels >= all_levels.max() - voiced_db)
-        span = int(loud[-1] - loud[0] + 1)
+    settings = frontend.voiced_settings(config)
+    if settings[0] > 0 and n:
+        voiced = frontend.voiced_levels(all_levels / frontend.DB_PER_NEPER, *settings)
+        where = np.flatnonzero(voiced)
+        span = int(where[-1] - where[0] + 1)
     single = span <= SINGLE_MAX_WINDOWS * ta and n <= SINGLE_MAX_SECONDS * data["audio_fps"]
     if single:
         whole = np.concatenate(list(source.audio_blocks()))
