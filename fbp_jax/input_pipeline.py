@@ -378,8 +378,9 @@ def _uses_log_power_augment(aug) -> bool:
 
 
 def _voiced_frames(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Tensor:
-    """frontend.voiced_frames in TensorFlow: [T] frames within `voiced_db` of the loudest and
-    (`voiced_floor_db`) above the noise floor, or within its span (`voiced_floor_span`)."""
+    """frontend.voiced_levels of [T, bins] log power in TensorFlow: [T] frames within
+    `voiced_db` of the loudest and (`voiced_floor_db`) above the noise floor, or within its
+    span (`voiced_floor_span`)."""
     threshold_db, floor_db, floor_span, margin = frontend.voiced_settings(d)
     level = tf.reduce_logsumexp(log_power, axis=1)
     if threshold_db <= 0:

@@ -196,20 +196,6 @@ DB_PER_NEPER = 10.0 / np.log(10.0)  # dB of power per natural-log unit.
 NOISE_FLOOR_QUANTILE = 0.1  # The noise floor: the frame level this share of frames is below.
 
 
-def voiced_frames(
-    log_power: np.ndarray,
-    threshold_db: float,
-    floor_db: float = 0.0,
-    floor_span: bool = False,
-    margin: int = 0,
-) -> np.ndarray:
-    """[T] bool: frames within `threshold_db` dB of the loudest (all frames if <= 0) and, with
-    `floor_db` > 0, that many dB above the noise floor (unless no frame is). With `floor_span`
-    the floor only bounds the span: frames from `margin` frames before the first one above it
-    to `margin` after the last are voiced by the loudness rule alone."""
-    return voiced_levels(frame_level(log_power), threshold_db, floor_db, floor_span, margin)
-
-
 def voiced_levels(
     level: np.ndarray,
     threshold_db: float,
@@ -217,7 +203,11 @@ def voiced_levels(
     floor_span: bool = False,
     margin: int = 0,
 ) -> np.ndarray:
-    """`voiced_frames` from the frames' levels ([T], natural log of the power, `frame_level`)."""
+    """[T] bool from the frames' levels ([T], natural log of the power, `frame_level`): frames
+    within `threshold_db` dB of the loudest (all frames if <= 0) and, with `floor_db` > 0,
+    that many dB above the noise floor (unless no frame is). With `floor_span` the floor only
+    bounds the span: frames from `margin` frames before the first one above it to `margin`
+    after the last are voiced by the loudness rule alone."""
     if threshold_db <= 0 or not len(level):
         return np.ones(len(level), bool)
     voiced = level >= level.max() - threshold_db / DB_PER_NEPER
@@ -235,8 +225,8 @@ def voiced_levels(
 
 
 def voiced_settings(data_config: ml_collections.ConfigDict) -> tuple[float, float, bool, int]:
-    """The arguments after the frames of `voiced_frames` / `voiced_levels` that `config.data`
-    asks for: `voiced_db`, `voiced_floor_db`, `voiced_floor_span` and the margin in frames."""
+    """The arguments after the levels of `voiced_levels` that `config.data` asks for:
+    `voiced_db`, `voiced_floor_db`, `voiced_floor_span` and the margin in frames."""
     d = data_config
     return (
         float(d.get("voiced_db", 0.0) or 0.0),
@@ -298,7 +288,7 @@ def clip_view(
     log_power = np.asarray(features["audio"], np.float32)
     out = {k: np.asarray(v) for k, v in features.items() if k in ("video", "video_valid")}
     # Found on the whole clip, so that the noise floor is the pauses' where there are pauses.
-    voiced = voiced_frames(log_power, *settings)
+    voiced = voiced_levels(frame_level(log_power), *settings)
     first = 0
     if settings[0] > 0:
         ratio = d.audio_fps // d.video_fps
