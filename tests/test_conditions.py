@@ -133,10 +133,12 @@ def test_conditions_command_scores_systems_and_floors(tmp_path):
         str(src),
         out,
         ["original", "padded", "quiet"],
+        balance=True,
     )
     rows = result["pooled_test_wa"]
-    assert set(rows) == {"cv", "cv+cv", "audio_speaker"}
+    assert set(rows) == {"cv", "cv+cv", "cv balanced", "cv+cv balanced", "audio_speaker"}
     assert rows["cv+cv"] == rows["cv"]  # an ensemble of one run twice is that run
+    assert rows["cv+cv balanced"] == rows["cv balanced"]
     assert all(set(r) == {"original", "padded", "quiet"} for r in rows.values())
     assert all(0.0 <= v <= 1.0 for r in rows.values() for v in r.values())
     # Speaker standardisation with the condition's own clips: 20 dB quieter changes nothing
@@ -178,6 +180,7 @@ def test_a_system_reads_long_clips_as_crops_and_scores_their_mean():
             batch, _ = predict.prepare_inputs(f, model.data, None, ("audio",), crops)
             mean = np.mean(model.apply(batch)["probabilities"], axis=0)
             expected.append(CLASSES[int(np.argmax(mean))])
-        got = conditions_cmd._system_accuracy(model, clips, features, "own", crops)
+        posteriors = conditions_cmd._system_posteriors(model, clips, features, "own", crops)
+        got = conditions_cmd._correct(model, clips, posteriors)
         np.testing.assert_array_equal(got, [e == c.label for e, c in zip(expected, clips)])
     assert list(got) == [True, True, True, False]

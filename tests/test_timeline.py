@@ -289,3 +289,54 @@ def test_memory_does_not_grow_with_the_length_of_the_file(tmp_path):
         grown[minutes] = (after - before) / 1024  # MB
     # Held whole, 10 more minutes of spectrogram alone would be about 460 MB in float64.
     assert grown[12] < grown[2] + 40, grown
+
+
+def test_balance_weights_undo_a_shift_toward_one_class():
+    """A group whose true classes are equally frequent, every answer pushed toward class 0:
+    balanced, the group answers each class equally often on average and most clips right;
+    a group already balanced is left as it is."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 10)
+    logits = 2.0 * np.eye(4)[labels] + rng.normal(0, 0.5, (40, 4)) + [3.0, 0, 0, 0]
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert np.mean(p.argmax(1) == labels) < 0.4
+    q = p * timeline.balance_weights(p)
+    q /= q.sum(1, keepdims=True)
+    np.testing.assert_allclose(q.mean(0), 0.25, atol=0.01)
+    assert np.mean(q.argmax(1) == labels) > 0.85
+    fair = np.exp(logits - [3.0, 0, 0, 0])
+    fair /= fair.sum(1, keepdims=True)
+    w = timeline.balance_weights(fair)
+    np.testing.assert_allclose(w, 0.25, atol=0.03)
+
+
+def test_balance_rescales_each_folder_of_enough_files(tmp_path):
+    """A hum at the 'low' tone in one speaker's recordings makes the stand-in model answer
+    'low' for most of them; `balance` (a folder of at least `min_speaker_clips` files) gives
+    each file its own class again, and leaves a smaller folder as it was."""
+    folder, small = tmp_path / "speaker", tmp_path / "small"
+    folder.mkdir(), small.mkdir()
+    t = np.arange(int(1.2 * RATE)) / RATE
+    hum = 0.35 * np.sin(2 * np.pi * TONES[0] * t).astype(np.float32)
+    paths, truth = [], []
+    for i in range(12):
+        k = i % 3
+        samples, _ = recording(segments=((k, 1.2),), gap=0.0, seed=i)
+        samples[: len(hum)] += hum[: len(samples)]
+        path = str((folder if i < 10 else small) / f"clip{i:02d}.wav")
+        soundfile.write(path, samples, RATE)
+        paths.append(path)
+        truth.append(CLASSES[k])
+    model = tone_model()
+
+    def answers(balance):
+        rows = predict.predict_files(model, paths, min_speaker_clips=10, balance=balance)
+        return [t.summary()["prediction"] for _, t in rows], [t.notes for _, t in rows]
+
+    plain, _ = answers(False)
+    balanced, notes = answers(True)
+    assert sum(a == b for a, b in zip(plain[:10], truth[:10])) <= 5
+    assert balanced[:10] == truth[:10]
+    assert balanced[10:] == plain[10:]  # two files: not a group to balance
+    assert all("balanced over the 10 files" in n[-1] for n in notes[:10])
+    assert not any("balanced" in " ".join(n) for n in notes[10:])

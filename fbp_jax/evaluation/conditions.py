@@ -37,7 +37,7 @@ from absl import app, flags, logging
 from fbp_jax import io
 from fbp_jax.evaluation import cross_validation as cv_lib
 from fbp_jax.evaluation import floors as floors_lib
-from fbp_jax.serving import predict
+from fbp_jax.serving import predict, timeline
 
 RESULTS_JSON = "conditions.json"
 BATCH = 32  # Clips per model call.
@@ -45,6 +45,7 @@ RESULTS_CSV = "conditions.csv"
 
 
 PARTS = ("test", "validation")
+BALANCED = " balanced"  # The row of a system with each speaker's answers balanced.
 
 
 def _actors(splits: dict[str, str], part: str) -> set[str]:
@@ -78,8 +79,8 @@ def clip_features(source, condition: str) -> dict[str, np.ndarray]:
     }
 
 
-def _system_accuracy(model, clips, features, speaker_stats: str, crops: str) -> np.ndarray:
-    """[N] correct flags of a serving model on clips (features per clip), speakers grouped;
+def _system_posteriors(model, clips, features, speaker_stats: str, crops: str) -> np.ndarray:
+    """[N, C] posteriors of a serving model on clips (features per clip), speakers grouped;
     a clip read as several crops (`predict.crop_starts`) gets their mean posterior."""
     from fbp_jax.model import frontend
 
@@ -111,8 +112,22 @@ def _system_accuracy(model, clips, features, speaker_stats: str, crops: str) -> 
         probs.append(np.asarray(model.apply(batch)["probabilities"])[:n])
     probs = np.concatenate(probs)
     mean = np.zeros((len(clips), probs.shape[1]))
-    np.add.at(mean, np.asarray(owner), probs)  # The argmax of the sum is that of the mean.
-    predicted = [model.class_names[k] for k in np.argmax(mean, axis=1)]
+    np.add.at(mean, np.asarray(owner), probs)
+    return mean / mean.sum(axis=1, keepdims=True)
+
+
+def _balanced(posteriors: np.ndarray, clips) -> np.ndarray:
+    """Each speaker's answers balanced (`predict --balance`, a speaker's clips one group)."""
+    out = posteriors.copy()
+    speakers = np.asarray([c.speaker for c in clips])
+    for speaker in np.unique(speakers):
+        rows = speakers == speaker
+        out[rows] *= timeline.balance_weights(posteriors[rows])
+    return out
+
+
+def _correct(model, clips, posteriors: np.ndarray) -> np.ndarray:
+    predicted = [model.class_names[k] for k in np.argmax(posteriors, axis=1)]
     return np.asarray([p == c.label for p, c in zip(predicted, clips)])
 
 
@@ -138,10 +153,13 @@ def run(
     speaker_stats: str = "own",
     part: str = "test",
     crops: str = predict.DEFAULT_CROPS,
+    balance: bool = False,
 ) -> dict[str, Any]:
     """Evaluates every system and floor under every condition on each fold's `part` speakers
     ('test', or 'validation': what may choose a recipe); writes and returns the table.
-    `crops`: how the networks read a clip longer than their window (`predict.crop_starts`)."""
+    `crops`: how the networks read a clip longer than their window (`predict.crop_starts`).
+    `balance`: each network also with each speaker's answers balanced (`predict --balance`),
+    a row '<system> balanced'."""
     if part not in PARTS:
         raise cv_lib.CrossValidationError(f"part must be one of {PARTS}, got {part!r}")
     from data_prep.features import conditions
@@ -182,25 +200,30 @@ def run(
     rows: dict[str, dict[str, float]] = {}
     for condition in names:
         logging.info("Condition %s: computing features.", condition)
-        correct = {name: [] for name in [*systems, *floors]}
+        balanced = [w + BALANCED for w in systems] if balance else []
+        correct = {name: [] for name in [*systems, *balanced, *floors]}
         for fold, splits in folds.items():
             actors = _actors(splits, part)
             test = [c for c in clips if c.split in actors]
             feats = [clip_features(c, condition) for c in test]
             for w in systems:
-                correct[w].append(
-                    _system_accuracy(models[w][fold], test, feats, speaker_stats, crops)
-                )
+                model = models[w][fold]
+                posteriors = _system_posteriors(model, test, feats, speaker_stats, crops)
+                correct[w].append(_correct(model, test, posteriors))
+                if balance:
+                    correct[w + BALANCED].append(_correct(model, test, _balanced(posteriors, test)))
             for floor in floors:
                 f = fitted[floor]
                 correct[floor].append(
                     _floor_accuracy(f[fold], f["streams"], f["norm"], test, feats, labels)
                 )
         for name, parts in correct.items():
+            system = name.removesuffix(BALANCED)
             label = (
                 name
                 if name in floors
-                else "+".join(os.path.basename(os.path.normpath(m)) for m in members[name])
+                else "+".join(os.path.basename(os.path.normpath(m)) for m in members[system])
+                + name[len(system) :]
             )
             rows.setdefault(label, {})[condition] = float(np.concatenate(parts).mean())
         logging.info("Condition %s: %s", condition, {k: v.get(condition) for k, v in rows.items()})
@@ -209,6 +232,7 @@ def run(
         "speaker_stats": speaker_stats,
         "part": part,
         "crops": crops,
+        "balance": balance,
         "systems": list(systems),
         "floors": list(floors),
         "pooled_test_wa": rows,
@@ -299,6 +323,11 @@ def define_flags() -> None:
         "Networks, a clip longer than the window: its centre window, or the mean over windows "
         "every quarter window covering it (as `fbp-jax predict --crops`).",
     )
+    flags.DEFINE_bool(
+        "balance",
+        False,
+        "Networks also with each speaker's answers balanced (as `fbp-jax predict --balance`).",
+    )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -316,6 +345,7 @@ def main(argv: Sequence[str]) -> None:
             FLAGS.speaker_stats,
             FLAGS.part,
             FLAGS.crops,
+            FLAGS.balance,
         )
     except (cv_lib.CrossValidationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

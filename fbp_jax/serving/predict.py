@@ -478,6 +478,7 @@ def predict_files(
     openface: str | None = None,
     classes: str | None = None,
     crops: str = DEFAULT_CROPS,
+    balance: bool = False,
 ) -> list[tuple[str, timeline.Timeline | str]]:
     """The timeline of every file (`fbp_jax.serving.timeline`), each file isolated from the
     others.
@@ -491,6 +492,8 @@ def predict_files(
     `min_speaker_clips`, or `groups='training'`, takes the training speakers' pooled
     statistics instead. `classes` restricts the answers to some of the model's classes
     (`timeline.class_groups`: e.g. the classes a target corpus shares with the model's).
+    `balance`: each folder of at least `min_speaker_clips` files (all files with
+    `groups='all'`) answers every class equally often on average (`balance_groups`).
 
     Returns:
       (path, Timeline) for each file predicted, (path, 'message') for each file that failed,
@@ -553,7 +556,37 @@ def predict_files(
             rows.append((path, timeline.merge_classes(t, merged) if merged else t))
         except Exception as e:
             rows.append((path, _error(e)))
-    return rows
+    return balance_groups(rows, groups, min_speaker_clips) if balance else rows
+
+
+def balance_groups(
+    rows: list[tuple[str, timeline.Timeline | str]], groups: str, min_clips: int
+) -> list[tuple[str, timeline.Timeline | str]]:
+    """`predict_files` rows with each group's answers balanced: every file's posteriors
+    times the class weights (`timeline.balance_weights`) under which the group's files answer
+    every class equally often on average. A group is a folder (all files with `groups='all'`)
+    of at least `min_clips` files; smaller ones are left as they are. It assumes that the
+    group holds its classes about equally often, as an acted corpus's speaker folders do."""
+    members = collections.defaultdict(list)
+    for i, (path, t) in enumerate(rows):
+        if not isinstance(t, str) and t.voiced.any():
+            members[_speaker_key(path, "all" if groups == "all" else "folder")].append(i)
+    out = list(rows)
+    for key, idx in members.items():
+        if len(idx) < min_clips:
+            logging.info(
+                "%s: %d files, fewer than %d: not balanced.",
+                key or "all files",
+                len(idx),
+                min_clips,
+            )
+            continue
+        answers = [rows[i][1].summary()["probabilities"] for i in idx]
+        w = timeline.balance_weights([list(a.values()) for a in answers])
+        note = f"answers balanced over the {len(idx)} files of its group"
+        for i in idx:
+            out[i] = (rows[i][0], timeline.reweighted(rows[i][1], w, note))
+    return out
 
 
 def _single_window(model, source, scan, stats, span_seconds, crops) -> timeline.Timeline:
@@ -756,6 +789,13 @@ def define_flags() -> None:
         MIN_SPEAKER_CLIPS,
         "Speaker groups with fewer clips take the training speakers' pooled statistics.",
     )
+    flags.DEFINE_bool(
+        "balance",
+        False,
+        "Rescale the answers of each folder of at least --min_speaker_clips files so that it "
+        "answers every class equally often on average: for folders that hold their emotions "
+        "about equally often, as an acted corpus's speaker folders do (docs/evaluation.md).",
+    )
     flags.DEFINE_string(
         "classes",
         None,
@@ -797,6 +837,7 @@ def main(argv: Sequence[str]) -> None:
         openface=FLAGS.openface,
         classes=FLAGS.classes,
         crops=FLAGS.crops,
+        balance=FLAGS.balance,
     )
     failed = [(p, r) for p, r in rows if isinstance(r, str)]
     done = [t for _, t in rows if not isinstance(t, str)]

@@ -506,6 +506,29 @@ def merge_classes(t: Timeline, groups: Sequence[tuple[str, Sequence[int]]]) -> T
     return dataclasses.replace(t, class_names=tuple(g[0] for g in groups), probabilities=p)
 
 
+BALANCE_ITERATIONS = 20
+
+
+def balance_weights(probabilities: np.ndarray, iterations: int = BALANCE_ITERATIONS) -> np.ndarray:
+    """[C] class weights w for [N, C] posteriors: the rows of p * w, renormalised, answer
+    every class equally often on average over the N rows (Sinkhorn's iterations). Undoes a
+    shift that pushes every answer of a group of files toward the same classes."""
+    p = np.asarray(probabilities, np.float64)
+    w = np.ones(p.shape[1])
+    for _ in range(iterations):
+        q = p * w
+        q /= q.sum(axis=1, keepdims=True)
+        w /= np.maximum(q.mean(axis=0) * p.shape[1], 1e-12)
+    return w / w.sum()
+
+
+def reweighted(t: Timeline, weights: np.ndarray, note: str) -> Timeline:
+    """The timeline with every window's posteriors times `weights`, renormalised."""
+    p = t.probabilities * weights
+    p = p / p.sum(axis=1, keepdims=True)
+    return dataclasses.replace(t, probabilities=p, notes=(*t.notes, note))
+
+
 def write_rows(timelines: Iterable[Timeline], path: str) -> None:
     """One row per window of every file: CSV, or JSON lines when `path` ends in .jsonl."""
     import csv
