@@ -1,0 +1,88 @@
+"""What `predict --balance` does to a speaker folder that holds some emotions only.
+
+    python scripts/balance_scenarios.py --systems=cv/a3,cv/a3_s1,cv/a3_s2 --part=validation
+
+Reads RAVDESS cross-validation workdirs' recorded predictions (`<fold>/<part>/predictions.csv`;
+several systems are averaged, as `fbp-jax cv --select` averages them), takes each speaker's
+clips of the part (the speaker is the clip id's last field, RAVDESS's actor) as one folder,
+and prints the accuracy of the plain and the balanced answers (`timeline.balance_weights`, as
+`predict --balance`) for the whole folder and for folders that hold some of the classes only:
+`--draws` random subsets per speaker of k of the classes, and one class at about a third of
+the folder (all its clips, two of each other class).
+"""
+
+import argparse
+
+import numpy as np
+
+from fbp_jax.evaluation import selection
+from fbp_jax.serving import timeline
+
+
+def speaker_folders(systems: list[str], part: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(labels [n], posteriors [n, C])] of every speaker of every fold's `part`."""
+    candidate = selection.ensemble_of([selection.load_candidate(w) for w in systems])
+    folders = []
+    for fold in candidate.folds.values():
+        p = fold[part]
+        speakers = np.asarray([str(c).split("-")[-1] for c in p.clip_ids])
+        for s in np.unique(speakers):
+            rows = speakers == s
+            folders.append((p.labels[rows], p.probabilities[rows]))
+    return folders
+
+
+def accuracy(folders, pick, draws: int, rng) -> tuple[float, float]:
+    """(plain, balanced) accuracy over `draws` subsets `pick(labels, rng)` of every folder."""
+    right = np.zeros(2)
+    n = 0
+    for _ in range(draws):
+        for labels, p in folders:
+            rows = pick(labels, rng)
+            y, q = labels[rows], p[rows]
+            balanced = q * timeline.balance_weights(q)
+            right += [np.sum(q.argmax(1) == y), np.sum(balanced.argmax(1) == y)]
+            n += len(rows)
+    return tuple(100 * right / n)
+
+
+def some_classes(k: int):
+    def pick(labels, rng):
+        kept = rng.choice(np.unique(labels), k, replace=False)
+        return np.flatnonzero(np.isin(labels, kept))
+
+    return pick
+
+
+def one_class_a_third(labels, rng):
+    classes = np.unique(labels)
+    main = rng.choice(classes)
+    rows = list(np.flatnonzero(labels == main))
+    for c in classes[classes != main]:
+        rows += list(rng.choice(np.flatnonzero(labels == c), 2, replace=False))
+    return np.asarray(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--systems", required=True, help="comma-separated CV workdirs")
+    parser.add_argument("--part", default="validation", choices=selection.PARTS)
+    parser.add_argument("--draws", type=int, default=20)
+    args = parser.parse_args()
+    folders = speaker_folders(args.systems.split(","), args.part)
+    num_classes = folders[0][1].shape[1]
+    rng = np.random.default_rng(0)
+    scenarios = [("every clip of the speaker", lambda y, r: np.arange(len(y)), 1)]
+    scenarios += [
+        (f"{k} of the {num_classes} classes", some_classes(k), args.draws) for k in (6, 4, 3)
+    ]
+    scenarios += [("one class about a third", one_class_a_third, args.draws)]
+    print(f"{args.part} speakers of {args.systems}: WA % of the plain / balanced answers")
+    print("| folder | plain | balanced |\n|---|---|---|")
+    for name, pick, draws in scenarios:
+        plain, balanced = accuracy(folders, pick, draws, rng)
+        print(f"| {name} | {plain:.1f} | {balanced:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
