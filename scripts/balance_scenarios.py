@@ -8,7 +8,8 @@ clips of the part (the speaker is the clip id's last field, RAVDESS's actor) as 
 and prints the accuracy of the plain and the balanced answers (`timeline.balance_weights`, as
 `predict --balance`) for the whole folder and for folders that hold some of the classes only:
 `--draws` random subsets per speaker of k of the classes, and one class at about a third of
-the folder (all its clips, two of each other class).
+the folder (all its clips, two of each other class); and smaller folders, n random clips of the
+speaker's.
 """
 
 import argparse
@@ -54,6 +55,13 @@ def some_classes(k: int):
     return pick
 
 
+def random_clips(n: int):
+    def pick(labels, rng):
+        return rng.choice(len(labels), min(n, len(labels)), replace=False)
+
+    return pick
+
+
 def one_class_a_third(labels, rng):
     classes = np.unique(labels)
     main = rng.choice(classes)
@@ -77,6 +85,9 @@ def main() -> None:
         (f"{k} of the {num_classes} classes", some_classes(k), args.draws) for k in (6, 4, 3)
     ]
     scenarios += [("one class about a third", one_class_a_third, args.draws)]
+    scenarios += [
+        (f"{n} random clips of the speaker", random_clips(n), args.draws) for n in (10, 20, 30)
+    ]
     print(f"{args.part} speakers of {args.systems}: WA % of the plain / balanced answers")
     print("| folder | plain | balanced |\n|---|---|---|")
     for name, pick, draws in scenarios:

@@ -492,7 +492,7 @@ def predict_files(
     `min_speaker_clips`, or `groups='training'`, takes the training speakers' pooled
     statistics instead. `classes` restricts the answers to some of the model's classes
     (`timeline.class_groups`: e.g. the classes a target corpus shares with the model's).
-    `balance`: each folder of at least `min_speaker_clips` files (all files with
+    `balance`: each folder of at least three files per class (all files with
     `groups='all'`) answers every class equally often on average (`balance_groups`).
 
     Returns:
@@ -556,23 +556,28 @@ def predict_files(
             rows.append((path, timeline.merge_classes(t, merged) if merged else t))
         except Exception as e:
             rows.append((path, _error(e)))
-    return balance_groups(rows, groups, min_speaker_clips) if balance else rows
+    return balance_groups(rows, groups) if balance else rows
+
+
+BALANCE_FILES_PER_CLASS = 3  # A group of fewer files per class is not balanced.
 
 
 def balance_groups(
-    rows: list[tuple[str, timeline.Timeline | str]], groups: str, min_clips: int
+    rows: list[tuple[str, timeline.Timeline | str]], groups: str
 ) -> list[tuple[str, timeline.Timeline | str]]:
     """`predict_files` rows with each group's answers balanced: every file's posteriors
     times the class weights (`timeline.balance_weights`) under which the group's files answer
     every class equally often on average. A group is a folder (all files with `groups='all'`)
-    of at least `min_clips` files; smaller ones are left as they are. It assumes that the
-    group holds its classes about equally often, as an acted corpus's speaker folders do."""
+    of at least `BALANCE_FILES_PER_CLASS` files per class answered; smaller ones are left as
+    they are. It assumes that the group holds its classes about equally often, as an acted
+    corpus's speaker folders do."""
     members = collections.defaultdict(list)
     for i, (path, t) in enumerate(rows):
         if not isinstance(t, str) and t.voiced.any():
             members[_speaker_key(path, "all" if groups == "all" else "folder")].append(i)
     out = list(rows)
     for key, idx in members.items():
+        min_clips = BALANCE_FILES_PER_CLASS * len(rows[idx[0]][1].class_names)
         if len(idx) < min_clips:
             logging.info(
                 "%s: %d files, fewer than %d: not balanced.",
@@ -792,9 +797,10 @@ def define_flags() -> None:
     flags.DEFINE_bool(
         "balance",
         False,
-        "Rescale the answers of each folder of at least --min_speaker_clips files so that it "
-        "answers every class equally often on average: for folders that hold their emotions "
-        "about equally often, as an acted corpus's speaker folders do (docs/evaluation.md).",
+        "Rescale the answers of each folder of at least three files per class so that it "
+        "answers every class equally often on average: only for folders that hold every "
+        "emotion about equally often, as an acted corpus's speaker folders do (a folder "
+        "lacking some loses accuracy; docs/evaluation.md).",
     )
     flags.DEFINE_string(
         "classes",
