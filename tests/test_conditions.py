@@ -136,7 +136,14 @@ def test_conditions_command_scores_systems_and_floors(tmp_path):
         balance=True,
     )
     rows = result["pooled_test_wa"]
-    assert set(rows) == {"cv", "cv+cv", "cv balanced", "cv+cv balanced", "audio_speaker"}
+    assert set(rows) == {
+        "cv",
+        "cv+cv",
+        "audio_speaker",
+        "cv balanced",
+        "cv+cv balanced",
+        "audio_speaker balanced",
+    }
     assert rows["cv+cv"] == rows["cv"]  # an ensemble of one run twice is that run
     assert rows["cv+cv balanced"] == rows["cv balanced"]
     assert all(set(r) == {"original", "padded", "quiet"} for r in rows.values())

@@ -131,7 +131,8 @@ def _correct(model, clips, posteriors: np.ndarray) -> np.ndarray:
     return np.asarray([p == c.label for p, c in zip(predicted, clips)])
 
 
-def _floor_accuracy(model, streams, norm, clips, features, labels) -> np.ndarray:
+def _floor_posteriors(model, streams, norm, clips, features) -> np.ndarray:
+    """[N, C] posteriors of a fitted floor, in the order of its `classes_`."""
     rows = {"speaker": [], "audio": [], "video": []}
     for c, f in zip(clips, features):
         stats = floors_lib.clip_statistics(f["audio"], f["video"], f["video_valid"])
@@ -139,9 +140,7 @@ def _floor_accuracy(model, streams, norm, clips, features, labels) -> np.ndarray
         rows["audio"].append(stats["audio"])
         rows["video"].append(stats["video"])
     data = {k: np.asarray(v) for k, v in rows.items()}
-    x = floors_lib.design_matrix(data, streams, norm)
-    predicted = model.classes_[np.argmax(model.predict_proba(x), axis=1)]
-    return predicted == np.asarray([labels[c.clip_id] for c in clips])
+    return model.predict_proba(floors_lib.design_matrix(data, streams, norm))
 
 
 def run(
@@ -158,8 +157,8 @@ def run(
     """Evaluates every system and floor under every condition on each fold's `part` speakers
     ('test', or 'validation': what may choose a recipe); writes and returns the table.
     `crops`: how the networks read a clip longer than their window (`predict.crop_starts`).
-    `balance`: each network also with each speaker's answers balanced (`predict --balance`),
-    a row '<system> balanced'."""
+    `balance`: each network and floor also with each speaker's answers balanced (`predict
+    --balance`), a row '<system> balanced'."""
     if part not in PARTS:
         raise cv_lib.CrossValidationError(f"part must be one of {PARTS}, got {part!r}")
     from data_prep.features import conditions
@@ -200,8 +199,8 @@ def run(
     rows: dict[str, dict[str, float]] = {}
     for condition in names:
         logging.info("Condition %s: computing features.", condition)
-        balanced = [w + BALANCED for w in systems] if balance else []
-        correct = {name: [] for name in [*systems, *balanced, *floors]}
+        scored = [*systems, *floors]
+        correct = {name: [] for name in scored + [n + BALANCED for n in scored if balance]}
         for fold, splits in folds.items():
             actors = _actors(splits, part)
             test = [c for c in clips if c.split in actors]
@@ -214,17 +213,19 @@ def run(
                     correct[w + BALANCED].append(_correct(model, test, _balanced(posteriors, test)))
             for floor in floors:
                 f = fitted[floor]
-                correct[floor].append(
-                    _floor_accuracy(f[fold], f["streams"], f["norm"], test, feats, labels)
-                )
+                posteriors = _floor_posteriors(f[fold], f["streams"], f["norm"], test, feats)
+                truth = np.asarray([labels[c.clip_id] for c in test])
+                correct[floor].append(f[fold].classes_[posteriors.argmax(1)] == truth)
+                if balance:
+                    balanced = _balanced(posteriors, test)
+                    correct[floor + BALANCED].append(f[fold].classes_[balanced.argmax(1)] == truth)
         for name, parts in correct.items():
             system = name.removesuffix(BALANCED)
             label = (
-                name
-                if name in floors
+                system
+                if system in floors
                 else "+".join(os.path.basename(os.path.normpath(m)) for m in members[system])
-                + name[len(system) :]
-            )
+            ) + name[len(system) :]
             rows.setdefault(label, {})[condition] = float(np.concatenate(parts).mean())
         logging.info("Condition %s: %s", condition, {k: v.get(condition) for k, v in rows.items()})
     result = {
@@ -326,7 +327,8 @@ def define_flags() -> None:
     flags.DEFINE_bool(
         "balance",
         False,
-        "Networks also with each speaker's answers balanced (as `fbp-jax predict --balance`).",
+        "Networks and floors also with each speaker's answers balanced (as `fbp-jax predict "
+        "--balance`).",
     )
 
 
