@@ -8,8 +8,8 @@ clips of the part (the speaker is the clip id's last field, RAVDESS's actor) as 
 and prints the accuracy of the plain and the balanced answers (`timeline.balance_weights`, as
 `predict --balance`) for the whole folder and for folders that hold some of the classes only:
 `--draws` random subsets per speaker of k of the classes, and one class at about a third of
-the folder (all its clips, two of each other class); and smaller folders, n random clips of the
-speaker's.
+the folder (all its clips, two of each other class); smaller folders, n random clips of the
+speaker's; and the clips of CREMA-D's six classes answered with those six only (`--classes`).
 """
 
 import argparse
@@ -20,8 +20,9 @@ from fbp_jax.evaluation import selection
 from fbp_jax.serving import timeline
 
 
-def speaker_folders(systems: list[str], part: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """[(labels [n], posteriors [n, C])] of every speaker of every fold's `part`."""
+def speaker_folders(systems: list[str], part: str):
+    """[(labels [n], posteriors [n, C])] of every speaker of every fold's `part`, and the
+    class names."""
     candidate = selection.ensemble_of([selection.load_candidate(w) for w in systems])
     folders = []
     for fold in candidate.folds.values():
@@ -30,7 +31,7 @@ def speaker_folders(systems: list[str], part: str) -> list[tuple[np.ndarray, np.
         for s in np.unique(speakers):
             rows = speakers == s
             folders.append((p.labels[rows], p.probabilities[rows]))
-    return folders
+    return folders, list(p.class_names)
 
 
 def accuracy(folders, pick, draws: int, rng) -> tuple[float, float]:
@@ -71,13 +72,28 @@ def one_class_a_third(labels, rng):
     return np.asarray(rows)
 
 
+def six_classes(folders, class_names):
+    """The folders as a corpus with CREMA-D's six classes would be read (`predict
+    --classes=neutral,happy,sad,angry,fear=fearful,disgust`): the clips of those classes,
+    posteriors restricted to them and renormalised."""
+    kept = [
+        class_names.index(c) for c in ("neutral", "happy", "sad", "angry", "fearful", "disgust")
+    ]
+    out = []
+    for labels, p in folders:
+        rows = np.isin(labels, kept)
+        q = p[rows][:, kept]
+        out.append((np.searchsorted(kept, labels[rows]), q / q.sum(1, keepdims=True)))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--systems", required=True, help="comma-separated CV workdirs")
     parser.add_argument("--part", default="validation", choices=selection.PARTS)
     parser.add_argument("--draws", type=int, default=20)
     args = parser.parse_args()
-    folders = speaker_folders(args.systems.split(","), args.part)
+    folders, class_names = speaker_folders(args.systems.split(","), args.part)
     num_classes = folders[0][1].shape[1]
     rng = np.random.default_rng(0)
     scenarios = [("every clip of the speaker", lambda y, r: np.arange(len(y)), 1)]
@@ -93,6 +109,8 @@ def main() -> None:
     for name, pick, draws in scenarios:
         plain, balanced = accuracy(folders, pick, draws, rng)
         print(f"| {name} | {plain:.1f} | {balanced:.1f} |")
+    plain, balanced = accuracy(six_classes(folders, class_names), scenarios[0][1], 1, rng)
+    print(f"| CREMA-D's six classes (--classes), their clips | {plain:.1f} | {balanced:.1f} |")
 
 
 if __name__ == "__main__":
