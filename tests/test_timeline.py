@@ -312,9 +312,8 @@ def test_balance_weights_undo_a_shift_toward_one_class():
 
 def test_balance_rescales_each_folder_of_enough_files(tmp_path):
     """A hum at the 'low' tone in one speaker's recordings makes the stand-in model answer
-    'low' for most of them; `balance` (a folder of at least `min_speaker_clips` files) gives
-    each file its own class again, and leaves a folder of fewer than three files per class
-    as it was."""
+    'low' for most of them; `balance` (a folder of at least three files per class) gives
+    each file its own class again, and leaves a smaller folder as it was."""
     folder, small = tmp_path / "speaker", tmp_path / "small"
     folder.mkdir(), small.mkdir()
     t = np.arange(int(1.2 * RATE)) / RATE
