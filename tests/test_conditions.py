@@ -42,6 +42,11 @@ def test_each_condition_changes_what_it_names():
     assert len(out["padded"]) == len(x) + 4 * RATE and not out["padded"][: 2 * RATE].any()
     np.testing.assert_allclose(out["quiet"], x / 10, rtol=1e-6)
     assert _band_power(out["telephone"], 0, 150) < 1e-3 * _band_power(x, 0, 150)
+    # Another microphone: the lows rolled off, the presence band raised, the middle kept.
+    gain_db = lambda lo, hi: (
+        10 * np.log10(_band_power(out["microphone"], lo, hi) / _band_power(x, lo, hi))
+    )
+    assert gain_db(20, 100) < -10 and 5 < gain_db(2000, 3000) < 9 and abs(gain_db(500, 1000)) < 1.5
     for name, snr in (("noise20", 20.0), ("noise10", 10.0)):
         noise = out[name] - x
         measured = 10 * np.log10(conditions.voiced_power(x) / np.mean(noise**2))

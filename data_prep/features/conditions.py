@@ -8,6 +8,8 @@ was recorded or stored, not what was said or how:
     padded       2 s of digital silence added at each end
     quiet        20 dB quieter
     telephone    band-limited to 300-3400 Hz (4th-order Butterworth band-pass)
+    microphone   another microphone's colouring: the lows rolled off below 200 Hz (2nd-order
+                 high-pass) and a +8 dB presence peak at 2.5 kHz (one octave wide)
     noise20      white noise at 20 dB SNR (relative to the power of the voiced frames)
     noise10      the same at 10 dB SNR
     pink10       pink (1/f power) noise at 10 dB SNR: most of its power where speech has its own
@@ -88,6 +90,23 @@ def gain(samples: np.ndarray, db: float) -> np.ndarray:
 def band_pass(samples: np.ndarray, low: float = 300.0, high: float = 3400.0) -> np.ndarray:
     sos = signal.butter(4, [low, high], btype="bandpass", fs=RATE, output="sos")
     return signal.sosfilt(sos, samples).astype(np.float32)
+
+
+def peaking(samples: np.ndarray, hz: float, db: float, q: float) -> np.ndarray:
+    """A peaking equaliser (the audio-EQ-cookbook biquad): +`db` at `hz`, bandwidth hz / q."""
+    a = 10.0 ** (db / 40.0)
+    w = 2.0 * np.pi * hz / RATE
+    alpha = np.sin(w) / (2.0 * q)
+    b = [1.0 + alpha * a, -2.0 * np.cos(w), 1.0 - alpha * a]
+    den = [1.0 + alpha / a, -2.0 * np.cos(w), 1.0 - alpha / a]
+    return signal.lfilter(b, den, samples)
+
+
+def microphone(samples: np.ndarray) -> np.ndarray:
+    """Another microphone: a roll-off below 200 Hz and a presence peak at 2.5 kHz."""
+    sos = signal.butter(2, 200.0, btype="highpass", fs=RATE, output="sos")
+    y = peaking(signal.sosfilt(sos, samples), 2500.0, 8.0, 1.41)
+    return np.clip(y, -1.0, 1.0).astype(np.float32)
 
 
 def white_noise(samples: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
@@ -188,6 +207,7 @@ CONDITIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "padded": pad,
     "quiet": lambda x: gain(x, -20.0),
     "telephone": band_pass,
+    "microphone": microphone,
     "noise20": lambda x: white_noise(x, 20.0),
     "noise10": lambda x: white_noise(x, 10.0),
     "pink10": lambda x: pink_noise(x, 10.0),
