@@ -718,7 +718,8 @@ def create_eval_dataset(
       split: TFDS split (arithmetic allowed).
       batch_size: examples per batch on this process.
       stats: normalisation statistics, or None.
-      keep_ids: also yield `clip_id` (bytes; '' for padding), for per-clip outputs.
+      keep_ids: also yield `clip_id` and `speaker` (bytes; '' for padding), for per-clip
+        outputs.
     """
     total = builder.info.splits[split].num_examples
     per_process = -(-total // jax.process_count())
@@ -731,13 +732,13 @@ def create_eval_dataset(
     def fn(ex):
         out = preprocess(ex, data_config=data_config, stats=normalizer, train=False)
         if keep_ids:
-            out["clip_id"] = ex["clip_id"]
+            out["clip_id"], out["speaker"] = ex["clip_id"], ex["speaker"]
         return out
 
     ds = ds.map(fn, tf.data.AUTOTUNE)
     pad = _padding_example(data_config)
     if keep_ids:
-        pad["clip_id"] = tf.constant("")
+        pad["clip_id"] = pad["speaker"] = tf.constant("")
     ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat())
     ds = ds.take(num_batches * batch_size).batch(batch_size)
     return ds.cache().prefetch(tf.data.AUTOTUNE) if data_config.cache else ds.prefetch(2)

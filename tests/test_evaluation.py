@@ -15,6 +15,7 @@ from fbp_jax.evaluation import evaluate as evaluate_lib
 from fbp_jax.evaluation import predictions as predictions_lib
 from fbp_jax.evaluation import significance
 from fbp_jax.evaluation.predictions import EvaluationError, Predictions
+from fbp_jax.serving import timeline
 
 # ----------------------------------------------------------------------------------------------
 # Metrics against hand-computed values
@@ -203,7 +204,7 @@ def test_padded_and_unpadded_evaluation_agree(amfbp_workdir):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("trained_runs")
-def test_evaluate_workdir_writes_metrics_and_predictions(amfbp_workdir, tmp_path):
+def test_evaluate_workdir_writes_metrics_and_predictions(amfbp_workdir, tmp_path, monkeypatch):
     out = str(tmp_path / "eval")
     predictions, metrics, out_dir = evaluate_lib.evaluate_workdir(
         amfbp_workdir, "validation", step="latest", output_dir=out, batch_size=16
@@ -221,6 +222,39 @@ def test_evaluate_workdir_writes_metrics_and_predictions(amfbp_workdir, tmp_path
     np.testing.assert_allclose(combined.probabilities, predictions.probabilities, atol=1e-6)
     assert combined.metrics()["weighted_accuracy"] == metrics["weighted_accuracy"]
     assert significance.mcnemar(members[0], again).p_two_sided == 1.0
+    # --balance: each speaker's answers balanced, written beside the plain evaluation. The
+    # tiny corpus's speakers have fewer than three clips per class each: left as they are ...
+    balanced, bal_metrics, bal_dir = evaluate_lib.evaluate_workdir(
+        amfbp_workdir, "validation", step="latest", batch_size=16, balance=True
+    )
+    assert bal_dir.endswith("-balanced") and bal_metrics["balanced"] is True
+    assert list(balanced.clip_ids) == list(predictions.clip_ids)
+    np.testing.assert_allclose(balanced.probabilities, predictions.probabilities)
+    # ... and balanced, each on its own, from two clips per class.
+    monkeypatch.setattr(timeline, "BALANCE_FILES_PER_CLASS", 2)
+    balanced = evaluate_lib.evaluate(amfbp_workdir, "validation", step="latest", balance=True)
+    speakers = _speakers(amfbp_workdir, "validation", predictions.clip_ids)
+    classes = len(predictions.class_names)
+    for speaker in set(speakers):
+        rows = speakers == speaker
+        assert rows.sum() >= 2 * classes
+        np.testing.assert_allclose(balanced.probabilities[rows].mean(0), 1 / classes, atol=0.02)
+    assert not np.allclose(balanced.probabilities, predictions.probabilities)
+
+
+def _speakers(workdir, split, clip_ids):
+    """Each clip's speaker, read from the records the workdir was trained on."""
+    import tensorflow_datasets as tfds
+
+    from fbp_jax import input_pipeline
+
+    config = workdir_lib.load_trained(workdir).config
+    builder = input_pipeline.prepared_builder(config.data)
+    by_id = {
+        ex["clip_id"].decode(): ex["speaker"].decode()
+        for ex in tfds.as_numpy(builder.as_dataset(split=split))
+    }
+    return np.asarray([by_id[c] for c in clip_ids])
 
 
 @pytest.mark.slow

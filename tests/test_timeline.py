@@ -308,6 +308,15 @@ def test_balance_weights_undo_a_shift_toward_one_class():
     fair /= fair.sum(1, keepdims=True)
     w = timeline.balance_weights(fair)
     np.testing.assert_allclose(w, 0.25, atol=0.03)
+    # Rows of several groups: each group of at least three rows per class is balanced on its
+    # own; a group of fewer is left as it is.
+    groups = ["shifted"] * 40 + ["fair"] * 40 + ["small"] * 11
+    rows = np.concatenate([p, fair, p[:11]])
+    out = timeline.balanced(rows, groups)
+    np.testing.assert_allclose(out[:40], q, atol=1e-9)
+    np.testing.assert_allclose(out[40:80].mean(0), 0.25, atol=0.01)
+    np.testing.assert_allclose(out[80:], rows[80:])
+    assert set(timeline.group_weights(rows, groups)) == {"shifted", "fair"}
 
 
 def test_balance_rescales_each_folder_of_enough_files(tmp_path):

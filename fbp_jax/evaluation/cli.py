@@ -64,6 +64,12 @@ def define_flags() -> None:
         "Speaker-normalised models: standardise each evaluated speaker with its own statistics "
         "(default) or with the training speakers' pooled statistics.",
     )
+    flags.DEFINE_bool(
+        "balance",
+        False,
+        "evaluate: each speaker's answers balanced (as `fbp-jax predict --balance` does for a "
+        "speaker folder); written to <split>-step<step>-balanced.",
+    )
     flags.DEFINE_list(
         "members", [], "ensemble: workdirs, predictions CSVs or cross-validation workdirs."
     )
@@ -97,6 +103,7 @@ def _run(command: str, args: Sequence[str]) -> None:
             data_name=FLAGS.data_name,
             save_outputs=FLAGS.save_outputs,
             speaker_stats=FLAGS.speaker_stats,
+            balance=FLAGS.balance,
         )
         print(f"{FLAGS.workdir}, step {metrics['step']}, split {metrics['split']}")
         print(format_metrics(metrics))

@@ -118,12 +118,7 @@ def _system_posteriors(model, clips, features, speaker_stats: str, crops: str) -
 
 def _balanced(posteriors: np.ndarray, clips) -> np.ndarray:
     """Each speaker's answers balanced (`predict --balance`, a speaker's clips one group)."""
-    out = posteriors.copy()
-    speakers = np.asarray([c.speaker for c in clips])
-    for speaker in np.unique(speakers):
-        rows = speakers == speaker
-        out[rows] *= timeline.balance_weights(posteriors[rows])
-    return out
+    return timeline.balanced(posteriors, [c.speaker for c in clips])
 
 
 def _correct(model, clips, posteriors: np.ndarray) -> np.ndarray:

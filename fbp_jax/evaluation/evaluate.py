@@ -6,6 +6,12 @@
 every clip once; with `data.speaker_norm` each speaker of the split standardised with its own
 statistics) and `save_evaluation` writes `metrics.json` (WA, UA, per-class accuracy, confusion
 matrix) and `predictions.csv` into `W/eval/<split>-step<step>/`.
+
+    fbp-jax evaluate --workdir=W --balance
+
+does the same with each speaker's answers balanced (`timeline.balanced`, as `predict
+--balance`: every class answered equally often on average over a speaker's clips; speakers of
+fewer than three clips per class as they are), into `W/eval/<split>-step<step>-balanced/`.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ def evaluate(
     keep_outputs: bool = True,
     keep_inputs: Callable[[int, str], bool] | None = None,
     speaker_stats: str | None = None,
+    balance: bool = False,
 ) -> Predictions:
     """Runs a checkpoint over every clip of a split through the evaluation pipeline.
 
@@ -73,6 +80,8 @@ def evaluate(
         `outputs['inputs']` (for figures).
       speaker_stats: for speaker-normalised models, 'own' (default: each evaluated speaker's
         statistics) or 'training' (the training speakers' pooled statistics).
+      balance: each speaker's answers balanced (`timeline.balanced`), as `predict --balance`
+        does for a speaker folder.
 
     Returns:
       Predictions of every clip of the split, in the split's order.
@@ -107,17 +116,18 @@ def evaluate(
     ds = input_pipeline.create_eval_dataset(
         builder, data_config, split, batch_size, loaded.stats, keep_ids=True
     )
-    ids, labels, probs = [], [], []
+    ids, speakers, labels, probs = [], [], [], []
     kept: dict[str, list[np.ndarray]] = {}
     inputs: dict[str, dict[str, np.ndarray]] = {}
     index = 0
     for batch in _as_numpy(ds):
         mask = batch.pop("mask").astype(bool)
-        clip_ids = batch.pop("clip_id")
+        clip_ids, clip_speakers = batch.pop("clip_id"), batch.pop("speaker")
         out = loaded.apply_fn(batch)
         for i in np.flatnonzero(mask):
             clip_id = clip_ids[i].decode() if isinstance(clip_ids[i], bytes) else str(clip_ids[i])
             ids.append(clip_id)
+            speakers.append(clip_speakers[i])
             if keep_inputs is not None and keep_inputs(index, clip_id):
                 inputs[clip_id] = {k: v[i] for k, v in batch.items() if k != "label"}
             index += 1
@@ -131,9 +141,13 @@ def evaluate(
     if inputs:
         outputs["inputs"] = inputs
     source = f"{loaded.workdir} (step {loaded.step}, {split})"
-    return Predictions(
-        ids, np.concatenate(labels), np.concatenate(probs), class_names, outputs, source
-    )
+    probs = np.concatenate(probs)
+    if balance:
+        from fbp_jax.serving import timeline
+
+        probs = timeline.balanced(probs, speakers)
+        source += ", each speaker's answers balanced"
+    return Predictions(ids, np.concatenate(labels), probs, class_names, outputs, source)
 
 
 def _as_numpy(ds) -> Iterable[dict[str, np.ndarray]]:
@@ -183,6 +197,7 @@ def evaluate_workdir(
     data_name: str | None = None,
     save_outputs: bool = False,
     speaker_stats: str | None = None,
+    balance: bool = False,
 ) -> tuple[Predictions, dict[str, Any], str]:
     """`evaluate` then `save_evaluation`; returns (predictions, metrics, output dir)."""
     loaded = _load(workdir, step)
@@ -195,8 +210,9 @@ def evaluate_workdir(
         data_name=data_name,
         keep_outputs=True,  # mu and eta go into predictions.csv
         speaker_stats=speaker_stats,
+        balance=balance,
     )
-    suffix = f"-{speaker_stats}-stats" if speaker_stats else ""
+    suffix = (f"-{speaker_stats}-stats" if speaker_stats else "") + ("-balanced" if balance else "")
     output_dir = output_dir or os.path.join(
         workdir, "eval", f"{split_dirname(split)}-step{loaded.step}{suffix}"
     )
@@ -207,6 +223,7 @@ def evaluate_workdir(
         "data": data_name or loaded.config.data.name,
         "fusion": loaded.fusion,
         "speaker_stats": speaker_stats or loaded.config.data.get("speaker_stats", "own"),
+        "balanced": balance,
     }
     metrics = save_evaluation(predictions, output_dir, info, save_outputs)
     return predictions, metrics, output_dir

@@ -559,38 +559,29 @@ def predict_files(
     return balance_groups(rows, groups) if balance else rows
 
 
-BALANCE_FILES_PER_CLASS = 3  # A group of fewer files per class is not balanced.
-
-
 def balance_groups(
     rows: list[tuple[str, timeline.Timeline | str]], groups: str
 ) -> list[tuple[str, timeline.Timeline | str]]:
     """`predict_files` rows with each group's answers balanced: every file's posteriors
-    times the class weights (`timeline.balance_weights`) under which the group's files answer
+    times the class weights (`timeline.group_weights`) under which the group's files answer
     every class equally often on average. A group is a folder (all files with `groups='all'`)
-    of at least `BALANCE_FILES_PER_CLASS` files per class answered; smaller ones are left as
-    they are. It assumes that the group holds its classes about equally often, as an acted
-    corpus's speaker folders do."""
-    members = collections.defaultdict(list)
-    for i, (path, t) in enumerate(rows):
-        if not isinstance(t, str) and t.voiced.any():
-            members[_speaker_key(path, "all" if groups == "all" else "folder")].append(i)
+    of at least `timeline.BALANCE_FILES_PER_CLASS` files per class answered; smaller ones are
+    left as they are. It assumes that the group holds its classes about equally often, as an
+    acted corpus's speaker folders do."""
+    idx = [i for i, (_, t) in enumerate(rows) if not isinstance(t, str) and t.voiced.any()]
+    if not idx:
+        return rows
+    keys = [_speaker_key(rows[i][0], "all" if groups == "all" else "folder") for i in idx]
+    answers = [list(rows[i][1].summary()["probabilities"].values()) for i in idx]
+    weights = timeline.group_weights(answers, keys)
+    sizes = collections.Counter(keys)
+    for key in sizes.keys() - weights.keys():
+        logging.info("%s: %d files, too few to balance.", key or "all files", sizes[key])
     out = list(rows)
-    for key, idx in members.items():
-        min_clips = BALANCE_FILES_PER_CLASS * len(rows[idx[0]][1].class_names)
-        if len(idx) < min_clips:
-            logging.info(
-                "%s: %d files, fewer than %d: not balanced.",
-                key or "all files",
-                len(idx),
-                min_clips,
-            )
-            continue
-        answers = [rows[i][1].summary()["probabilities"] for i in idx]
-        w = timeline.balance_weights([list(a.values()) for a in answers])
-        note = f"answers balanced over the {len(idx)} files of its group"
-        for i in idx:
-            out[i] = (rows[i][0], timeline.reweighted(rows[i][1], w, note))
+    for i, key in zip(idx, keys):
+        if key in weights:
+            note = f"answers balanced over the {sizes[key]} files of its group"
+            out[i] = (rows[i][0], timeline.reweighted(rows[i][1], weights[key], note))
     return out
 
 

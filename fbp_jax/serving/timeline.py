@@ -522,6 +522,46 @@ def balance_weights(probabilities: np.ndarray, iterations: int = BALANCE_ITERATI
     return w / w.sum()
 
 
+BALANCE_FILES_PER_CLASS = 3  # A group of fewer files per class is not balanced.
+
+
+def group_weights(
+    probabilities: np.ndarray,
+    groups: Sequence[str],
+    files_per_class: int | None = None,
+) -> dict[str, np.ndarray]:
+    """{group: [C] class weights (`balance_weights`)} for every group of the [N, C] rows
+    holding at least `files_per_class` rows per class (default `BALANCE_FILES_PER_CLASS`);
+    smaller groups get none (a few files say too little about how often a group answers each
+    class)."""
+    files_per_class = files_per_class or BALANCE_FILES_PER_CLASS
+    p = np.asarray(probabilities, np.float64)
+    groups = np.asarray(groups, dtype=object)
+    if groups.shape != p.shape[:1]:
+        raise ValueError(f"{len(groups)} group keys for {len(p)} rows of posteriors")
+    weights = {}
+    for key in dict.fromkeys(groups):
+        rows = groups == key
+        if rows.sum() >= files_per_class * p.shape[1]:
+            weights[key] = balance_weights(p[rows])
+    return weights
+
+
+def balanced(
+    probabilities: np.ndarray,
+    groups: Sequence[str],
+    files_per_class: int | None = None,
+) -> np.ndarray:
+    """The [N, C] rows with each group's answers balanced (`group_weights`), renormalised;
+    the rows of groups too small to balance as they are."""
+    p = np.array(probabilities, np.float64)
+    groups = np.asarray(groups, dtype=object)
+    for key, w in group_weights(p, groups, files_per_class).items():
+        rows = groups == key
+        p[rows] = p[rows] * w / (p[rows] * w).sum(axis=1, keepdims=True)
+    return p
+
+
 def reweighted(t: Timeline, weights: np.ndarray, note: str) -> Timeline:
     """The timeline with every window's posteriors times `weights`, renormalised."""
     p = t.probabilities * weights
