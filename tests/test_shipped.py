@@ -1,6 +1,6 @@
 """The shipped models under changed recording conditions: real RAVDESS clips of two actors,
-trimmed to their speech, padded with silence, 20 dB quieter, band-limited to a telephone and
-with white noise at 20 dB SNR, each condition predicted as a user would (one folder per actor;
+trimmed to their speech, padded with silence, 20 dB quieter, band-limited to a telephone,
+through another microphone and with white noise at 20 dB SNR, each condition predicted as a user would (one folder per actor;
 the AV model with the clip table of OpenFace features). The shipped weights have heard these
 actors, so this is not an accuracy estimate (the model cards give that): it checks that a
 change of level, silence or microphone does not collapse a model onto one class, the failure
@@ -26,7 +26,7 @@ pytestmark = [
 ]
 
 ACTORS = ("Actor_01", "Actor_08")
-CONDITIONS = ("original", "trimmed", "padded", "quiet", "telephone", "noise20")
+CONDITIONS = ("original", "trimmed", "padded", "quiet", "telephone", "microphone", "noise20")
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
 
