@@ -41,6 +41,9 @@ def test_each_condition_changes_what_it_names():
     assert len(out["trimmed"]) < len(x) - RATE * 0.8  # the half seconds of silence went
     assert len(out["padded"]) == len(x) + 4 * RATE and not out["padded"][: 2 * RATE].any()
     np.testing.assert_allclose(out["quiet"], x / 10, rtol=1e-6)
+    clipped = out["clipped"]
+    assert np.abs(clipped).max() == 1.0 and np.mean(np.abs(clipped) == 1.0) > 0.01
+    np.testing.assert_allclose(out["dc_offset"] - x, 0.05, atol=1e-6)
     assert _band_power(out["telephone"], 0, 150) < 1e-3 * _band_power(x, 0, 150)
     # Another microphone: the lows rolled off, the presence band raised, the middle kept.
     gain_db = lambda lo, hi: (

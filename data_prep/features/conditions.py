@@ -7,6 +7,9 @@ was recorded or stored, not what was said or how:
     trimmed      leading and trailing frames 35 dB below the loudest cut off
     padded       2 s of digital silence added at each end
     quiet        20 dB quieter
+    clipped      overdriven: the peak raised to 12 dB above full scale and cut off there (an
+                 input gain set too high)
+    dc_offset    a constant 0.05 of full scale added (a cheap microphone input)
     telephone    band-limited to 300-3400 Hz (4th-order Butterworth band-pass)
     microphone   another microphone's colouring: the lows rolled off below 200 Hz (2nd-order
                  high-pass) and a +8 dB presence peak at 2.5 kHz (one octave wide)
@@ -85,6 +88,11 @@ def pad(samples: np.ndarray, seconds: float = 2.0) -> np.ndarray:
 
 def gain(samples: np.ndarray, db: float) -> np.ndarray:
     return samples * np.float32(10.0 ** (db / 20.0))
+
+
+def clip_overdriven(samples: np.ndarray, db: float = 12.0) -> np.ndarray:
+    peak = max(float(np.abs(samples).max()), 1e-12)
+    return np.clip(samples * np.float32(10.0 ** (db / 20.0) / peak), -1.0, 1.0).astype(np.float32)
 
 
 def band_pass(samples: np.ndarray, low: float = 300.0, high: float = 3400.0) -> np.ndarray:
@@ -206,6 +214,8 @@ CONDITIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "trimmed": trim,
     "padded": pad,
     "quiet": lambda x: gain(x, -20.0),
+    "clipped": clip_overdriven,
+    "dc_offset": lambda x: (x + np.float32(0.05)).astype(np.float32),
     "telephone": band_pass,
     "microphone": microphone,
     "noise20": lambda x: white_noise(x, 20.0),
