@@ -61,6 +61,22 @@ def test_spectrogram_matches_scipy_stft():
     assert np.all(ours.argmax(axis=1) == 50)  # 1 kHz / 20 Hz per bin
 
 
+def test_a_dc_offset_changes_nothing():
+    """A constant offset of the recording chain leaks through the window into every bin of
+    the quiet frames unless it is removed (above -60 dBFS; a smaller one is left exactly as
+    it is, so that clean recordings keep the features the models were trained on)."""
+    x = np.concatenate([np.zeros(8000), _tone(0.5, freq=300.0), np.zeros(8000)]) * 0.3
+    plain = audio_lib.log_spectrogram(x)
+    assert audio_lib.dc_offset(x + 0.05) == pytest.approx(0.05, abs=1e-4)
+    np.testing.assert_allclose(audio_lib.log_spectrogram(x + 0.05), plain, atol=1e-3)
+    offset = audio_lib.log_spectrogram(x + 0.05, remove_dc=False)
+    assert np.median(offset[:40, 50:]) > np.median(plain[:40, 50:]) + 10  # quiet frames lit up
+    small = x + 5e-4
+    np.testing.assert_array_equal(
+        audio_lib.log_spectrogram(small), audio_lib.log_spectrogram(small, remove_dc=False)
+    )
+
+
 def test_load_audio_converts_rate_and_channels(tmp_path):
     x = _tone(1.0, rate=48000)
     path = str(tmp_path / "stereo.wav")
