@@ -157,7 +157,8 @@ class FaceCorpusBuilder(base.CorpusBuilder, skip_registration=True):
     """
 
     # 2: frames decoded at the detector's size (aligned from it, not from the full frame).
-    EXTRACTION_VERSION: ClassVar[str] = "2"
+    # 3: a DC offset above -60 dBFS removed before the spectrogram.
+    EXTRACTION_VERSION: ClassVar[str] = "3"
     INTERNAL_KEYS: ClassVar[tuple[str, ...]] = ("__notes__", _STATS_KEY)
     CLASSES: ClassVar[tuple[str, ...]] = ()
     HOMEPAGE: ClassVar[str] = ""
