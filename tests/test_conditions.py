@@ -54,10 +54,14 @@ def test_each_condition_changes_what_it_names():
         noise = out[name] - x
         measured = 10 * np.log10(conditions.voiced_power(x) / np.mean(noise**2))
         assert abs(measured - snr) < 0.5, name
-    for name in ("pink10", "babble10"):
+    for name in ("pink10", "babble10", "hum20"):
         noise = out[name] - x
         measured = 10 * np.log10(conditions.voiced_power(x) / np.mean(noise**2))
-        assert abs(measured - 10.0) < 0.5, name
+        assert abs(measured - (20.0 if name == "hum20" else 10.0)) < 0.5, name
+    f, p = signal.welch(out["hum20"] - x, RATE, nperseg=8192)
+    band = lambda lo, hi: p[(f >= lo) & (f < hi)].sum()
+    assert band(45, 55) > 100 * band(65, 85)  # 50 Hz and its harmonics, nothing between them
+    assert band(145, 155) > 100 * band(165, 185) and band(1010, 1500) < 1e-3 * band(45, 55)
     white, pink = out["noise10"] - x, out["pink10"] - x
     # Pink: power falls with frequency (1/f: 10 dB a decade), white: flat.
     assert _band_power(pink, 100, 1000) > 5 * _band_power(pink, 1000, 8000) / 7

@@ -18,6 +18,8 @@ was recorded or stored, not what was said or how:
     pink10       pink (1/f power) noise at 10 dB SNR: most of its power where speech has its own
     babble10     six time-reversed, circularly shifted copies of the clip summed, at 10 dB SNR:
                  a speech-shaped, fluctuating masker (unintelligible voices of the same talker)
+    hum20        mains hum: 50 Hz and its harmonics up to 1 kHz (amplitudes falling as 1/k) at
+                 20 dB below the voiced frames' power
     noise10_inside   noise10 inside the voiced span only, the silence around it left clean
     babble10_inside  babble10 the same way (a masker that starts and stops with the speech:
                  what a condition costs beyond filling the silence the model takes in)
@@ -141,6 +143,14 @@ def pink_noise(samples: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
     return _add_at_snr(samples, np.fft.irfft(spectrum, len(samples)), snr_db)
 
 
+def hum(samples: np.ndarray, snr_db: float, mains_hz: float = 50.0) -> np.ndarray:
+    """Mains hum: the harmonics of `mains_hz` up to 1 kHz, the k-th at amplitude 1/k."""
+    t = np.arange(len(samples)) / RATE
+    ks = np.arange(1, int(1000 // mains_hz) + 1)
+    noise = sum(np.sin(2 * np.pi * mains_hz * k * t + k) / k for k in ks)
+    return _add_at_snr(samples, noise, snr_db)
+
+
 def babble(samples: np.ndarray, snr_db: float, talkers: int = 6, seed: int = 0) -> np.ndarray:
     """The clip masked by `talkers` time-reversed copies of itself, each circularly shifted by
     a random offset: speech-shaped noise that comes and goes as speech does."""
@@ -222,6 +232,7 @@ CONDITIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "noise10": lambda x: white_noise(x, 10.0),
     "pink10": lambda x: pink_noise(x, 10.0),
     "babble10": lambda x: babble(x, 10.0),
+    "hum20": lambda x: hum(x, 20.0),
     "noise10_inside": lambda x: inside(x, lambda y: white_noise(y, 10.0)),
     "babble10_inside": lambda x: inside(x, lambda y: babble(y, 10.0)),
     "resampled": resample_through,
