@@ -12,7 +12,7 @@ def test_benchmark_command_writes_table_and_json(tmp_path):
         + "from absl import app\nfrom fbp_jax.tools import benchmark\nbenchmark.define_flags()\napp.run(benchmark.main)\n"
     )
     args = [
-        "--variants=video,g_fbp",
+        "--variants=video",  # cheap to compile; gpu_check's smoke test benchmarks am_fbp
         "--batch_sizes=4",
         "--dtypes=float32,bfloat16",
         "--parallel=pmap,jit",
@@ -26,7 +26,7 @@ def test_benchmark_command_writes_table_and_json(tmp_path):
     proc = run_script(script, *args)
     assert "train ex/s" in proc.stdout and "matmul peak" in proc.stdout
     result = json.loads(out.read_text())
-    assert len(result["rows"]) == 8
+    assert len(result["rows"]) == 4
     assert {r["parallel"] for r in result["rows"]} == {"pmap", "jit"}
     for row in result["rows"]:
         assert row["train_ex_s"] > 0 and row["infer_ex_s"] > 0 and row["compile_s"] > 0
