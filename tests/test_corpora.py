@@ -69,12 +69,38 @@ def test_a_dc_offset_changes_nothing():
     plain = audio_lib.log_spectrogram(x)
     assert audio_lib.dc_offset(x + 0.05) == pytest.approx(0.05, abs=1e-4)
     np.testing.assert_allclose(audio_lib.log_spectrogram(x + 0.05), plain, atol=1e-3)
-    offset = audio_lib.log_spectrogram(x + 0.05, remove_dc=False)
+    offset = audio_lib.log_spectrogram(x + 0.05, repair=False)
     assert np.median(offset[:40, 50:]) > np.median(plain[:40, 50:]) + 10  # quiet frames lit up
     small = x + 5e-4
     np.testing.assert_array_equal(
-        audio_lib.log_spectrogram(small), audio_lib.log_spectrogram(small, remove_dc=False)
+        audio_lib.log_spectrogram(small), audio_lib.log_spectrogram(small, repair=False)
     )
+
+
+@pytest.mark.parametrize("mains", [50.0, 60.0])
+def test_mains_hum_is_found_and_notched(mains):
+    """A hum of either mains frequency under speech-like sound with pauses is found (its
+    harmonics, not the voice's) and notched, so the quiet frames go quiet again; the speech
+    alone, or a recording shorter than a second, is left exactly as it is."""
+    from data_prep.features import conditions
+    from data_prep.testclips import speech_like
+
+    voice = speech_like(2.0, 16000, seed=1).astype(np.float64).reshape(-1)
+    x = np.concatenate([np.zeros(16000), 0.3 * voice / np.abs(voice).max(), np.zeros(16000)])
+    x += 1e-4 * np.random.default_rng(0).standard_normal(len(x))  # the room
+    hummed = conditions.hum(x.astype(np.float32), 20.0, mains_hz=mains).astype(np.float64)
+    assert audio_lib.hum_lines(x) == []
+    lines = audio_lib.hum_lines(hummed)
+    assert lines[:4] == [mains * k for k in (1, 2, 3, 4)] and all(h % mains == 0 for h in lines)
+    clean, with_hum = audio_lib.log_spectrogram(x), audio_lib.log_spectrogram(hummed)
+    unremoved = audio_lib.log_spectrogram(hummed, repair=False)
+    quiet = slice(10, 90)  # frames of the first second's pause
+    assert np.mean(unremoved[quiet, :20]) > np.mean(clean[quiet, :20]) + 5
+    assert np.mean(with_hum[quiet, :20]) < np.mean(clean[quiet, :20]) + 2
+    np.testing.assert_array_equal(
+        audio_lib.log_spectrogram(x), audio_lib.log_spectrogram(x, repair=False)
+    )
+    assert audio_lib.hum_lines(hummed[:15000]) == []
 
 
 def test_load_audio_converts_rate_and_channels(tmp_path):

@@ -4,9 +4,11 @@ The features are computed once, in data_prep:
 
 * 16 kHz mono (other rates are resampled with a polyphase filter, other channel counts
   downmixed by averaging, both reported by the caller, never rejected);
-* a DC offset of the recording chain above -60 dBFS removed (the median of the 10 ms blocks'
+* the recording chain's faults repaired: a 50 or 60 Hz mains hum notched out (`hum_lines`,
+  `remove_hum`), then a DC offset above -60 dBFS removed (the median of the 10 ms blocks'
   means; it would otherwise leak through the window into every bin of the quiet frames, and
-  below it the leakage stays under about -100 dBFS);
+  below it the leakage stays under about -100 dBFS); a recording without either is left
+  exactly as it is;
 * Hamming window of 40 ms (640 samples), hop 10 ms (160 samples), 800-point DFT;
 * the 200 lowest bins (0-3980 Hz, 20 Hz apart) of the log power spectrum.
 
@@ -262,13 +264,61 @@ def _check(audio: Audio, path: str, min_seconds: float) -> Audio:
 
 def dc_offset(samples: np.ndarray) -> float:
     """The recording's DC offset: the median of its 10 ms blocks' means (speech and noise
-    average to about zero over most blocks; a constant offset shifts every one)."""
+    average to about zero over most blocks; a constant offset shifts every one). A mains hum
+    would bias it (10 ms is not a whole number of 60 Hz periods): remove that first."""
     n = len(samples) // HOP * HOP
     return float(np.median(np.asarray(samples[:n], np.float64).reshape(-1, HOP).mean(axis=1)))
 
 
+MAINS_HZ = (50.0, 60.0)
+HUM_LINE_DB = 10.0  # A mains harmonic stands this far above its neighbourhood: a hum line.
+
+
+def hum_lines(samples: np.ndarray) -> list[float]:
+    """The frequencies (Hz) of a mains hum's harmonics in the recording, or [] without one.
+
+    From the power spectrum at 1 Hz resolution (1 s segments, half overlapping, the minimum
+    over them in each bin; shorter recordings: []), harmonic k of 50 or 60 Hz (up to 4 kHz)
+    is a line where the peak within 1 Hz of it stands `HUM_LINE_DB` above the median 5-15 Hz
+    either side. A hum is at least 4 lines among the first 6 harmonics (speech, whose pitch
+    moves, leaves none; the mains with more lines wins).
+    """
+    if len(samples) < SAMPLE_RATE:
+        return []
+    # The quietest second's power in each bin: a hum stays in the pauses, speech does not.
+    f, _, segments = signal.spectrogram(
+        np.asarray(samples, np.float64), SAMPLE_RATE, nperseg=SAMPLE_RATE, noverlap=SAMPLE_RATE // 2
+    )
+    p = segments.min(axis=1)
+    best: list[float] = []
+    for mains in MAINS_HZ:
+        lines, first = [], 0
+        for k in range(1, int(NUM_BINS * SAMPLE_RATE / NFFT // mains) + 1):
+            hz = k * mains
+            peak = p[np.abs(f - hz) <= 1.0].max()
+            ring = p[(np.abs(f - hz) >= 5.0) & (np.abs(f - hz) <= 15.0)]
+            if 10.0 * np.log10(max(peak, 1e-30) / max(np.median(ring), 1e-30)) >= HUM_LINE_DB:
+                lines.append(hz)
+                first += k <= 6
+        if first >= 4 and len(lines) > len(best):
+            best = lines
+    return best
+
+
+def remove_hum(samples: np.ndarray, lines: Sequence[float]) -> np.ndarray:
+    """The samples with a notch (Q 30) at each hum line. The notches first run over the
+    recording's first second (a whole number of periods of any mains, so the hum goes on in
+    phase), which is then dropped: their start-up transient has died out by the recording."""
+    x = np.asarray(samples, np.float64)
+    out = np.concatenate([x[:SAMPLE_RATE], x])
+    for hz in lines:
+        b, a = signal.iirnotch(hz, 30.0, fs=SAMPLE_RATE)
+        out = signal.lfilter(b, a, out)
+    return out[SAMPLE_RATE:]
+
+
 def log_spectrogram(
-    samples: np.ndarray, path: str = "<samples>", remove_dc: bool = True
+    samples: np.ndarray, path: str = "<samples>", repair: bool = True
 ) -> np.ndarray:
     """Log-power spectrogram of 16 kHz mono samples, the paper's parameters.
 
@@ -277,7 +327,8 @@ def log_spectrogram(
     Args:
       samples: float [n], n >= 640.
       path: the file the samples come from, for the error message.
-      remove_dc: subtract a DC offset larger than `DC_LIMIT` (`dc_offset`).
+      repair: remove a DC offset larger than `DC_LIMIT` (`dc_offset`) and a mains hum
+        (`hum_lines`) first.
 
     Returns:
       float32 [1 + (n - 640) // 160, 200]: natural log of |DFT|^2 of Hamming-windowed frames.
@@ -288,7 +339,10 @@ def log_spectrogram(
     samples = np.asarray(samples, np.float64)
     if samples.ndim != 1 or len(samples) < WINDOW:
         raise ValueError(f"Expected mono samples of at least {WINDOW}, got {samples.shape}.")
-    if remove_dc:
+    if repair:
+        lines = hum_lines(samples - samples.mean())
+        if lines:
+            samples = remove_hum(samples, lines)  # The notches pass a DC offset as it is.
         dc = dc_offset(samples)
         if abs(dc) > DC_LIMIT:
             samples = samples - dc

@@ -146,8 +146,8 @@ def _checked(path: str, x: np.ndarray) -> np.ndarray:
 
 def spectrogram_blocks(chunks: Iterable[np.ndarray], path: str = "<audio>") -> Iterator[np.ndarray]:
     """Log-power spectrogram frames [n, 200] of consecutive sample chunks, block by block:
-    concatenated, they equal `audio.log_spectrogram` of the whole signal (a DC offset above
-    `audio.DC_LIMIT` is estimated and removed block by block)."""
+    concatenated, they equal `audio.log_spectrogram` of the whole signal (a DC offset or a
+    mains hum is found and removed block by block)."""
     carry = np.zeros(0, np.float32)
     hop, window = audio_lib.HOP, audio_lib.WINDOW
     for chunk in chunks:
