@@ -71,7 +71,7 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     extraction processes (None: all cores).
     """
 
-    # 2: a DC offset above -60 dBFS removed before the spectrogram.
+    # 2: a mains hum and a DC offset above -60 dBFS removed before the spectrogram.
     EXTRACTION_VERSION: ClassVar[str] = "2"
     # Keys of a cached example that are for the report, not the records.
     INTERNAL_KEYS: ClassVar[tuple[str, ...]] = ("__notes__",)

@@ -157,7 +157,7 @@ class FaceCorpusBuilder(base.CorpusBuilder, skip_registration=True):
     """
 
     # 2: frames decoded at the detector's size (aligned from it, not from the full frame).
-    # 3: a DC offset above -60 dBFS removed before the spectrogram.
+    # 3: a mains hum and a DC offset above -60 dBFS removed before the spectrogram.
     EXTRACTION_VERSION: ClassVar[str] = "3"
     INTERNAL_KEYS: ClassVar[tuple[str, ...]] = ("__notes__", _STATS_KEY)
     CLASSES: ClassVar[tuple[str, ...]] = ()
