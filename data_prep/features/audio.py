@@ -285,23 +285,21 @@ def hum_lines(samples: np.ndarray) -> list[float]:
     """
     if len(samples) < SAMPLE_RATE:
         return []
-    # The quietest second's power in each bin: a hum stays in the pauses, speech does not.
-    f, _, segments = signal.spectrogram(
+    # The quietest second's power in each bin (1 Hz apart: bin i is i Hz): a hum stays in the
+    # pauses, speech does not.
+    _, _, segments = signal.spectrogram(
         np.asarray(samples, np.float64), SAMPLE_RATE, nperseg=SAMPLE_RATE, noverlap=SAMPLE_RATE // 2
     )
-    p = segments.min(axis=1)
+    p = np.maximum(segments.min(axis=1), 1e-30)
     best: list[float] = []
     for mains in MAINS_HZ:
-        lines, first = [], 0
-        for k in range(1, int(NUM_BINS * SAMPLE_RATE / NFFT // mains) + 1):
-            hz = k * mains
-            peak = p[np.abs(f - hz) <= 1.0].max()
-            ring = p[(np.abs(f - hz) >= 5.0) & (np.abs(f - hz) <= 15.0)]
-            if 10.0 * np.log10(max(peak, 1e-30) / max(np.median(ring), 1e-30)) >= HUM_LINE_DB:
-                lines.append(hz)
-                first += k <= 6
-        if first >= 4 and len(lines) > len(best):
-            best = lines
+        hz = mains * np.arange(1, int(NUM_BINS * SAMPLE_RATE / NFFT // mains) + 1)
+        i = np.rint(hz).astype(int)[:, None]
+        peak = p[i + np.arange(-1, 2)].max(axis=1)
+        ring = np.median(p[i + np.r_[-15:-4, 5:16]], axis=1)
+        line = 10.0 * np.log10(peak / ring) >= HUM_LINE_DB
+        if line[:6].sum() >= 4 and line.sum() > len(best):
+            best = [float(h) for h in hz[line]]
     return best
 
 
