@@ -199,11 +199,21 @@ def open_source(path: str, model: ServingModel, openface: str | None = None) -> 
     if info.has_video:
         notes.append("the video stream was not read (the model reads audio only)")
 
+    kept: list[np.ndarray] = []  # A file of one block, kept: the passes over it decode once.
+
     def blocks():
+        if kept:
+            yield from kept
+            return
+        read: list[np.ndarray] = []
         try:
-            yield from media.spectrogram_blocks(media.audio_chunks(path), path)
+            for block in media.spectrogram_blocks(media.audio_chunks(path), path):
+                read.append(block)
+                yield block
         except BadClip as e:
             raise PredictError(str(e)) from e
+        if len(read) == 1:  # A longer recording streams again (memory stays flat).
+            kept.extend(read)
 
     if au_model:
         video, valid = _openface_video(path, openface, info.duration_s, model)

@@ -525,16 +525,10 @@ def balance_weights(probabilities: np.ndarray, iterations: int = BALANCE_ITERATI
 BALANCE_FILES_PER_CLASS = 3  # A group of fewer files per class is not balanced.
 
 
-def group_weights(
-    probabilities: np.ndarray,
-    groups: Sequence[str],
-    files_per_class: int | None = None,
-) -> dict[str, np.ndarray]:
+def group_weights(probabilities: np.ndarray, groups: Sequence[str]) -> dict[str, np.ndarray]:
     """{group: [C] class weights (`balance_weights`)} for every group of the [N, C] rows
-    holding at least `files_per_class` rows per class (default `BALANCE_FILES_PER_CLASS`);
-    smaller groups get none (a few files say too little about how often a group answers each
-    class)."""
-    files_per_class = files_per_class or BALANCE_FILES_PER_CLASS
+    holding at least `BALANCE_FILES_PER_CLASS` rows per class; smaller groups get none (a few
+    files say too little about how often a group answers each class)."""
     p = np.asarray(probabilities, np.float64)
     groups = np.asarray(groups, dtype=object)
     if groups.shape != p.shape[:1]:
@@ -542,21 +536,17 @@ def group_weights(
     weights = {}
     for key in dict.fromkeys(groups):
         rows = groups == key
-        if rows.sum() >= files_per_class * p.shape[1]:
+        if rows.sum() >= BALANCE_FILES_PER_CLASS * p.shape[1]:
             weights[key] = balance_weights(p[rows])
     return weights
 
 
-def balanced(
-    probabilities: np.ndarray,
-    groups: Sequence[str],
-    files_per_class: int | None = None,
-) -> np.ndarray:
+def balanced(probabilities: np.ndarray, groups: Sequence[str]) -> np.ndarray:
     """The [N, C] rows with each group's answers balanced (`group_weights`), renormalised;
     the rows of groups too small to balance as they are."""
     p = np.array(probabilities, np.float64)
     groups = np.asarray(groups, dtype=object)
-    for key, w in group_weights(p, groups, files_per_class).items():
+    for key, w in group_weights(p, groups).items():
         rows = groups == key
         p[rows] = p[rows] * w / (p[rows] * w).sum(axis=1, keepdims=True)
     return p
