@@ -62,6 +62,9 @@ def test_each_condition_changes_what_it_names():
     band = lambda lo, hi: p[(f >= lo) & (f < hi)].sum()
     assert band(45, 55) > 100 * band(65, 85)  # 50 Hz and its harmonics, nothing between them
     assert band(145, 155) > 100 * band(165, 185) and band(1010, 1500) < 1e-3 * band(45, 55)
+    # The drifting grid's hum: the same, its sixth harmonic at 301.2 Hz (zero-padded to 0.1 Hz).
+    drift = np.abs(np.fft.rfft(out["hum20_drift"] - x, 10 * RATE))
+    assert abs(np.argmax(drift[2900:3100]) / 10 + 290 - 301.2) < 0.15
     white, pink = out["noise10"] - x, out["pink10"] - x
     # Pink: power falls with frequency (1/f: 10 dB a decade), white: flat.
     assert _band_power(pink, 100, 1000) > 5 * _band_power(pink, 1000, 8000) / 7

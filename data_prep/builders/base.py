@@ -72,7 +72,8 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """
 
     # 2: a mains hum and a DC offset above -60 dBFS removed before the spectrogram.
-    EXTRACTION_VERSION: ClassVar[str] = "2"
+    # 3: the hum notched at the harmonics of its measured fundamental (a grid off 50 / 60 Hz).
+    EXTRACTION_VERSION: ClassVar[str] = "3"
     # Keys of a cached example that are for the report, not the records.
     INTERNAL_KEYS: ClassVar[tuple[str, ...]] = ("__notes__",)
     num_workers: int | None = None

@@ -4,7 +4,7 @@ The features are computed once, in data_prep:
 
 * 16 kHz mono (other rates are resampled with a polyphase filter, other channel counts
   downmixed by averaging, both reported by the caller, never rejected);
-* the recording chain's faults repaired: a 50 or 60 Hz mains hum notched out (`hum_lines`,
+* the recording chain's faults repaired: a 50 or 60 Hz mains hum notched out (`find_hum`,
   `remove_hum`), then a DC offset above -60 dBFS removed (the median of the 10 ms blocks'
   means; it would otherwise leak through the window into every bin of the quiet frames, and
   below it the leakage stays under about -100 dBFS); a recording without either is left
@@ -23,6 +23,7 @@ import math
 import os
 import struct
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import soundfile
@@ -274,45 +275,80 @@ MAINS_HZ = (50.0, 60.0)
 HUM_LINE_DB = 10.0  # A mains harmonic stands this far above its neighbourhood: a hum line.
 
 
-def hum_lines(samples: np.ndarray) -> list[float]:
-    """The frequencies (Hz) of a mains hum's harmonics in the recording, or [] without one.
+class Hum(NamedTuple):
+    """A mains hum: its fundamental (Hz, as measured) and the frequencies of its lines."""
+
+    mains_hz: float
+    lines: tuple[float, ...]
+
+
+def find_hum(samples: np.ndarray) -> Hum | None:
+    """The recording's mains hum, or None.
 
     From the power spectrum at 1 Hz resolution (1 s segments, half overlapping, the minimum
-    over them in each bin; shorter recordings: []), harmonic k of 50 or 60 Hz (up to 4 kHz)
+    over them in each bin; shorter recordings: None), harmonic k of 50 or 60 Hz (up to 4 kHz)
     is a line where the peak within 1 Hz of it stands `HUM_LINE_DB` above the median 5-15 Hz
     either side. A hum is at least 4 lines among the first 6 harmonics (speech, whose pitch
-    moves, leaves none; the mains with more lines wins).
+    moves, leaves none; the mains with more lines wins). A grid runs a little off its nominal
+    frequency (0.1-0.2 Hz in normal operation: 1.2 Hz at the sixth harmonic, a notch's width
+    there), so the hum's fundamental is then measured from its lines (`_fundamental`, three
+    times, each from the lines at the harmonics of the last estimate), and its lines are those
+    at the harmonics of that.
     """
     if len(samples) < SAMPLE_RATE:
-        return []
+        return None
     # The quietest second's power in each bin (1 Hz apart: bin i is i Hz): a hum stays in the
     # pauses, speech does not.
     _, _, segments = signal.spectrogram(
         np.asarray(samples, np.float64), SAMPLE_RATE, nperseg=SAMPLE_RATE, noverlap=SAMPLE_RATE // 2
     )
     p = np.maximum(segments.min(axis=1), 1e-30)
-    best: list[float] = []
+    found = None
     for mains in MAINS_HZ:
-        hz = mains * np.arange(1, int(NUM_BINS * SAMPLE_RATE / NFFT // mains) + 1)
-        i = np.rint(hz).astype(int)[:, None]
-        peak = p[i + np.arange(-1, 2)].max(axis=1)
-        ring = np.median(p[i + np.r_[-15:-4, 5:16]], axis=1)
-        line = 10.0 * np.log10(peak / ring) >= HUM_LINE_DB
-        if line[:6].sum() >= 4 and line.sum() > len(best):
-            best = [float(h) for h in hz[line]]
-    return best
+        k, peaks, line = _lines(p, mains)
+        if line[:6].sum() >= 4 and (found is None or line.sum() > len(found.lines)):
+            f0 = mains
+            for _ in range(3):  # each look at the lines of the last estimate refines it
+                estimate = _fundamental(p, k[line], peaks[line])
+                again = _lines(p, estimate)
+                if not again[2][:6].any():  # (never seen) it lost the hum: keep the last
+                    break
+                f0, (k, peaks, line) = estimate, again
+            found = Hum(f0, tuple(float(h) for h in f0 * k[line]))
+    return found
 
 
-def remove_hum(samples: np.ndarray, lines: Sequence[float]) -> np.ndarray:
-    """The samples with a notch (Q 30) at each hum line. The notches first run over the
-    recording's first second (a whole number of periods of any mains, so the hum goes on in
+def _lines(p: np.ndarray, mains: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the harmonics k of `mains` up to 4 kHz in the power spectrum p (bin i at i Hz):
+    k, the bin of the peak within 1 Hz of k * mains, and whether that peak is a line."""
+    k = np.arange(1, int(NUM_BINS * SAMPLE_RATE / NFFT // mains) + 1)
+    i = np.rint(k * mains).astype(int)
+    near = i[:, None] + np.arange(-1, 2)
+    peaks = near[np.arange(len(k)), np.argmax(p[near], axis=1)]
+    ring = np.median(p[i[:, None] + np.r_[-15:-4, 5:16]], axis=1)
+    return k, peaks, 10.0 * np.log10(p[peaks] / ring) >= HUM_LINE_DB
+
+
+def _fundamental(p: np.ndarray, k: np.ndarray, peaks: np.ndarray) -> float:
+    """The fundamental of lines k peaking at bins `peaks` of p: the median over them of the
+    peak's frequency (the vertex of a parabola through the log power of the peak bin and its
+    neighbours) over k."""
+    left, mid, right = (np.log(p[peaks + d]) for d in (-1, 0, 1))
+    vertex = 0.5 * (left - right) / np.minimum(left - 2 * mid + right, -1e-12)
+    return float(np.median((peaks + np.clip(vertex, -0.5, 0.5)) / k))
+
+
+def remove_hum(samples: np.ndarray, hum: Hum) -> np.ndarray:
+    """The samples with a notch (Q 30) at each of the hum's lines. The notches first run over
+    the recording's first second (its whole periods of the hum, so that the hum goes on in
     phase), which is then dropped: their start-up transient has died out by the recording."""
     x = np.asarray(samples, np.float64)
-    out = np.concatenate([x[:SAMPLE_RATE], x])
-    for hz in lines:
+    lead = round(math.floor(hum.mains_hz) * SAMPLE_RATE / hum.mains_hz)  # <= 1 s
+    out = np.concatenate([x[:lead], x])
+    for hz in hum.lines:
         b, a = signal.iirnotch(hz, 30.0, fs=SAMPLE_RATE)
         out = signal.lfilter(b, a, out)
-    return out[SAMPLE_RATE:]
+    return out[lead:]
 
 
 def log_spectrogram(
@@ -326,7 +362,7 @@ def log_spectrogram(
       samples: float [n], n >= 640.
       path: the file the samples come from, for the error message.
       repair: remove a DC offset larger than `DC_LIMIT` (`dc_offset`) and a mains hum
-        (`hum_lines`) first.
+        (`find_hum`) first.
 
     Returns:
       float32 [1 + (n - 640) // 160, 200]: natural log of |DFT|^2 of Hamming-windowed frames.
@@ -338,9 +374,9 @@ def log_spectrogram(
     if samples.ndim != 1 or len(samples) < WINDOW:
         raise ValueError(f"Expected mono samples of at least {WINDOW}, got {samples.shape}.")
     if repair:
-        lines = hum_lines(samples - samples.mean())
-        if lines:
-            samples = remove_hum(samples, lines)  # The notches pass a DC offset as it is.
+        hum = find_hum(samples - samples.mean())
+        if hum is not None:
+            samples = remove_hum(samples, hum)  # The notches pass a DC offset as it is.
         dc = dc_offset(samples)
         if abs(dc) > DC_LIMIT:
             samples = samples - dc

@@ -20,6 +20,8 @@ was recorded or stored, not what was said or how:
                  a speech-shaped, fluctuating masker (unintelligible voices of the same talker)
     hum20        mains hum: 50 Hz and its harmonics up to 1 kHz (amplitudes falling as 1/k) at
                  20 dB below the voiced frames' power
+    hum20_drift  the same hum from a grid running 0.2 Hz fast (50.2 Hz: the edge of normal
+                 operation, 1.2 Hz off at the sixth harmonic)
     noise10_inside   noise10 inside the voiced span only, the silence around it left clean
     babble10_inside  babble10 the same way (a masker that starts and stops with the speech:
                  what a condition costs beyond filling the silence the model takes in)
@@ -233,6 +235,7 @@ CONDITIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "pink10": lambda x: pink_noise(x, 10.0),
     "babble10": lambda x: babble(x, 10.0),
     "hum20": lambda x: hum(x, 20.0),
+    "hum20_drift": lambda x: hum(x, 20.0, mains_hz=50.2),
     "noise10_inside": lambda x: inside(x, lambda y: white_noise(y, 10.0)),
     "babble10_inside": lambda x: inside(x, lambda y: babble(y, 10.0)),
     "resampled": resample_through,
