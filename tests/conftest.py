@@ -17,6 +17,13 @@ os.environ.setdefault(
     os.path.join(tempfile.gettempdir(), f"fbp_jax_test_xla_cache_{os.getpid()}"),
 )
 
+# The suite's time is mostly XLA compiling small programs, not running them: its backend
+# (LLVM) compiles at -O0 here (XLA's own graph optimisations still run), which takes a third
+# off the suite's time. Subprocesses inherit it; speed is measured by `fbp-jax benchmark`.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
 import pytest  # noqa: E402  (after the cache dir is set)
 
 from fbp_jax import base_config  # noqa: E402

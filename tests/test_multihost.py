@@ -120,7 +120,7 @@ def _start(tmp_path, name, args, devices, extra_env=None):
         "PYTHONPATH": REPO,
         "JAX_PLATFORMS": "cpu",
         "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "XLA_FLAGS": f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={devices}",
         **(extra_env or {}),
     }
     for key in DISTRIBUTED_ENV:

@@ -126,7 +126,7 @@ def test_confusion_matrix_metric():
 def test_pmap_on_four_devices_equals_one_device(name):
     script = """
         import os, sys
-        os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
+        os.environ['XLA_FLAGS'] += ' --xla_force_host_platform_device_count=4'
         import functools, jax, numpy as np, optax
         from fbp_jax import parallel
         from fbp_jax.training import steps
@@ -172,7 +172,7 @@ def test_jit_and_pmap_give_the_same_parameters_on_four_devices():
     per-device keys) end with the same parameters, EMA and metrics."""
     script = """
         import os
-        os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
+        os.environ['XLA_FLAGS'] += ' --xla_force_host_platform_device_count=4'
         import functools, jax, numpy as np
         from fbp_jax import parallel
         from fbp_jax.training import loop, steps
