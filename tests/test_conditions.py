@@ -132,6 +132,21 @@ def write_corpus(root, actors=6):
     (root / "openface_au_clip_features.csv").write_text("\n".join([header, *rows]) + "\n")
 
 
+def test_conditions_chain_left_to_right():
+    x = _speech()
+    chained = conditions.apply("microphone+noise20+quiet", x)
+    by_hand = conditions.apply(
+        "quiet", conditions.apply("noise20", conditions.apply("microphone", x))
+    )
+    np.testing.assert_array_equal(chained, by_hand)
+    assert chained.dtype == np.float32 and conditions.known("trimmed+padded")
+    assert (
+        len(conditions.apply("trimmed+padded", x)) == len(conditions.apply("trimmed", x)) + 4 * RATE
+    )
+    with pytest.raises(ValueError, match="underwater"):
+        conditions.apply("quiet+underwater", x)
+
+
 @pytest.mark.slow
 def test_conditions_command_scores_systems_and_floors(tmp_path):
     src, data = tmp_path / "src", str(tmp_path / "data")
@@ -147,7 +162,7 @@ def test_conditions_command_scores_systems_and_floors(tmp_path):
         ["audio_speaker"],
         str(src),
         out,
-        ["original", "padded", "quiet"],
+        ["original", "padded", "quiet", "quiet+padded"],
         balance=True,
     )
     rows = result["pooled_test_wa"]
@@ -161,12 +176,13 @@ def test_conditions_command_scores_systems_and_floors(tmp_path):
     }
     assert rows["cv+cv"] == rows["cv"]  # an ensemble of one run twice is that run
     assert rows["cv+cv balanced"] == rows["cv balanced"]
-    assert all(set(r) == {"original", "padded", "quiet"} for r in rows.values())
+    assert all(set(r) == {"original", "padded", "quiet", "quiet+padded"} for r in rows.values())
     assert all(0.0 <= v <= 1.0 for r in rows.values() for v in r.values())
     # Speaker standardisation with the condition's own clips: 20 dB quieter changes nothing
     # for the level-normalised network and the speaker-standardised floor.
     assert rows["cv"]["quiet"] == rows["cv"]["original"]
     assert rows["audio_speaker"]["quiet"] == rows["audio_speaker"]["original"]
+    assert rows["cv"]["quiet+padded"] == rows["cv"]["padded"]  # chained: the same again
     assert os.path.isfile(os.path.join(out, "conditions.csv"))
     table = conditions_cmd.format_table(result)
     assert ("padded" in table and "(+" in table) or "(-" in table

@@ -32,6 +32,8 @@ was recorded or stored, not what was said or how:
     mp3_32       encoded as MP3 at 32 kbit/s and decoded again (PyAV)
 
 `apply(name, samples)` returns the changed samples; `CONDITIONS` lists the names in order.
+Names chain with '+' (`apply("microphone+noise20", x)`: the second applied to the first's
+output).
 """
 
 from __future__ import annotations
@@ -245,8 +247,22 @@ CONDITIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def known(name: str) -> bool:
+    """Whether `name` is a condition, or conditions chained with '+'."""
+    return all(part in CONDITIONS for part in name.split("+"))
+
+
 def apply(name: str, samples: np.ndarray) -> np.ndarray:
-    """The samples of a clip recorded under condition `name` (see the module docstring)."""
-    if name not in CONDITIONS:
-        raise ValueError(f"unknown condition {name!r}; one of {list(CONDITIONS)}")
-    return CONDITIONS[name](np.asarray(samples, np.float32))
+    """The samples of a clip recorded under condition `name` (see the module docstring).
+
+    Conditions chain with '+', applied left to right, as a recording passes through several:
+    'microphone+noise20+mp3_32' is another microphone in a noisy room, stored as MP3.
+    """
+    if not known(name):
+        raise ValueError(
+            f"unknown condition {name!r}; one of {list(CONDITIONS)}, or chained with '+'"
+        )
+    x = np.asarray(samples, np.float32)
+    for part in name.split("+"):
+        x = np.asarray(CONDITIONS[part](x), np.float32)
+    return x

@@ -160,10 +160,11 @@ def run(
     from fbp_jax.serving import bundle
 
     names = list(condition_names or conditions.CONDITIONS)
-    unknown = [n for n in names if n not in conditions.CONDITIONS]
+    unknown = [n for n in names if not conditions.known(n)]
     if unknown:
         raise cv_lib.CrossValidationError(
-            f"unknown conditions {unknown}; known: {list(conditions.CONDITIONS)}"
+            f"unknown conditions {unknown}; known: {list(conditions.CONDITIONS)}, or chained "
+            "with '+'"
         )
     members = {w: w.split("+") for w in systems}
     summaries = [cv_lib.summarize(m) for w in systems for m in members[w]]
@@ -299,7 +300,11 @@ def define_flags() -> None:
     )
     flags.DEFINE_string("manual_dir", None, "The corpus as distributed (RAVDESS layout).")
     flags.DEFINE_string("output_dir", None, "Where conditions.json / .csv go.")
-    flags.DEFINE_list("conditions", [], "Conditions to run (default: all).")
+    flags.DEFINE_list(
+        "conditions",
+        [],
+        "Conditions to run (default: all); '+' chains them (microphone+noise20+mp3_32).",
+    )
     flags.DEFINE_enum(
         "speaker_stats",
         "own",
