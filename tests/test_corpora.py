@@ -107,6 +107,27 @@ def test_mains_hum_is_found_and_notched(mains):
     assert audio_lib.find_hum(hummed[:15000]) is None
 
 
+@pytest.mark.skipif(not os.path.isdir(RAVDESS_DEV), reason="../shared/data/ravdess-dev absent")
+def test_a_codec_frame_comb_is_not_taken_for_a_hum():
+    """Opus's 20 ms frames leave a comb of lines every 50 Hz in a clip's quiet second, far
+    below the speech: not a hum (without the level gate it would be notched 40-80 times); a
+    real hum over the same coded clip still is one."""
+    from data_prep.features import conditions
+
+    path = os.path.join(RAVDESS_DEV, "Actor_01", "03-01-02-01-02-01-01.flac")
+    x = audio_lib.load_audio(path).samples
+    coded = conditions.apply("opus16", x).astype(np.float64)
+    assert audio_lib.find_hum(coded - coded.mean()) is None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(audio_lib, "HUM_RANGE_DB", 200.0)
+        comb = audio_lib.find_hum(coded - coded.mean())
+    assert (
+        comb is not None and len(comb.lines) > 30 and comb.mains_hz == pytest.approx(50, abs=0.01)
+    )
+    hummed = conditions.apply("hum20+opus16", x).astype(np.float64)
+    assert audio_lib.find_hum(hummed - hummed.mean()) is not None
+
+
 def test_load_audio_converts_rate_and_channels(tmp_path):
     x = _tone(1.0, rate=48000)
     path = str(tmp_path / "stereo.wav")

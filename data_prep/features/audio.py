@@ -273,6 +273,11 @@ def dc_offset(samples: np.ndarray) -> float:
 
 MAINS_HZ = (50.0, 60.0)
 HUM_LINE_DB = 10.0  # A mains harmonic stands this far above its neighbourhood: a hum line.
+# A hum more than this far below the loudest frame is left alone: the voiced span and the
+# statistics read frames within 35 dB of the loudest, so it never reaches them, and a codec's
+# frame comb in the silence (Opus's 20 ms frames: lines at every 50 Hz, 50-90 dB down) is not
+# taken for one.
+HUM_RANGE_DB = 45.0
 
 
 class Hum(NamedTuple):
@@ -289,7 +294,8 @@ def find_hum(samples: np.ndarray) -> Hum | None:
     over them in each bin; shorter recordings: None), harmonic k of 50 or 60 Hz (up to 4 kHz)
     is a line where the peak within 1 Hz of it stands `HUM_LINE_DB` above the median 5-15 Hz
     either side. A hum is at least 4 lines among the first 6 harmonics (speech, whose pitch
-    moves, leaves none; the mains with more lines wins). A grid runs a little off its nominal
+    moves, leaves none; the mains with more lines wins), and the power of its lines lies within
+    `HUM_RANGE_DB` of the loudest 40 ms frame's. A grid runs a little off its nominal
     frequency (0.1-0.2 Hz in normal operation: 1.2 Hz at the sixth harmonic, a notch's width
     there), so the hum's fundamental is then measured from its lines (`_fundamental`, three
     times, each from the lines at the harmonics of the last estimate), and its lines are those
@@ -315,7 +321,15 @@ def find_hum(samples: np.ndarray) -> Hum | None:
                     break
                 f0, (k, peaks, line) = estimate, again
             found = Hum(f0, tuple(float(h) for h in f0 * k[line]))
-    return found
+    if found is None:
+        return None
+    # The lines' power (the peak bin and its neighbours; density at 1 Hz) against the loudest
+    # frame's mean square.
+    i = np.rint(np.asarray(found.lines)).astype(int)
+    line_power = p[i[:, None] + np.arange(-1, 2)].sum()
+    energy = np.concatenate([[0.0], np.cumsum(np.square(np.asarray(samples, np.float64)))])
+    loudest = np.max(energy[WINDOW:] - energy[:-WINDOW]) / WINDOW
+    return found if line_power >= loudest * 10 ** (-HUM_RANGE_DB / 10) else None
 
 
 def _lines(p: np.ndarray, mains: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
