@@ -2,10 +2,11 @@
 trimmed to their speech, padded with silence, 20 dB quieter, with a DC offset, band-limited
 to a telephone, through another microphone, with a mains hum from a grid 0.2 Hz fast and with
 white noise at 20 dB SNR, each condition predicted as a user would (a folder of the actor's
-clips; the AV model with the clip table of OpenFace features). The shipped weights have heard this actor, so this is not an accuracy
-estimate (the model cards give that): it checks that a change of level, silence or
-microphone does not collapse a model onto one class, the failure of the earlier audio model
-(trimmed clips of unseen actors fell from 50 % to 23 %, mostly one answer).
+clips; the AV model with the clip table of OpenFace features). The shipped weights have heard
+this actor, so this is not an accuracy estimate (the model cards give that): it checks that a
+change of level, silence or microphone does not collapse a model onto one class, the failure
+of the earlier audio model (trimmed clips of unseen actors fell from 50 % to 23 %, mostly one
+answer).
 
 Needs ../shared/data/ravdess-dev (skips without it)."""
 
