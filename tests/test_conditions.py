@@ -65,6 +65,8 @@ def test_each_condition_changes_what_it_names():
     # The drifting grid's hum: the same, its sixth harmonic at 301.2 Hz (zero-padded to 0.1 Hz).
     drift = np.abs(np.fft.rfft(out["hum20_drift"] - x, 10 * RATE))
     assert abs(np.argmax(drift[2900:3100]) / 10 + 290 - 301.2) < 0.15
+    generator = np.abs(np.fft.rfft(out["hum20_generator"] - x, 10 * RATE))  # 51.0 Hz
+    assert abs(np.argmax(generator[2900:3200]) / 10 + 290 - 306.0) < 0.15
     white, pink = out["noise10"] - x, out["pink10"] - x
     # Pink: power falls with frequency (1/f: 10 dB a decade), white: flat.
     assert _band_power(pink, 100, 1000) > 5 * _band_power(pink, 1000, 8000) / 7

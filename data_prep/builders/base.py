@@ -74,7 +74,8 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     # 2: a mains hum and a DC offset above -60 dBFS removed before the spectrogram.
     # 3: a hum notched at the harmonics of its measured fundamental, only within 45 dB of the
     #    loudest frame (a grid off 50 / 60 Hz; a codec's frame comb is not a hum).
-    EXTRACTION_VERSION: ClassVar[str] = "3"
+    # 4: a hum's fundamental searched within 3 Hz of 50 / 60 Hz (a generator's).
+    EXTRACTION_VERSION: ClassVar[str] = "4"
     # Keys of a cached example that are for the report, not the records.
     INTERNAL_KEYS: ClassVar[tuple[str, ...]] = ("__notes__",)
     num_workers: int | None = None

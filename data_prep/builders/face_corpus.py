@@ -160,7 +160,8 @@ class FaceCorpusBuilder(base.CorpusBuilder, skip_registration=True):
     # 3: a mains hum and a DC offset above -60 dBFS removed before the spectrogram.
     # 4: a hum notched at the harmonics of its measured fundamental, only within 45 dB of the
     #    loudest frame (a grid off 50 / 60 Hz; a codec's frame comb is not a hum).
-    EXTRACTION_VERSION: ClassVar[str] = "4"
+    # 5: a hum's fundamental searched within 3 Hz of 50 / 60 Hz (a generator's).
+    EXTRACTION_VERSION: ClassVar[str] = "5"
     INTERNAL_KEYS: ClassVar[tuple[str, ...]] = ("__notes__", _STATS_KEY)
     CLASSES: ClassVar[tuple[str, ...]] = ()
     HOMEPAGE: ClassVar[str] = ""

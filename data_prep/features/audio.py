@@ -272,6 +272,15 @@ def dc_offset(samples: np.ndarray) -> float:
 
 
 MAINS_HZ = (50.0, 60.0)
+# A grid keeps its frequency within 0.2 Hz, a generator within a few per cent (a small set's
+# speed droop from no load to full load is up to 5 %): the hum's fundamental is searched this
+# far either side of 50 and 60 Hz, on a grid this fine.
+MAINS_SPAN_HZ = 3.0
+MAINS_STEP_HZ = 0.1
+# Farther than this from 50 / 60 Hz (a grid's normal operation), a fundamental needs a longer
+# series of lines, 8 of its first 12 harmonics (nearer: 4 of the first 6): by chance a voice's
+# harmonics meet a comb at up to 5 of 12.
+GRID_DRIFT_HZ = 0.3
 HUM_LINE_DB = 10.0  # A mains harmonic stands this far above its neighbourhood: a hum line.
 # A hum more than this far below the loudest frame is left alone: the voiced span and the
 # statistics read frames within 35 dB of the loudest, so it never reaches them, and a codec's
@@ -291,15 +300,16 @@ def find_hum(samples: np.ndarray) -> Hum | None:
     """The recording's mains hum, or None.
 
     From the power spectrum at 1 Hz resolution (1 s segments, half overlapping, the minimum
-    over them in each bin; shorter recordings: None), harmonic k of 50 or 60 Hz (up to 4 kHz)
-    is a line where the peak within 1 Hz of it stands `HUM_LINE_DB` above the median 5-15 Hz
-    either side. A hum is at least 4 lines among the first 6 harmonics (speech, whose pitch
-    moves, leaves none; the mains with more lines wins), and the power of its lines lies within
-    `HUM_RANGE_DB` of the loudest 40 ms frame's. A grid runs a little off its nominal
-    frequency (0.1-0.2 Hz in normal operation: 1.2 Hz at the sixth harmonic, a notch's width
-    there), so the hum's fundamental is then measured from its lines (`_fundamental`, three
-    times, each from the lines at the harmonics of the last estimate), and its lines are those
-    at the harmonics of that.
+    over them in each bin; shorter recordings: None), harmonic k of a fundamental f (up to
+    4 kHz) is a line where the peak within 1 Hz of k * f stands `HUM_LINE_DB` above the median
+    5-15 Hz either side. f is tried every `MAINS_STEP_HZ` within `MAINS_SPAN_HZ` of 50 and of
+    60 Hz (a grid runs 0.1-0.2 Hz off, a generator a few per cent): a hum is at least 4 lines
+    among the first 6 harmonics (speech, whose pitch moves, leaves none), or 8 among the first
+    12 farther than `GRID_DRIFT_HZ` from 50 / 60 Hz; the f with most lines wins, and the power
+    of its lines lies within `HUM_RANGE_DB` of the loudest 40 ms frame's.
+    The fundamental is then measured from the lines (`_fundamental`, again from the lines at
+    the harmonics of each estimate until it moves less than 1 mHz, at most 10 times), and the
+    hum's lines are those at the harmonics of that.
     """
     if len(samples) < SAMPLE_RATE:
         return None
@@ -309,20 +319,26 @@ def find_hum(samples: np.ndarray) -> Hum | None:
         np.asarray(samples, np.float64), SAMPLE_RATE, nperseg=SAMPLE_RATE, noverlap=SAMPLE_RATE // 2
     )
     p = np.maximum(segments.min(axis=1), 1e-30)
-    found = None
-    for mains in MAINS_HZ:
-        k, peaks, line = _lines(p, mains)
-        if line[:6].sum() >= 4 and (found is None or line.sum() > len(found.lines)):
-            f0 = mains
-            for _ in range(3):  # each look at the lines of the last estimate refines it
-                estimate = _fundamental(p, k[line], peaks[line])
-                again = _lines(p, estimate)
-                if not again[2][:6].any():  # (never seen) it lost the hum: keep the last
-                    break
-                f0, (k, peaks, line) = estimate, again
-            found = Hum(f0, tuple(float(h) for h in f0 * k[line]))
-    if found is None:
+    n = round(MAINS_SPAN_HZ / MAINS_STEP_HZ)
+    off = MAINS_STEP_HZ * np.arange(-n, n + 1)
+    tried = np.add.outer(MAINS_HZ, off).ravel()
+    line = _lines(p, tried, count=12)[2]
+    near = np.tile(np.abs(off) <= GRID_DRIFT_HZ + 1e-9, len(MAINS_HZ))
+    hum_like = tried[np.where(near, line[:, :6].sum(axis=1) >= 4, line.sum(axis=1) >= 8)]
+    if not len(hum_like):
         return None
+    f0 = max(hum_like, key=lambda f: _lines(p, f)[2].sum())  # the first of the most lines
+    k, peaks, line = _lines(p, f0)
+    for _ in range(10):  # each look at the lines of the last estimate refines it
+        estimate = _fundamental(p, k[line], peaks[line])
+        again = _lines(p, estimate)
+        if not again[2][:6].any():  # (never seen) it lost the hum: keep the last
+            break
+        settled = abs(estimate - f0) < 1e-3
+        f0, (k, peaks, line) = estimate, again
+        if settled:
+            break
+    found = Hum(f0, tuple(float(h) for h in f0 * k[line]))
     # The lines' power (the peak bin and its neighbours; density at 1 Hz) against the loudest
     # frame's mean square.
     i = np.rint(np.asarray(found.lines)).astype(int)
@@ -332,14 +348,17 @@ def find_hum(samples: np.ndarray) -> Hum | None:
     return found if line_power >= loudest * 10 ** (-HUM_RANGE_DB / 10) else None
 
 
-def _lines(p: np.ndarray, mains: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For the harmonics k of `mains` up to 4 kHz in the power spectrum p (bin i at i Hz):
-    k, the bin of the peak within 1 Hz of k * mains, and whether that peak is a line."""
-    k = np.arange(1, int(NUM_BINS * SAMPLE_RATE / NFFT // mains) + 1)
-    i = np.rint(k * mains).astype(int)
-    near = i[:, None] + np.arange(-1, 2)
-    peaks = near[np.arange(len(k)), np.argmax(p[near], axis=1)]
-    ring = np.median(p[i[:, None] + np.r_[-15:-4, 5:16]], axis=1)
+def _lines(
+    p: np.ndarray, mains: float | np.ndarray, count: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the harmonics k of `mains` (Hz, or [F] of them) up to 4 kHz, or the first `count`
+    of them, in the power spectrum p (bin i at i Hz): k, the bin of the peak within 1 Hz of
+    k * mains, and whether that peak is a line ([K], or [F, K])."""
+    k = np.arange(1, (count or int(NUM_BINS * SAMPLE_RATE / NFFT // np.max(mains))) + 1)
+    i = np.rint(np.multiply.outer(mains, k)).astype(int)
+    near = i[..., None] + np.arange(-1, 2)
+    peaks = np.take_along_axis(near, np.argmax(p[near], axis=-1)[..., None], axis=-1)[..., 0]
+    ring = np.median(p[i[..., None] + np.r_[-15:-4, 5:16]], axis=-1)
     return k, peaks, 10.0 * np.log10(p[peaks] / ring) >= HUM_LINE_DB
 
 

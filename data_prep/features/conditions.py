@@ -22,6 +22,8 @@ was recorded or stored, not what was said or how:
                  20 dB below the voiced frames' power
     hum20_drift  the same hum from a grid running 0.2 Hz fast (50.2 Hz: the edge of normal
                  operation, 1.2 Hz off at the sixth harmonic)
+    hum20_generator  the same hum from a generator running 2 % fast (51.0 Hz: within a small
+                 set's speed droop from no load to full load)
     noise10_inside   noise10 inside the voiced span only, the silence around it left clean
     babble10_inside  babble10 the same way (a masker that starts and stops with the speech:
                  what a condition costs beyond filling the silence the model takes in)
@@ -238,6 +240,7 @@ CONDITIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "babble10": lambda x: babble(x, 10.0),
     "hum20": lambda x: hum(x, 20.0),
     "hum20_drift": lambda x: hum(x, 20.0, mains_hz=50.2),
+    "hum20_generator": lambda x: hum(x, 20.0, mains_hz=51.0),
     "noise10_inside": lambda x: inside(x, lambda y: white_noise(y, 10.0)),
     "babble10_inside": lambda x: inside(x, lambda y: babble(y, 10.0)),
     "resampled": resample_through,
