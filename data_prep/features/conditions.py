@@ -149,10 +149,13 @@ def pink_noise(samples: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
     return _add_at_snr(samples, np.fft.irfft(spectrum, len(samples)), snr_db)
 
 
-def hum(samples: np.ndarray, snr_db: float, mains_hz: float = 50.0) -> np.ndarray:
-    """Mains hum: the harmonics of `mains_hz` up to 1 kHz, the k-th at amplitude 1/k."""
+def hum(
+    samples: np.ndarray, snr_db: float, mains_hz: float = 50.0, harmonics: range | None = None
+) -> np.ndarray:
+    """Mains hum: the harmonics of `mains_hz` up to 1 kHz (or those numbered `harmonics`),
+    the k-th at amplitude 1/k."""
     t = np.arange(len(samples)) / RATE
-    ks = np.arange(1, int(1000 // mains_hz) + 1)
+    ks = range(1, int(1000 // mains_hz) + 1) if harmonics is None else harmonics
     noise = sum(np.sin(2 * np.pi * mains_hz * k * t + k) / k for k in ks)
     return _add_at_snr(samples, noise, snr_db)
 
