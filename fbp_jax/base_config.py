@@ -103,6 +103,7 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     data.voiced_floor_db = 0.0  # ... and this many dB above the clip's noise floor (noisy files).
     data.voiced_floor_span = False  # The floor only bounds the voiced span (frontend.clip_view).
     data.voiced_floor_margin_s = 0.0  # ... widened by this many seconds on each side.
+    data.voiced_span_db = 0.0  # The span also bounded by frames this close to the loudest.
     data.level_norm = False  # Subtract each clip's mean log frame power (voiced frames).
     data.spectral_floor_db = 0.0  # > 0: add white power this many dB below the clip's level.
     data.use_video_valid = False  # Also mask frames without a detected face (paper: no).

@@ -380,12 +380,19 @@ def _uses_log_power_augment(aug) -> bool:
 def _voiced_frames(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Tensor:
     """frontend.voiced_levels of [T, bins] log power in TensorFlow: [T] frames within
     `voiced_db` of the loudest and (`voiced_floor_db`) above the noise floor, or within its
-    span (`voiced_floor_span`)."""
-    threshold_db, floor_db, floor_span, margin = frontend.voiced_settings(d)
+    span (`voiced_floor_span`), and within the span of `voiced_span_db`."""
+    threshold_db, floor_db, floor_span, margin, span_db = frontend.voiced_settings(d)
     level = tf.reduce_logsumexp(log_power, axis=1)
     if threshold_db <= 0:
         return tf.ones(tf.shape(level), tf.bool)
     voiced = level >= tf.reduce_max(level) - threshold_db / frontend.DB_PER_NEPER
+    if span_db > 0:
+        where = tf.cast(
+            tf.where(level >= tf.reduce_max(level) - span_db / frontend.DB_PER_NEPER)[:, 0],
+            tf.int32,
+        )
+        index = tf.range(tf.shape(level)[0])
+        voiced = voiced & (index >= where[0] - margin) & (index <= where[-1] + margin)
     if floor_db > 0:
         n = tf.shape(level)[0]
         k = tf.cast(frontend.NOISE_FLOOR_QUANTILE * tf.cast(n - 1, tf.float64), tf.int32)

@@ -675,6 +675,26 @@ def test_the_noise_floor_can_bound_the_span_only():
     assert kept >= plain - 8 > dropped
 
 
+def test_the_loud_frames_can_bound_the_span_under_a_fluctuating_masker():
+    """A babble fills the silence around the speech: every frame is within 35 dB of the
+    loudest, so the span is the whole file, and the masker comes and goes, so the noise floor
+    finds no pause either. Bounded by the frames within 12 dB of the loudest (and a margin),
+    the span is the speech's again; on the clean file it changes little. (This speech's
+    loudest frame is 2 dB above its mean, a real voice's 7-10: a babble 15 dB below it here
+    stands as far below the loudest frame as one 10 dB below real speech.)"""
+    from data_prep.features import conditions
+
+    d = _condition_config()
+    speech = _speech_like(1.5)
+    clean = np.concatenate([np.zeros(16000, np.float32), speech, np.zeros(16000, np.float32)])
+    babbled = conditions.babble(clean, 15.0)
+    speech_frames = len(frontend.clip_view(_features(clean), d)["audio"])
+    assert len(frontend.clip_view(_features(babbled), d)["audio"]) > speech_frames + 150
+    d.voiced_span_db, d.voiced_floor_margin_s = 12.0, 0.15
+    for x in (babbled, clean):  # the speech and the margins
+        assert 0 <= len(frontend.clip_view(_features(x), d)["audio"]) - speech_frames <= 32
+
+
 def test_the_spectral_floor_hides_noise_below_it():
     d = _condition_config()
     speech = _speech_like()  # Harmonics up to 2 kHz; above them, hiss 60 dB down.
@@ -705,16 +725,19 @@ def test_the_spectral_floor_hides_noise_below_it():
 
 
 @pytest.mark.parametrize(
-    "floor_db,floor_span,margin_s,spectral_floor_db",
+    "floor_db,floor_span,margin_s,spectral_floor_db,span_db",
     [
-        (0.0, False, 0.0, 0.0),
-        (3.0, False, 0.0, 0.0),
-        (3.0, True, 0.0, 0.0),
-        (3.0, True, 0.1, 0.0),
-        (0.0, False, 0.0, 20.0),
+        (0.0, False, 0.0, 0.0, 0.0),
+        (3.0, False, 0.0, 0.0, 0.0),
+        (3.0, True, 0.0, 0.0, 0.0),
+        (3.0, True, 0.1, 0.0, 0.0),
+        (0.0, False, 0.0, 20.0, 0.0),
+        (0.0, False, 0.15, 0.0, 12.0),
     ],
 )
-def test_clip_view_numpy_and_tensorflow_agree(floor_db, floor_span, margin_s, spectral_floor_db):
+def test_clip_view_numpy_and_tensorflow_agree(
+    floor_db, floor_span, margin_s, spectral_floor_db, span_db
+):
     """Trimming, the level shift, the floor, the view and the statistics' voiced frames: the
     training pipeline (tf) and prediction (numpy) compute the same model input."""
     from fbp_jax.serving import predict
@@ -724,8 +747,9 @@ def test_clip_view_numpy_and_tensorflow_agree(floor_db, floor_span, margin_s, sp
     d.voiced_floor_span = floor_span
     d.voiced_floor_margin_s = margin_s
     d.spectral_floor_db = spectral_floor_db
+    d.voiced_span_db = span_db
     speech = np.concatenate([_speech_like(2.0), _speech_like(0.3)])
-    if floor_db:  # 0.75 s of noise at 15 dB SNR before the speech
+    if floor_db or span_db:  # 0.75 s of noise at 15 dB SNR before the speech
         samples = _noisy_pauses(speech, snr_db=15.0)[4000:]
     else:  # 0.75 s of digital silence
         samples = np.concatenate([np.zeros(12000, np.float32), speech])

@@ -31,6 +31,9 @@ Two optional steps make the view independent of how a recording was cut and how 
   `data.voiced_floor_margin_s` on each side, for the quiet onsets and endings that noise
   covers): within that span every frame within `voiced_db` of the loudest counts, as on a
   clean recording (the floor alone also drops the quietest speech of a clip without pauses).
+* `data.voiced_span_db > 0`: the span is also bounded by the frames within this many dB of
+  the loudest (widened by `data.voiced_floor_margin_s`): a masker that fills the pauses, even
+  one that comes and goes as speech does, is weaker than the speech's loud frames.
 * `data.level_norm`: the clip's mean log frame power over its voiced frames is subtracted
   from every bin (a gain applied to the file changes nothing).
 * `data.spectral_floor_db > 0` (with `level_norm`): white power this many dB below the
@@ -202,15 +205,21 @@ def voiced_levels(
     floor_db: float = 0.0,
     floor_span: bool = False,
     margin: int = 0,
+    span_db: float = 0.0,
 ) -> np.ndarray:
     """[T] bool from the frames' levels ([T], natural log of the power, `frame_level`): frames
     within `threshold_db` dB of the loudest (all frames if <= 0) and, with `floor_db` > 0,
     that many dB above the noise floor (unless no frame is). With `floor_span` the floor only
     bounds the span: frames from `margin` frames before the first one above it to `margin`
-    after the last are voiced by the loudness rule alone."""
+    after the last are voiced by the loudness rule alone. With `span_db` > 0 the span is also
+    bounded by the frames within `span_db` of the loudest, `margin` frames either side."""
     if threshold_db <= 0 or not len(level):
         return np.ones(len(level), bool)
     voiced = level >= level.max() - threshold_db / DB_PER_NEPER
+    if span_db > 0:
+        where = np.flatnonzero(level >= level.max() - span_db / DB_PER_NEPER)
+        index = np.arange(len(level))
+        voiced &= (index >= where[0] - margin) & (index <= where[-1] + margin)
     if floor_db > 0:
         floor = np.sort(level)[int(NOISE_FLOOR_QUANTILE * (len(level) - 1))]
         above = voiced & (level >= floor + floor_db / DB_PER_NEPER)
@@ -224,20 +233,24 @@ def voiced_levels(
     return voiced
 
 
-def voiced_settings(data_config: ml_collections.ConfigDict) -> tuple[float, float, bool, int]:
+def voiced_settings(
+    data_config: ml_collections.ConfigDict,
+) -> tuple[float, float, bool, int, float]:
     """The arguments after the levels of `voiced_levels` that `config.data` asks for:
-    `voiced_db`, `voiced_floor_db`, `voiced_floor_span` and the margin in frames."""
+    `voiced_db`, `voiced_floor_db`, `voiced_floor_span`, the margin in frames and
+    `voiced_span_db`."""
     d = data_config
     return (
         float(d.get("voiced_db", 0.0) or 0.0),
         float(d.get("voiced_floor_db", 0.0) or 0.0),
         bool(d.get("voiced_floor_span", False)),
         floor_margin(d),
+        float(d.get("voiced_span_db", 0.0) or 0.0),
     )
 
 
 def floor_margin(data_config: ml_collections.ConfigDict) -> int:
-    """`data.voiced_floor_margin_s` in audio frames."""
+    """`data.voiced_floor_margin_s` (the margin of either span rule) in audio frames."""
     return round(
         float(data_config.get("voiced_floor_margin_s", 0.0) or 0.0) * data_config.audio_fps
     )
