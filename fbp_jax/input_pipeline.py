@@ -386,25 +386,23 @@ def _voiced_frames(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Ten
     if threshold_db <= 0:
         return tf.ones(tf.shape(level), tf.bool)
     voiced = level >= tf.reduce_max(level) - threshold_db / frontend.DB_PER_NEPER
+    index = tf.range(tf.shape(level)[0])
+
+    def within_span(voiced, bound):  # frontend._within_span
+        where = tf.cast(tf.where(bound)[:, 0], tf.int32)
+        return voiced & (index >= where[0] - margin) & (index <= where[-1] + margin)
+
     if span_db > 0:
-        where = tf.cast(
-            tf.where(level >= tf.reduce_max(level) - span_db / frontend.DB_PER_NEPER)[:, 0],
-            tf.int32,
+        voiced = within_span(
+            voiced, level >= tf.reduce_max(level) - span_db / frontend.DB_PER_NEPER
         )
-        index = tf.range(tf.shape(level)[0])
-        voiced = voiced & (index >= where[0] - margin) & (index <= where[-1] + margin)
     if floor_db > 0:
-        n = tf.shape(level)[0]
-        k = tf.cast(frontend.NOISE_FLOOR_QUANTILE * tf.cast(n - 1, tf.float64), tf.int32)
+        k = tf.cast(
+            frontend.NOISE_FLOOR_QUANTILE * tf.cast(tf.size(level) - 1, tf.float64), tf.int32
+        )
         floor = tf.sort(level)[k]
         above = tf.logical_and(voiced, level >= floor + floor_db / frontend.DB_PER_NEPER)
-
-        def span():
-            where = tf.cast(tf.where(above)[:, 0], tf.int32)
-            index = tf.range(n)
-            return voiced & (index >= where[0] - margin) & (index <= where[-1] + margin)
-
-        chosen = span if floor_span else (lambda: above)
+        chosen = (lambda: within_span(voiced, above)) if floor_span else (lambda: above)
         voiced = tf.cond(tf.reduce_any(above), chosen, lambda: voiced)
     return voiced
 

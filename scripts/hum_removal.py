@@ -34,7 +34,8 @@ FOUND = (
 )
 
 
-def hum_row(clips: list[np.ndarray], name: str, add) -> str:
+def hum_row(clips: list[np.ndarray], name: str, add, hz: float | None = None) -> str:
+    """A row of the table for the hum `add(x)` adds (at fundamental `hz`, if one)."""
     found, left, error = 0, [], [0.0]
     for x in clips:
         y = np.asarray(add(x), np.float64)
@@ -45,8 +46,8 @@ def hum_row(clips: list[np.ndarray], name: str, add) -> str:
         added = y - x
         rest = audio.remove_hum(added, hum)
         left.append(10 * np.log10(np.mean(rest**2) / np.mean(added**2)))
-        if name.replace(".", "").isdigit():
-            error.append(abs(hum.mains_hz - float(name)))
+        if hz is not None:
+            error.append(abs(hum.mains_hz - hz))
     median = f"{np.median(left):7.1f}" if left else "      -"
     return f"| {name:>6} | {found:2d} / {len(clips)} | {median} | {max(error):.3f} |"
 
@@ -83,8 +84,9 @@ def main() -> None:
     clips = [audio.load_audio(f).samples.astype(np.float64) for f in chosen]
     print("| hum | found | hum left, dB (median) | fundamental's error, Hz (max) |")
     print("|---|---|---|---|")
-    for hz in args.hz.split(","):
-        print(hum_row(clips, hz, lambda x, hz=float(hz): conditions.hum(x, 20.0, mains_hz=hz)))
+    for hz in map(float, args.hz.split(",")):
+        add = lambda x, hz=hz: conditions.hum(x, 20.0, mains_hz=hz)
+        print(hum_row(clips, f"{hz:g}", add, hz))
     for name, harmonics in (("odd", range(1, 21, 2)), ("buzz", range(2, 21, 2))):
         print(hum_row(clips, name, lambda x, k=harmonics: conditions.hum(x, 20.0, harmonics=k)))
 

@@ -217,20 +217,21 @@ def voiced_levels(
         return np.ones(len(level), bool)
     voiced = level >= level.max() - threshold_db / DB_PER_NEPER
     if span_db > 0:
-        where = np.flatnonzero(level >= level.max() - span_db / DB_PER_NEPER)
-        index = np.arange(len(level))
-        voiced &= (index >= where[0] - margin) & (index <= where[-1] + margin)
+        voiced = _within_span(voiced, level >= level.max() - span_db / DB_PER_NEPER, margin)
     if floor_db > 0:
         floor = np.sort(level)[int(NOISE_FLOOR_QUANTILE * (len(level) - 1))]
         above = voiced & (level >= floor + floor_db / DB_PER_NEPER)
         if above.any():
-            if floor_span:
-                where = np.flatnonzero(above)
-                index = np.arange(len(level))
-                voiced &= (index >= where[0] - margin) & (index <= where[-1] + margin)
-            else:
-                voiced = above
+            voiced = _within_span(voiced, above, margin) if floor_span else above
     return voiced
+
+
+def _within_span(voiced: np.ndarray, bound: np.ndarray, margin: int) -> np.ndarray:
+    """`voiced` outside the span from `margin` frames before the first frame of `bound` (not
+    empty) to `margin` after its last set False."""
+    where = np.flatnonzero(bound)
+    index = np.arange(len(voiced))
+    return voiced & (index >= where[0] - margin) & (index <= where[-1] + margin)
 
 
 def voiced_settings(
