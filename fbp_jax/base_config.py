@@ -104,6 +104,8 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     data.voiced_floor_span = False  # The floor only bounds the voiced span (frontend.clip_view).
     data.voiced_floor_margin_s = 0.0  # ... widened by this many seconds on each side.
     data.voiced_span_db = 0.0  # The span also bounded by frames this close to the loudest.
+    data.voiced_reach_s = 0.0  # ... reaching this far to frames well above the noise floor:
+    data.voiced_reach_floor_db = 0.0  # ... this many dB above it.
     data.level_norm = False  # Subtract each clip's mean log frame power (voiced frames).
     data.spectral_floor_db = 0.0  # > 0: add white power this many dB below the clip's level.
     data.use_video_valid = False  # Also mask frames without a detected face (paper: no).

@@ -380,27 +380,29 @@ def _uses_log_power_augment(aug) -> bool:
 def _voiced_frames(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Tensor:
     """frontend.voiced_levels of [T, bins] log power in TensorFlow: [T] frames within
     `voiced_db` of the loudest and (`voiced_floor_db`) above the noise floor, or within its
-    span (`voiced_floor_span`), and within the span of `voiced_span_db`."""
-    threshold_db, floor_db, floor_span, margin, span_db = frontend.voiced_settings(d)
+    span (`voiced_floor_span`), and within the span of `voiced_span_db` (and its reach)."""
+    threshold_db, floor_db, floor_span, margin, span_db, reach, reach_db = frontend.voiced_settings(
+        d
+    )
     level = tf.reduce_logsumexp(log_power, axis=1)
     if threshold_db <= 0:
         return tf.ones(tf.shape(level), tf.bool)
     voiced = level >= tf.reduce_max(level) - threshold_db / frontend.DB_PER_NEPER
     index = tf.range(tf.shape(level)[0])
+    k = tf.cast(frontend.NOISE_FLOOR_QUANTILE * tf.cast(tf.size(level) - 1, tf.float64), tf.int32)
+    floor = tf.sort(level)[k]
 
-    def within_span(voiced, bound):  # frontend._within_span
+    def within_span(voiced, bound, margin=margin):  # frontend._within_span
         where = tf.cast(tf.where(bound)[:, 0], tf.int32)
         return voiced & (index >= where[0] - margin) & (index <= where[-1] + margin)
 
     if span_db > 0:
-        voiced = within_span(
-            voiced, level >= tf.reduce_max(level) - span_db / frontend.DB_PER_NEPER
-        )
+        loud = level >= tf.reduce_max(level) - span_db / frontend.DB_PER_NEPER
+        span = within_span(tf.ones_like(voiced), loud)
+        if reach > 0:
+            span |= within_span(level >= floor + reach_db / frontend.DB_PER_NEPER, loud, reach)
+        voiced = within_span(voiced, span, 0)
     if floor_db > 0:
-        k = tf.cast(
-            frontend.NOISE_FLOOR_QUANTILE * tf.cast(tf.size(level) - 1, tf.float64), tf.int32
-        )
-        floor = tf.sort(level)[k]
         above = tf.logical_and(voiced, level >= floor + floor_db / frontend.DB_PER_NEPER)
         chosen = (lambda: within_span(voiced, above)) if floor_span else (lambda: above)
         voiced = tf.cond(tf.reduce_any(above), chosen, lambda: voiced)

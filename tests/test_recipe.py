@@ -695,6 +695,28 @@ def test_the_loud_frames_can_bound_the_span_under_a_fluctuating_masker():
         assert 0 <= len(frontend.clip_view(_features(x), d)["audio"]) - speech_frames <= 32
 
 
+def test_the_loud_span_reaches_out_to_quiet_onsets_but_not_into_a_masker():
+    """A quiet onset (0.4 s, 20 dB below the speech) falls outside the frames within 12 dB of
+    the loudest and their 0.15 s margin, so the loud span alone cuts it. Frames within 1 s of
+    the loud ones that stand 15 dB above the noise floor widen the span again: the onset of a
+    clean recording does, a babble's frames, hardly above its own quietest, do not."""
+    from data_prep.features import conditions
+
+    d = _condition_config()
+    onset = 0.1 * _speech_like(0.4)
+    speech = np.concatenate([onset, _speech_like(1.5)])
+    silence = np.zeros(16000, np.float32)
+    clean = np.concatenate([silence, speech, silence])
+    babbled = conditions.babble(clean, 15.0)  # 15 dB below this speech, see above
+    whole = len(frontend.clip_view(_features(clean), d)["audio"])
+    d.voiced_span_db, d.voiced_floor_margin_s = 12.0, 0.15
+    loud = len(frontend.clip_view(_features(clean), d)["audio"])
+    assert loud <= whole - 20  # most of the onset cut
+    d.voiced_reach_s, d.voiced_reach_floor_db = 1.0, 15.0
+    assert len(frontend.clip_view(_features(clean), d)["audio"]) == whole
+    assert len(frontend.clip_view(_features(babbled), d)["audio"]) <= whole + 32
+
+
 def test_the_spectral_floor_hides_noise_below_it():
     d = _condition_config()
     speech = _speech_like()  # Harmonics up to 2 kHz; above them, hiss 60 dB down.
@@ -725,18 +747,19 @@ def test_the_spectral_floor_hides_noise_below_it():
 
 
 @pytest.mark.parametrize(
-    "floor_db,floor_span,margin_s,spectral_floor_db,span_db",
+    "floor_db,floor_span,margin_s,spectral_floor_db,span_db,reach_s",
     [
-        (0.0, False, 0.0, 0.0, 0.0),
-        (3.0, False, 0.0, 0.0, 0.0),
-        (3.0, True, 0.0, 0.0, 0.0),
-        (3.0, True, 0.1, 0.0, 0.0),
-        (0.0, False, 0.0, 20.0, 0.0),
-        (0.0, False, 0.15, 0.0, 12.0),
+        (0.0, False, 0.0, 0.0, 0.0, 0.0),
+        (3.0, False, 0.0, 0.0, 0.0, 0.0),
+        (3.0, True, 0.0, 0.0, 0.0, 0.0),
+        (3.0, True, 0.1, 0.0, 0.0, 0.0),
+        (0.0, False, 0.0, 20.0, 0.0, 0.0),
+        (0.0, False, 0.15, 0.0, 12.0, 0.0),
+        (0.0, False, 0.15, 0.0, 12.0, 1.0),
     ],
 )
 def test_clip_view_numpy_and_tensorflow_agree(
-    floor_db, floor_span, margin_s, spectral_floor_db, span_db
+    floor_db, floor_span, margin_s, spectral_floor_db, span_db, reach_s
 ):
     """Trimming, the level shift, the floor, the view and the statistics' voiced frames: the
     training pipeline (tf) and prediction (numpy) compute the same model input."""
@@ -748,8 +771,13 @@ def test_clip_view_numpy_and_tensorflow_agree(
     d.voiced_floor_margin_s = margin_s
     d.spectral_floor_db = spectral_floor_db
     d.voiced_span_db = span_db
+    d.voiced_reach_s, d.voiced_reach_floor_db = reach_s, 15.0
     speech = np.concatenate([_speech_like(2.0), _speech_like(0.3)])
-    if floor_db or span_db:  # 0.75 s of noise at 15 dB SNR before the speech
+    lead_s = margin_s  # how far before the speech the span starts
+    if reach_s:  # 0.75 s of digital silence, then a quiet onset the reach takes in
+        speech = np.concatenate([0.1 * _speech_like(0.4), speech])
+        samples, lead_s = np.concatenate([np.zeros(12000, np.float32), speech]), 0.0
+    elif floor_db or span_db:  # 0.75 s of noise at 15 dB SNR before the speech
         samples = _noisy_pauses(speech, snr_db=15.0)[4000:]
     else:  # 0.75 s of digital silence
         samples = np.concatenate([np.zeros(12000, np.float32), speech])
@@ -764,7 +792,7 @@ def test_clip_view_numpy_and_tensorflow_agree(
     np_batch, (start_s,) = predict.prepare_inputs(features, d.to_dict(), stats, ("audio",))
     np.testing.assert_array_equal(tf_out["audio_mask"].numpy(), np_batch["audio_mask"][0])
     np.testing.assert_allclose(tf_out["audio"].numpy(), np_batch["audio"][0], rtol=1e-3, atol=2e-3)
-    assert 0.7 - margin_s <= start_s <= 0.8 - margin_s  # Where the speech starts (0.75 s).
+    assert 0.7 - lead_s <= start_s <= 0.8 - lead_s  # Where the speech starts (0.75 s).
 
 
 @pytest.mark.parametrize(

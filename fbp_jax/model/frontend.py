@@ -33,7 +33,11 @@ Two optional steps make the view independent of how a recording was cut and how 
   clean recording (the floor alone also drops the quietest speech of a clip without pauses).
 * `data.voiced_span_db > 0`: the span is also bounded by the frames within this many dB of
   the loudest (widened by `data.voiced_floor_margin_s`): a masker that fills the pauses, even
-  one that comes and goes as speech does, is weaker than the speech's loud frames.
+  one that comes and goes as speech does, is weaker than the speech's loud frames. With
+  `data.voiced_reach_s > 0` that bound reaches out to the farthest frame within so many
+  seconds of the loud frames that stands `data.voiced_reach_floor_db` above the noise floor:
+  a clean recording's quiet onsets and endings stand far above its silence and stay in the
+  span, a masker's frames hardly above its own quietest do not.
 * `data.level_norm`: the clip's mean log frame power over its voiced frames is subtracted
   from every bin (a gain applied to the file changes nothing).
 * `data.spectral_floor_db > 0` (with `level_norm`): white power this many dB below the
@@ -206,20 +210,28 @@ def voiced_levels(
     floor_span: bool = False,
     margin: int = 0,
     span_db: float = 0.0,
+    reach: int = 0,
+    reach_floor_db: float = 0.0,
 ) -> np.ndarray:
     """[T] bool from the frames' levels ([T], natural log of the power, `frame_level`): frames
     within `threshold_db` dB of the loudest (all frames if <= 0) and, with `floor_db` > 0,
     that many dB above the noise floor (unless no frame is). With `floor_span` the floor only
     bounds the span: frames from `margin` frames before the first one above it to `margin`
     after the last are voiced by the loudness rule alone. With `span_db` > 0 the span is also
-    bounded by the frames within `span_db` of the loudest, `margin` frames either side."""
+    bounded by the frames within `span_db` of the loudest, `margin` frames either side, and
+    with `reach` > 0 widened to the outermost frame within `reach` frames of those that stands
+    `reach_floor_db` above the noise floor (a quiet onset or ending, not a masker)."""
     if threshold_db <= 0 or not len(level):
         return np.ones(len(level), bool)
     voiced = level >= level.max() - threshold_db / DB_PER_NEPER
+    floor = np.sort(level)[int(NOISE_FLOOR_QUANTILE * (len(level) - 1))]
     if span_db > 0:
-        voiced = _within_span(voiced, level >= level.max() - span_db / DB_PER_NEPER, margin)
+        loud = level >= level.max() - span_db / DB_PER_NEPER
+        span = _within_span(np.ones_like(voiced), loud, margin)
+        if reach > 0:
+            span |= _within_span(level >= floor + reach_floor_db / DB_PER_NEPER, loud, reach)
+        voiced = _within_span(voiced, span, 0)
     if floor_db > 0:
-        floor = np.sort(level)[int(NOISE_FLOOR_QUANTILE * (len(level) - 1))]
         above = voiced & (level >= floor + floor_db / DB_PER_NEPER)
         if above.any():
             voiced = _within_span(voiced, above, margin) if floor_span else above
@@ -236,25 +248,25 @@ def _within_span(voiced: np.ndarray, bound: np.ndarray, margin: int) -> np.ndarr
 
 def voiced_settings(
     data_config: ml_collections.ConfigDict,
-) -> tuple[float, float, bool, int, float]:
+) -> tuple[float, float, bool, int, float, int, float]:
     """The arguments after the levels of `voiced_levels` that `config.data` asks for:
-    `voiced_db`, `voiced_floor_db`, `voiced_floor_span`, the margin in frames and
-    `voiced_span_db`."""
+    `voiced_db`, `voiced_floor_db`, `voiced_floor_span`, the margin in frames,
+    `voiced_span_db`, the reach in frames and `voiced_reach_floor_db`."""
     d = data_config
     return (
         float(d.get("voiced_db", 0.0) or 0.0),
         float(d.get("voiced_floor_db", 0.0) or 0.0),
         bool(d.get("voiced_floor_span", False)),
-        floor_margin(d),
+        _frames(d, "voiced_floor_margin_s"),
         float(d.get("voiced_span_db", 0.0) or 0.0),
+        _frames(d, "voiced_reach_s"),
+        float(d.get("voiced_reach_floor_db", 0.0) or 0.0),
     )
 
 
-def floor_margin(data_config: ml_collections.ConfigDict) -> int:
-    """`data.voiced_floor_margin_s` (the margin of either span rule) in audio frames."""
-    return round(
-        float(data_config.get("voiced_floor_margin_s", 0.0) or 0.0) * data_config.audio_fps
-    )
+def _frames(data_config: ml_collections.ConfigDict, key: str) -> int:
+    """A duration of `config.data` in seconds (absent: 0) in audio frames."""
+    return round(float(data_config.get(key, 0.0) or 0.0) * data_config.audio_fps)
 
 
 def spectral_floor_log(data_config: ml_collections.ConfigDict) -> float | None:

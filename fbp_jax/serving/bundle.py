@@ -45,6 +45,8 @@ DATA_FIELDS = {
     "voiced_floor_span": False,
     "voiced_floor_margin_s": 0.0,
     "voiced_span_db": 0.0,
+    "voiced_reach_s": 0.0,
+    "voiced_reach_floor_db": 0.0,
     "level_norm": False,
     "spectral_floor_db": 0.0,
     "video_features": "",
