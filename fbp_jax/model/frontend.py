@@ -224,18 +224,23 @@ def voiced_levels(
     if threshold_db <= 0 or not len(level):
         return np.ones(len(level), bool)
     voiced = level >= level.max() - threshold_db / DB_PER_NEPER
-    floor = np.sort(level)[int(NOISE_FLOOR_QUANTILE * (len(level) - 1))]
     if span_db > 0:
         loud = level >= level.max() - span_db / DB_PER_NEPER
         span = _within_span(np.ones_like(voiced), loud, margin)
         if reach > 0:
-            span |= _within_span(level >= floor + reach_floor_db / DB_PER_NEPER, loud, reach)
+            quiet_edge = level >= _noise_floor(level) + reach_floor_db / DB_PER_NEPER
+            span |= _within_span(quiet_edge, loud, reach)
         voiced = _within_span(voiced, span, 0)
     if floor_db > 0:
-        above = voiced & (level >= floor + floor_db / DB_PER_NEPER)
+        above = voiced & (level >= _noise_floor(level) + floor_db / DB_PER_NEPER)
         if above.any():
             voiced = _within_span(voiced, above, margin) if floor_span else above
     return voiced
+
+
+def _noise_floor(level: np.ndarray) -> float:
+    """The level `NOISE_FLOOR_QUANTILE` of the frames are below."""
+    return np.sort(level)[int(NOISE_FLOOR_QUANTILE * (len(level) - 1))]
 
 
 def _within_span(voiced: np.ndarray, bound: np.ndarray, margin: int) -> np.ndarray:
