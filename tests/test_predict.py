@@ -255,3 +255,30 @@ def test_speaker_normalised_model_predicts_as_it_evaluates(tiny_folds_data_dir, 
             name = os.path.splitext(os.path.basename(path))[0]
             probs = np.array([t.summary()["probabilities"][c] for c in CLASSES])
             np.testing.assert_allclose(probs, by_id[name], atol=1e-5, err_msg=speaker_stats)
+
+
+def test_a_long_recording_is_streamed_without_holding_its_blocks(audio_export, tmp_path):
+    """A recording of several decoder chunks is read block by block, each pass decoding again:
+    no pass holds the blocks it has already given (memory stays flat with the length); a
+    file of one block is decoded once and kept for the passes."""
+    import weakref
+
+    from data_prep.features import media
+
+    model = predict.resolve_model(audio_export)
+    path = tmp_path / "long.wav"
+    soundfile.write(path, speech_like(3.5 * media.CHUNK_SECONDS, seed=3), 16000)
+    source = predict.open_source(str(path), model)
+    for _ in range(2):  # both passes
+        alive, count = [], 0
+        for block in source.audio_blocks():
+            count += 1
+            alive = [r for r in alive if r() is not None] + [weakref.ref(block)]
+            del block
+            assert len(alive) <= 2, f"{len(alive)} blocks held after {count}"
+        assert count >= 4
+    short = tmp_path / "short.wav"
+    soundfile.write(short, speech_like(2.0, seed=4), 16000)
+    source = predict.open_source(str(short), model)
+    first = list(source.audio_blocks())
+    assert len(first) == 1 and next(iter(source.audio_blocks())) is first[0]

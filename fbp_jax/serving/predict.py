@@ -205,15 +205,16 @@ def open_source(path: str, model: ServingModel, openface: str | None = None) -> 
         if kept:
             yield from kept
             return
-        read: list[np.ndarray] = []
+        first, count = None, 0  # Only a first block is held: a longer recording streams again.
         try:
             for block in media.spectrogram_blocks(media.audio_chunks(path), path):
-                read.append(block)
+                count += 1
+                first = block if count == 1 else None
                 yield block
         except BadClip as e:
             raise PredictError(str(e)) from e
-        if len(read) == 1:  # A longer recording streams again (memory stays flat).
-            kept.extend(read)
+        if count == 1:
+            kept.append(first)
 
     if au_model:
         video, valid = _openface_video(path, openface, info.duration_s, model)
