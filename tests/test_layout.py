@@ -1,5 +1,6 @@
 """The package's imports run one way (model <- training <- evaluation; serving beside them), no
-library module imports the `configs/` folder, and every command answers --help."""
+library module imports the `configs/` folder, every command answers --help, and the shipped
+models carry their cards and no build machine's paths."""
 
 import ast
 import os
@@ -113,3 +114,20 @@ def test_unknown_command_lists_the_commands():
     )
     assert proc.returncode == 2 and "unknown command 'nosuch'" in proc.stderr
     assert "predict" in proc.stderr and "evaluate" in proc.stderr
+
+
+def test_shipped_models_carry_a_card_and_no_path_of_the_machine_that_made_them():
+    """An export records each member's workdir; a shipped bundle says how it was trained
+    instead (re-exporting into the package must not leave a build machine's paths behind),
+    and every shipped model has its card (export --overwrite replaces the folder)."""
+    from fbp_jax import io
+    from fbp_jax.serving import bundle, shipped
+
+    assert shipped.available()
+    for name in shipped.available():
+        folder = shipped.path(name)
+        assert os.path.isfile(os.path.join(folder, "MODEL_CARD.md")), name
+        serving = io.read_json(os.path.join(folder, bundle.SERVING_FILE))
+        workdirs = [m["workdir"] for m in serving.get("members", [])] + [serving.get("workdir", "")]
+        for w in workdirs:
+            assert not os.path.isabs(str(w)) and "/" not in str(w).split(" ")[0], (name, w)
