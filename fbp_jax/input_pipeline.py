@@ -390,9 +390,10 @@ def _voiced_frames(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Ten
     voiced = level >= tf.reduce_max(level) - threshold_db / frontend.DB_PER_NEPER
     index = tf.range(tf.shape(level)[0])
 
-    def noise_floor():  # frontend._noise_floor
+    reaching = span_db > 0 and reach > 0
+    if reaching or floor_db > 0:  # frontend._noise_floor
         n = tf.cast(tf.size(level) - 1, tf.float64)
-        return tf.sort(level)[tf.cast(frontend.NOISE_FLOOR_QUANTILE * n, tf.int32)]
+        floor = tf.sort(level)[tf.cast(frontend.NOISE_FLOOR_QUANTILE * n, tf.int32)]
 
     def within_span(voiced, bound, margin=margin):  # frontend._within_span
         where = tf.cast(tf.where(bound)[:, 0], tf.int32)
@@ -401,12 +402,12 @@ def _voiced_frames(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Ten
     if span_db > 0:
         loud = level >= tf.reduce_max(level) - span_db / frontend.DB_PER_NEPER
         span = within_span(tf.ones_like(voiced), loud)
-        if reach > 0:
-            quiet_edge = level >= noise_floor() + reach_db / frontend.DB_PER_NEPER
+        if reaching:
+            quiet_edge = level >= floor + reach_db / frontend.DB_PER_NEPER
             span |= within_span(quiet_edge, loud, reach)
         voiced = within_span(voiced, span, 0)
     if floor_db > 0:
-        above = tf.logical_and(voiced, level >= noise_floor() + floor_db / frontend.DB_PER_NEPER)
+        above = tf.logical_and(voiced, level >= floor + floor_db / frontend.DB_PER_NEPER)
         chosen = (lambda: within_span(voiced, above)) if floor_span else (lambda: above)
         voiced = tf.cond(tf.reduce_any(above), chosen, lambda: voiced)
     return voiced

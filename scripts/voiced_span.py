@@ -53,21 +53,12 @@ def main() -> None:
     paths = sorted(glob.glob(os.path.join(args.manual_dir, "Actor_0[1-9]", "*.flac")))[::12]
     if not paths:
         raise SystemExit(f"no Actor_0[1-9]/*.flac clips under {args.manual_dir}")
-    base = dict(audio_fps=100, voiced_db=35.0)
+    base = dict(audio_fps=100, voiced_db=35.0)  # each rule adds to the one before
+    loud = dict(base, voiced_span_db=args.span_db, voiced_floor_margin_s=args.margin_s)
+    reach = dict(loud, voiced_reach_s=args.reach_s, voiced_reach_floor_db=args.reach_floor_db)
     rules = {
-        "35 dB": ml_collections.ConfigDict(base),
-        "loud": ml_collections.ConfigDict(
-            {**base, "voiced_span_db": args.span_db, "voiced_floor_margin_s": args.margin_s}
-        ),
-        "reach": ml_collections.ConfigDict(
-            {
-                **base,
-                "voiced_span_db": args.span_db,
-                "voiced_floor_margin_s": args.margin_s,
-                "voiced_reach_s": args.reach_s,
-                "voiced_reach_floor_db": args.reach_floor_db,
-            }
-        ),
+        k: ml_collections.ConfigDict(v)
+        for k, v in (("35 dB", base), ("loud", loud), ("reach", reach))
     }
     names = args.conditions.split(",")
     rows = {(c, r): [] for c in names for r in rules}

@@ -51,6 +51,7 @@ Two optional steps make the view independent of how a recording was cut and how 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import ml_collections
 import numpy as np
@@ -224,15 +225,17 @@ def voiced_levels(
     if threshold_db <= 0 or not len(level):
         return np.ones(len(level), bool)
     voiced = level >= level.max() - threshold_db / DB_PER_NEPER
+    reaching = span_db > 0 and reach > 0
+    floor = _noise_floor(level) if reaching or floor_db > 0 else None
     if span_db > 0:
         loud = level >= level.max() - span_db / DB_PER_NEPER
         span = _within_span(np.ones_like(voiced), loud, margin)
-        if reach > 0:
-            quiet_edge = level >= _noise_floor(level) + reach_floor_db / DB_PER_NEPER
+        if reaching:
+            quiet_edge = level >= floor + reach_floor_db / DB_PER_NEPER
             span |= _within_span(quiet_edge, loud, reach)
         voiced = _within_span(voiced, span, 0)
     if floor_db > 0:
-        above = voiced & (level >= _noise_floor(level) + floor_db / DB_PER_NEPER)
+        above = voiced & (level >= floor + floor_db / DB_PER_NEPER)
         if above.any():
             voiced = _within_span(voiced, above, margin) if floor_span else above
     return voiced
@@ -251,14 +254,24 @@ def _within_span(voiced: np.ndarray, bound: np.ndarray, margin: int) -> np.ndarr
     return voiced & (index >= where[0] - margin) & (index <= where[-1] + margin)
 
 
-def voiced_settings(
-    data_config: ml_collections.ConfigDict,
-) -> tuple[float, float, bool, int, float, int, float]:
-    """The arguments after the levels of `voiced_levels` that `config.data` asks for:
-    `voiced_db`, `voiced_floor_db`, `voiced_floor_span`, the margin in frames,
-    `voiced_span_db`, the reach in frames and `voiced_reach_floor_db`."""
+class VoicedSettings(NamedTuple):
+    """The arguments after the levels of `voiced_levels`, in its order."""
+
+    threshold_db: float
+    floor_db: float
+    floor_span: bool
+    margin: int
+    span_db: float
+    reach: int
+    reach_floor_db: float
+
+
+def voiced_settings(data_config: ml_collections.ConfigDict) -> VoicedSettings:
+    """What `config.data` asks of `voiced_levels`: `voiced_db`, `voiced_floor_db`,
+    `voiced_floor_span`, the margin in frames, `voiced_span_db`, the reach in frames and
+    `voiced_reach_floor_db`."""
     d = data_config
-    return (
+    return VoicedSettings(
         float(d.get("voiced_db", 0.0) or 0.0),
         float(d.get("voiced_floor_db", 0.0) or 0.0),
         bool(d.get("voiced_floor_span", False)),
@@ -321,7 +334,7 @@ def clip_view(
     # Found on the whole clip, so that the noise floor is the pauses' where there are pauses.
     voiced = voiced_levels(frame_level(log_power), *settings)
     first = 0
-    if settings[0] > 0:
+    if settings.threshold_db > 0:
         ratio = d.audio_fps // d.video_fps
         first, end = voiced_span(voiced, ratio)
         log_power = log_power[first * ratio : end * ratio]

@@ -244,7 +244,7 @@ def scan(source: Source, data: dict[str, Any]) -> Scan:
     # The part of the file the model reads of a clip: its voiced span, or all of it.
     span = n
     settings = frontend.voiced_settings(config)
-    if settings[0] > 0 and n:
+    if settings.threshold_db > 0 and n:
         voiced = frontend.voiced_levels(all_levels / frontend.DB_PER_NEPER, *settings)
         where = np.flatnonzero(voiced)
         span = int(where[-1] - where[0] + 1)
