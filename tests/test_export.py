@@ -48,6 +48,19 @@ def test_exported_model_equals_the_original(amfbp_workdir, tmp_path):
         assert os.path.dirname(os.path.dirname(export.__file__)).encode() not in f.read()
     with pytest.raises(FileExistsError, match="exists"):
         export.export_model(amfbp_workdir, out)
+    # --overwrite replaces the export and keeps the folder's other files (a card, a licence).
+    with open(os.path.join(out, "MODEL_CARD.md"), "w") as f:
+        f.write("# card")
+    os.makedirs(os.path.join(out, "notes"))
+    with open(os.path.join(out, bundle.SERVING_FILE), "w") as f:
+        f.write("{}")
+    export.export_model(amfbp_workdir, out, overwrite=True)
+    assert sorted(os.listdir(out)) == sorted(
+        [bundle.MODEL_FILE, bundle.STATS_FILE, bundle.SERVING_FILE, "MODEL_CARD.md", "notes"]
+    )
+    with open(os.path.join(out, "MODEL_CARD.md")) as f:
+        assert f.read() == "# card"
+    assert bundle.load_exported(out).fusion == "am_fbp"  # serving.json written anew
 
 
 @pytest.mark.parametrize("name", shipped.available())

@@ -119,7 +119,7 @@ def test_unknown_command_lists_the_commands():
 def test_shipped_models_carry_a_card_and_no_path_of_the_machine_that_made_them():
     """An export records each member's workdir; a shipped bundle says how it was trained
     instead (re-exporting into the package must not leave a build machine's paths behind),
-    and every shipped model has its card (export --overwrite replaces the folder)."""
+    and every shipped model has its card."""
     from fbp_jax import io
     from fbp_jax.serving import bundle, shipped
 

@@ -19,13 +19,15 @@ Reloading needs only JAX (`bundle.load_exported`, no Flax, no model code, no Ten
     exported = jax.export.deserialize(open('E/model.jax_exported', 'rb').read())
     outputs = exported.call(inputs)
 
-The directory is written under a temporary name and renamed when complete.
+The directory is written under a temporary name and renamed when complete. `--overwrite`
+replaces these three files and keeps any other file of the folder (a model card, a licence).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -54,7 +56,7 @@ def export_model(
       output_dir: the directory to create.
       step: 'best' (chosen on validation), 'latest' or a step number.
       platforms: e.g. ('cpu', 'cuda'); default: the platform JAX runs on here.
-      overwrite: replace an existing `output_dir`.
+      overwrite: replace the export in an existing `output_dir` (its other files are kept).
     """
     if os.path.exists(output_dir) and not overwrite:
         raise FileExistsError(f"{output_dir} exists; pass --overwrite to replace it")
@@ -142,7 +144,24 @@ def write_export(
             np.savez(os.path.join(tmp, bundle.STATS_FILE), **stats)
         with open(os.path.join(tmp, bundle.SERVING_FILE), "w") as f:
             json.dump(info, f, indent=1)
+        _keep_other_files(output_dir, tmp)
     return info
+
+
+EXPORT_FILES = (bundle.MODEL_FILE, bundle.STATS_FILE, bundle.SERVING_FILE)
+
+
+def _keep_other_files(old_dir: str, new_dir: str) -> None:
+    """Copies what an older export folder holds besides the export (a model card, a licence)
+    into the new one, so that re-exporting a model does not lose its documentation."""
+    if not os.path.isdir(old_dir):
+        return
+    for name in sorted(set(os.listdir(old_dir)) - set(EXPORT_FILES)):
+        src, dst = os.path.join(old_dir, name), os.path.join(new_dir, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy2(src, dst)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +175,9 @@ def define_flags() -> None:
     flags.DEFINE_string("output_dir", None, "The export directory to write.")
     flags.DEFINE_string("step", "best", "Checkpoint: 'best', 'latest' or a step number.")
     flags.DEFINE_list("platforms", [], "Platforms to lower for (default: this machine's).")
-    flags.DEFINE_bool("overwrite", False, "Replace an existing export directory.")
+    flags.DEFINE_bool(
+        "overwrite", False, "Replace the export in an existing directory (other files kept)."
+    )
 
 
 def main(argv: Sequence[str]) -> None:
