@@ -81,7 +81,8 @@ def small_data_recipe(config: ml_collections.ConfigDict) -> None:
     """The small-data recipe (docs/recipe.md): a log-mel view of each clip's voiced span
     (for the audio model bounded by its loud frames and the quiet edges near them),
     level-normalised and standardised per speaker over voiced frames, recording-condition
-    augmentation (vocal tract length, room, band limit, noise), no LRN, SpecAugment, mixup,
+    augmentation (vocal tract length, room, band limit, noise; for the audio model also
+    whole recordings through fixed channels, `augment.sessions`), no LRN, SpecAugment, mixup,
     label smoothing, AdamW, a weight average; the clip-level AU row encoded once; modality
     dropout for fusion."""
     fusion = config.model.fusion
@@ -118,6 +119,9 @@ def small_data_recipe(config: ml_collections.ConfigDict) -> None:
         d.voiced_floor_margin_s = 0.15
         d.voiced_reach_s = 1.0
         d.voiced_reach_floor_db = 15.0
+        # Each training speaker also recorded through 8 fixed noisy, band-limited channels and
+        # standardised with its statistics there, as serving standardises a recording (a23).
+        aug.sessions = 8
 
 
 def get_config(fusion: str, argument: str | None = None):
