@@ -98,3 +98,17 @@ def test_seed_ensemble_is_served_as_the_mean_of_its_members(
         export.export_model([amfbp_workdir, audio_workdir], str(tmp_path / "mixed"))
     with pytest.raises(bundle.PredictError, match="cannot be averaged"):
         bundle.load_serving_model(f"{amfbp_workdir}+{audio_workdir}")
+    # A model to ship records how each member was trained instead of where it lies: one
+    # command for all ({seed} filled in per member) or one per member; no workdir is written.
+    command = "fbp-jax train --config=configs/x.py:all --config.seed={seed}"
+    export.export_model([amfbp_workdir, seed1], out, overwrite=True, trained_by=[command])
+    members = io.read_json(os.path.join(out, bundle.SERVING_FILE))["members"]
+    assert members == [
+        {"trained_by": command.replace("{seed}", str(s)), "step": m["step"]}
+        for s, m in zip((0, 1), members, strict=True)
+    ]
+    export.export_model([amfbp_workdir], out, overwrite=True, trained_by=["one command"])
+    served = io.read_json(os.path.join(out, bundle.SERVING_FILE))
+    assert served["trained_by"] == "one command" and "workdir" not in served
+    with pytest.raises(ValueError, match="one command for all 2 workdirs or one for each"):
+        export.export_model([amfbp_workdir, seed1], out, overwrite=True, trained_by=["a", "b", "c"])

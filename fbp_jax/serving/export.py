@@ -11,7 +11,8 @@ The export directory holds
                        the model's streams need; outputs probabilities, logits, embedding,
                        {stream}_attention, {stream}_mask and, for two streams, mu and eta
   serving.json         fusion, class names, preprocessing settings, checkpoint step (for an
-                       ensemble: `members`, each workdir and step; outputs are their mean)
+                       ensemble: `members`, each workdir and step; outputs are their mean);
+                       with `--trained_by`, how each run was trained instead of its workdir
   norm_stats.npz       the training split's normalisation statistics (if the model uses them)
 
 Reloading needs only JAX (`bundle.load_exported`, no Flax, no model code, no TensorFlow):
@@ -21,6 +22,13 @@ Reloading needs only JAX (`bundle.load_exported`, no Flax, no model code, no Ten
 
 The directory is written under a temporary name and renamed when complete. `--overwrite`
 replaces these three files and keeps any other file of the folder (a model card, a licence).
+
+A model exported to be shipped records how each run was trained, not where it lies on the
+machine that trained it: `--trained_by=COMMAND` once for every run (`{seed}` is replaced by
+the run's seed), or once per workdir, in their order:
+
+    fbp-jax export --workdir=W0,W1,W2 --output_dir=E --step=latest \
+        --trained_by="fbp-jax train --config=configs/ravdess_audio.py:all --config.seed={seed}"
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ def export_model(
     step: str = "best",
     platforms: Sequence[str] | None = None,
     overwrite: bool = False,
+    trained_by: Sequence[str] = (),
 ) -> str:
     """Exports a workdir's checkpoint; returns the export directory.
 
@@ -57,10 +66,17 @@ def export_model(
       step: 'best' (chosen on validation), 'latest' or a step number.
       platforms: e.g. ('cpu', 'cuda'); default: the platform JAX runs on here.
       overwrite: replace the export in an existing `output_dir` (its other files are kept).
+      trained_by: how the runs were trained, recorded instead of their workdirs: one command
+        for all (`{seed}` replaced by each run's seed) or one per workdir.
     """
     if os.path.exists(output_dir) and not overwrite:
         raise FileExistsError(f"{output_dir} exists; pass --overwrite to replace it")
     workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
+    if trained_by and len(trained_by) not in (1, len(workdirs)):
+        raise ValueError(
+            f"--trained_by: give one command for all {len(workdirs)} workdirs or one for each, "
+            f"got {len(trained_by)}"
+        )
     members = [workdir_lib.load_trained(w, step) for w in workdirs]
     first = members[0]
     for m in members[1:]:
@@ -71,12 +87,11 @@ def export_model(
             raise workdir_lib.WorkdirError(
                 f"{m.workdir}: cannot be exported with {first.workdir}: {problem}"
             )
+    origins = _origins(members, trained_by)
     if len(members) == 1:
-        extra = {"workdir": os.path.abspath(first.workdir)}
+        extra = origins[0]
     else:
-        extra = {
-            "members": [{"workdir": os.path.abspath(m.workdir), "step": m.step} for m in members]
-        }
+        extra = {"members": [{**o, "step": m.step} for o, m in zip(origins, members, strict=True)]}
     write_export(
         output_dir,
         first.model,
@@ -92,6 +107,17 @@ def export_model(
         "Exported %s to %s.", ", ".join(f"{m.workdir} (step {m.step})" for m in members), output_dir
     )
     return output_dir
+
+
+def _origins(members, trained_by: Sequence[str]) -> list[dict[str, str]]:
+    """Per member {"workdir": its absolute path} or, with `trained_by`, {"trained_by": ...}."""
+    if not trained_by:
+        return [{"workdir": os.path.abspath(m.workdir)} for m in members]
+    commands = list(trained_by) * len(members) if len(trained_by) == 1 else list(trained_by)
+    return [
+        {"trained_by": c.replace("{seed}", str(m.config.seed))}
+        for c, m in zip(commands, members, strict=True)
+    ]
 
 
 def _described(loaded) -> dict:
@@ -178,6 +204,12 @@ def define_flags() -> None:
     flags.DEFINE_bool(
         "overwrite", False, "Replace the export in an existing directory (other files kept)."
     )
+    flags.DEFINE_multi_string(
+        "trained_by",
+        [],
+        "How the runs were trained, recorded instead of their workdirs (a shipped model): "
+        "once for all ({seed} becomes each run's seed) or once per workdir.",
+    )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -190,8 +222,9 @@ def main(argv: Sequence[str]) -> None:
             step=FLAGS.step,
             platforms=FLAGS.platforms or None,
             overwrite=FLAGS.overwrite,
+            trained_by=FLAGS.trained_by,
         )
-    except (workdir_lib.WorkdirError, FileExistsError) as e:
+    except (workdir_lib.WorkdirError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     info = io.read_json(os.path.join(path, bundle.SERVING_FILE))
