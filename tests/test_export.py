@@ -107,7 +107,7 @@ def test_seed_ensemble_is_served_as_the_mean_of_its_members(
         {"trained_by": command.replace("{seed}", str(s)), "step": m["step"]}
         for s, m in zip((0, 1), members, strict=True)
     ]
-    export.export_model([amfbp_workdir], out, overwrite=True, trained_by=["one command"])
+    export.export_model([amfbp_workdir], out, overwrite=True, trained_by="one command")
     served = io.read_json(os.path.join(out, bundle.SERVING_FILE))
     assert served["trained_by"] == "one command" and "workdir" not in served
     with pytest.raises(ValueError, match="one command for all 2 workdirs or one for each"):

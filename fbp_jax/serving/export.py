@@ -56,7 +56,7 @@ def export_model(
     step: str = "best",
     platforms: Sequence[str] | None = None,
     overwrite: bool = False,
-    trained_by: Sequence[str] = (),
+    trained_by: str | Sequence[str] = (),
 ) -> str:
     """Exports a workdir's checkpoint; returns the export directory.
 
@@ -72,6 +72,7 @@ def export_model(
     if os.path.exists(output_dir) and not overwrite:
         raise FileExistsError(f"{output_dir} exists; pass --overwrite to replace it")
     workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
+    trained_by = [trained_by] if isinstance(trained_by, str) else list(trained_by)
     if trained_by and len(trained_by) not in (1, len(workdirs)):
         raise ValueError(
             f"--trained_by: give one command for all {len(workdirs)} workdirs or one for each, "
@@ -109,11 +110,11 @@ def export_model(
     return output_dir
 
 
-def _origins(members, trained_by: Sequence[str]) -> list[dict[str, str]]:
+def _origins(members, trained_by: list[str]) -> list[dict[str, str]]:
     """Per member {"workdir": its absolute path} or, with `trained_by`, {"trained_by": ...}."""
     if not trained_by:
         return [{"workdir": os.path.abspath(m.workdir)} for m in members]
-    commands = list(trained_by) * len(members) if len(trained_by) == 1 else list(trained_by)
+    commands = trained_by * len(members) if len(trained_by) == 1 else trained_by
     return [
         {"trained_by": c.replace("{seed}", str(m.config.seed))}
         for c, m in zip(commands, members, strict=True)
