@@ -193,13 +193,15 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     # are found (as a changed recording reaches serving); False: on the training crop.
     augment.whole_clip = False
     # Speaker sessions: N > 0 also records every training speaker through N fixed channels
-    # (drawn once: a low-pass in band_limit_hz, a high-pass in high_pass_hz, white noise at an
-    # SNR in noise_snr_db). A share session_prob of training clips comes from a random session
+    # (drawn once: a low-pass in band_limit_hz, a high-pass in high_pass_hz, noise at an SNR
+    # in noise_snr_db, its power falling as 1/f^a with a drawn in session_noise_tilt; (0, 0):
+    # white). A share session_prob of training clips comes from a random session
     # (on the whole clip) and is standardised with its speaker's statistics in that session,
     # as serving standardises a speaker recorded through one channel with its own statistics
     # (needs data.speaker_norm).
     augment.sessions = 0
     augment.session_prob = 0.5
+    augment.session_noise_tilt = (0.0, 0.0)
     augment.time_masks = 0  # SpecAugment: masks along time ...
     augment.time_mask_frames = 0  # ... of up to this many frames;
     augment.freq_masks = 0  # masks along the audio features ...

@@ -329,22 +329,31 @@ SESSION_RNG_SEED = 0  # The sessions' channels are drawn once, from this numpy s
 
 
 def session_channels(aug: ml_collections.ConfigDict | None) -> np.ndarray:
-    """[N, 3] (low-pass cutoff Hz, high-pass cutoff Hz, SNR dB) of `augment.sessions` fixed
-    channels, drawn uniformly in `band_limit_hz`, `high_pass_hz` and `noise_snr_db`."""
+    """[N, 4] (low-pass cutoff Hz, high-pass cutoff Hz, SNR dB, noise tilt) of
+    `augment.sessions` fixed channels, drawn uniformly in `band_limit_hz`, `high_pass_hz`,
+    `noise_snr_db` and `session_noise_tilt` (drawn last: a tilt range leaves the others as
+    they were)."""
     n = int(aug.get("sessions", 0)) if aug is not None else 0
     if not n:
-        return np.zeros((0, 3))
+        return np.zeros((0, 4))
     rng = np.random.default_rng(SESSION_RNG_SEED)
-    ranges = (aug.band_limit_hz, aug.get("high_pass_hz", (0.0, 0.0)), aug.noise_snr_db)
+    ranges = (
+        aug.band_limit_hz,
+        aug.get("high_pass_hz", (0.0, 0.0)),
+        aug.noise_snr_db,
+        aug.get("session_noise_tilt", (0.0, 0.0)),
+    )
     return np.stack([rng.uniform(lo, hi, n) for lo, hi in ranges], 1)
 
 
 def _session(audio: tf.Tensor, channel: tf.Tensor, seed: tf.Tensor, d) -> tf.Tensor:
     """A whole clip's [T, bins] log power recorded through a session's `channel` (a row of
-    `session_channels`): band-limited, then white noise relative to its voiced frames."""
+    `session_channels`): band-limited, then noise relative to its voiced frames (white, or
+    coloured by the channel's tilt)."""
     high_pass = tf.where(channel[1] > 0, channel[1], 1e-3)  # 0 Hz: no high-pass (no log 0).
     limited = _band_limit(audio, channel[0], high_pass)
-    return _additive_noise(limited, channel[2], seed, _voiced_frames(limited, d))
+    speech = _voiced_frames(limited, d)
+    return _additive_noise(limited, channel[2], seed, speech, tilt=channel[3])
 
 
 def _mask_spans(x: tf.Tensor, axis: int, count: int, max_width: int, limit, seed) -> tf.Tensor:

@@ -247,10 +247,10 @@ def test_sessions_standardise_a_clip_with_its_speakers_statistics_in_that_record
     aug = _augment(sessions=1, session_prob=1.0, noise_snr_db=(5.0, 10.0))
     aug.band_limit_hz = (2000.0, 3000.0)
     channels = input_pipeline.session_channels(aug)
-    assert channels.shape == (1, 3) and 2000 <= channels[0, 0] <= 3000 and channels[0, 1] == 0
-    assert 5 <= channels[0, 2] <= 10
+    assert channels.shape == (1, 4) and 2000 <= channels[0, 0] <= 3000 and channels[0, 1] == 0
+    assert 5 <= channels[0, 2] <= 10 and channels[0, 3] == 0  # white noise by default
     np.testing.assert_array_equal(channels, input_pipeline.session_channels(aug))  # fixed
-    assert input_pipeline.session_channels(_augment()).shape == (0, 3)
+    assert input_pipeline.session_channels(_augment()).shape == (0, 4)
     builder = input_pipeline.prepared_builder(d)
     clean = input_pipeline.compute_stats(builder, split, d, by_speaker=True)
     stats = input_pipeline.with_session_stats(builder, split, d, clean, aug)
@@ -375,6 +375,28 @@ def test_coloured_noise_falls_with_frequency_at_the_same_mean_power():
         - 1.0
     )
     assert added(noise_tilt=(1.0, 1.0)).mean() > 2 * added().mean()
+
+
+def test_sessions_can_record_through_coloured_noise():
+    """`augment.session_noise_tilt`: each session's noise gets a fixed tilt, drawn after the
+    channels' other draws (which stay as they were); a pink session puts more of its noise in
+    the low bins than a white one at the same SNR."""
+    aug = _augment(sessions=8, noise_snr_db=(10.0, 10.0), band_limit_hz=(7900.0, 7900.0))
+    white = input_pipeline.session_channels(aug)
+    aug.session_noise_tilt = (0.0, 2.0)
+    coloured = input_pipeline.session_channels(aug)
+    np.testing.assert_array_equal(coloured[:, :3], white[:, :3])
+    assert (white[:, 3] == 0).all() and ((coloured[:, 3] >= 0) & (coloured[:, 3] <= 2)).all()
+    assert np.ptp(coloured[:, 3]) > 0.5  # Sessions of different colours.
+    d = tiny_config("audio").data
+    quiet = tf.fill([300, 200], -8.0)
+    speech = tf.concat([tf.zeros([200, 200]), quiet[:100]], 0)  # 200 voiced frames, then quiet.
+    seed = tf.constant([5, 6], tf.int64)
+    channel = lambda tilt: tf.constant([7900.0, 0.0, 10.0, tilt])
+    low_bins = lambda tilt: np.exp(
+        input_pipeline._session(speech, channel(tilt), seed, d).numpy()[200:, 5:20]
+    ).mean()
+    assert low_bins(1.0) > 2 * low_bins(0.0)
 
 
 def test_other_talkers_are_added_from_their_voiced_frames_at_the_snr():
