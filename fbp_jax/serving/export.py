@@ -49,6 +49,11 @@ from fbp_jax import workdir as workdir_lib
 from fbp_jax.serving import bundle
 
 
+class ExportError(ValueError):
+    """An export asked for in a way that cannot be done (`fbp-jax export` prints it and exits
+    with 2)."""
+
+
 def export_model(
     workdir: str | Sequence[str],
     output_dir: str,
@@ -74,7 +79,7 @@ def export_model(
     workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
     trained_by = [trained_by] if isinstance(trained_by, str) else list(trained_by)
     if trained_by and len(trained_by) not in (1, len(workdirs)):
-        raise ValueError(
+        raise ExportError(
             f"--trained_by: give one command for all {len(workdirs)} workdirs or one for each, "
             f"got {len(trained_by)}"
         )
@@ -225,7 +230,7 @@ def main(argv: Sequence[str]) -> None:
             overwrite=FLAGS.overwrite,
             trained_by=FLAGS.trained_by,
         )
-    except (workdir_lib.WorkdirError, FileExistsError, ValueError) as e:
+    except (workdir_lib.WorkdirError, FileExistsError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     info = io.read_json(os.path.join(path, bundle.SERVING_FILE))
