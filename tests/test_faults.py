@@ -118,10 +118,22 @@ def _latest_checkpoint(workdir):
     return max(steps, default=0)
 
 
-def test_training_killed_at_random_points_ends_like_an_uninterrupted_run(tiny_data_dir, tmp_path):
-    steps = 24
-    clean, killed = str(tmp_path / "clean"), str(tmp_path / "killed")
-    _run(_train_cmd(tiny_data_dir, clean, steps))
+STEPS = 24  # Of the uninterrupted run that the killed ones must end like.
+
+
+@pytest.fixture(scope="module")
+def clean_run(tiny_data_dir, tmp_path_factory):
+    """The workdir of an uninterrupted `_train_cmd` run of STEPS steps."""
+    clean = str(tmp_path_factory.mktemp("faults") / "clean")
+    _run(_train_cmd(tiny_data_dir, clean, STEPS))
+    return clean
+
+
+@pytest.mark.xdist_group("faults_clean_run")  # One worker: one clean run.
+def test_training_killed_at_random_points_ends_like_an_uninterrupted_run(
+    tiny_data_dir, clean_run, tmp_path
+):
+    steps, clean, killed = STEPS, clean_run, str(tmp_path / "killed")
     # Two kills, each after the run passed a random step (checkpoints every 4 steps), plus a
     # random delay so that some land between checkpoints or during an evaluation.
     targets = sorted(RNG.choice(np.arange(4, steps - 4, 4), size=2, replace=False))
@@ -173,12 +185,12 @@ runpy.run_path("train.py", run_name="__main__")
 """
 
 
+@pytest.mark.xdist_group("faults_clean_run")  # One worker: one clean run.
 def test_a_kill_after_the_final_checkpoint_writes_the_record_of_an_uninterrupted_run(
-    tiny_data_dir, tmp_path
+    tiny_data_dir, clean_run, tmp_path
 ):
-    steps = 14  # Evaluations at 7 and 14; the final checkpoint holds the final metrics.
-    clean, killed = str(tmp_path / "clean"), str(tmp_path / "killed")
-    _run(_train_cmd(tiny_data_dir, clean, steps))
+    # The final step is evaluated; its checkpoint holds the final metrics.
+    steps, clean, killed = STEPS, clean_run, str(tmp_path / "killed")
     cmd = _train_cmd(tiny_data_dir, killed, steps)
     proc = subprocess.run(
         [sys.executable, "-c", _KILL_BEFORE_RESULT, *cmd[1:]],
