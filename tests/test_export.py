@@ -112,23 +112,3 @@ def test_seed_ensemble_is_served_as_the_mean_of_its_members(
     assert served["trained_by"] == "one command" and "workdir" not in served
     with pytest.raises(export.ExportError, match="one command for all 2 workdirs or one for each"):
         export.export_model([amfbp_workdir, seed1], out, overwrite=True, trained_by=["a", "b", "c"])
-
-
-def test_the_command_refuses_a_trained_by_count_in_one_line_before_reading_a_workdir(tmp_path):
-    """Three commands for two workdirs: exit 2 with one line naming the counts, before any
-    checkpoint is looked for (these workdirs do not exist), and nothing written."""
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
-    out = tmp_path / "export"
-    proc = subprocess.run(
-        [sys.executable, "-m", "fbp_jax", "export", f"--workdir={tmp_path}/a,{tmp_path}/b",
-         f"--output_dir={out}", "--trained_by=x", "--trained_by=y", "--trained_by=z"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last == "error: --trained_by: give one command for all 2 workdirs or one for each, got 3"
-    assert "Traceback" not in proc.stderr and not out.exists()

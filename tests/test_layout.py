@@ -116,6 +116,21 @@ def test_unknown_command_lists_the_commands():
     assert "predict" in proc.stderr and "evaluate" in proc.stderr
 
 
+def test_export_refuses_a_trained_by_count_in_one_line_before_reading_a_workdir(tmp_path):
+    """Three commands for two workdirs: exit 2 with one line naming the counts, before any
+    checkpoint is looked for (these workdirs do not exist), and nothing written."""
+    out = tmp_path / "export"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fbp_jax", "export", f"--workdir={tmp_path}/a,{tmp_path}/b",
+         f"--output_dir={out}", "--trained_by=x", "--trained_by=y", "--trained_by=z"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "error: --trained_by: give one command for all 2 workdirs or one for each, got 3"
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
 def test_shipped_models_carry_a_card_and_no_path_of_the_machine_that_made_them():
     """A shipped bundle says how each of its runs was trained (`export --trained_by`), not
     where its workdir lay on the machine that trained it, and every shipped model has its
