@@ -146,6 +146,24 @@ def test_mel_band_sees_nothing_outside_it():
         frontend.mel_matrix(200, 64, 500.0, 400.0)
 
 
+def test_view_settings_leave_out_what_has_no_effect():
+    """Two configs show the audio encoder the same view exactly when `view_settings` agree:
+    a reach without a span, a mel band of the linear view, PCEN settings of the mel view
+    change nothing; the span does."""
+    base = {"audio_fps": 100, "frontend": "mel", "voiced_db": 35.0}
+    view = frontend.view_settings(ml_collections.ConfigDict(base))
+    idle = {"voiced_reach_s": 1.0, "voiced_reach_floor_db": 15.0, "pcen_gain": 0.5}
+    assert frontend.view_settings(ml_collections.ConfigDict({**base, **idle})) == view
+    linear = ml_collections.ConfigDict({**base, "frontend": "linear"})
+    assert frontend.view_settings(linear) == frontend.view_settings(
+        ml_collections.ConfigDict({**base, "frontend": "linear", "num_mel": 40})
+    )
+    spanned = frontend.view_settings(
+        ml_collections.ConfigDict({**base, **idle, "voiced_span_db": 12.0})
+    )
+    assert spanned != view and spanned["voiced_reach_floor_db"] == 15.0
+
+
 def test_mel_deltas_in_numpy_and_tensorflow():
     d = ml_collections.ConfigDict(
         {"frontend": "mel", "num_bins": 200, "num_mel": 64, "audio_fps": 100, "mel_deltas": 2}

@@ -51,6 +51,11 @@ def test_fusion_initialised_from_single_modality_runs(tiny_data_dir, tmp_path):
         for name in (f"{stream}_encoder", f"{stream}_attention"):
             for a, b in zip(_leaves(src[name]), _leaves(fused[name])):
                 np.testing.assert_array_equal(a, b)
+    # An audio encoder shown another view of the audio than it was trained on is refused.
+    with config.unlocked():
+        config.data.voiced_db = 35.0
+    with pytest.raises(workdir_lib.WorkdirError, match="voiced_db 0.0 there, 35.0 here"):
+        loop.train_and_evaluate(config, str(tmp_path / "other_view"))
 
 
 def _leaves(tree):

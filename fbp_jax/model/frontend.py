@@ -51,7 +51,7 @@ Two optional steps make the view independent of how a recording was cut and how 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import ml_collections
 import numpy as np
@@ -154,6 +154,54 @@ PCEN_DEFAULTS = {
     "pcen_bias": 2.0,  # the offset added before compression,
     "pcen_power": 0.5,  # and the compression exponent.
 }
+
+
+# Every `config.data` setting that decides what the audio encoder is shown, with its default
+# (for runs saved before the setting existed). A run whose audio encoder starts from another
+# run's must show it the same (training.loop checks); serving reads these from serving.json.
+AUDIO_VIEW_DEFAULTS = {
+    "normalize": True,
+    "speaker_norm": False,
+    "frontend": "linear",
+    "num_mel": 64,
+    "mel_low_hz": 0.0,
+    "mel_high_hz": 0.0,
+    "mel_deltas": 0,
+    "voiced_db": 0.0,
+    "voiced_floor_db": 0.0,
+    "voiced_floor_span": False,
+    "voiced_floor_margin_s": 0.0,
+    "voiced_span_db": 0.0,
+    "voiced_reach_s": 0.0,
+    "voiced_reach_floor_db": 0.0,
+    "level_norm": False,
+    "spectral_floor_db": 0.0,
+    **PCEN_DEFAULTS,
+}
+
+
+def view_settings(data_config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The `AUDIO_VIEW_DEFAULTS` settings of `data_config` that change what the audio encoder
+    is shown: those that have no effect under the others (a mel band of the linear view, the
+    reach of a span that is off, ...) are left out, so two configs show the same view exactly
+    when these are equal."""
+    view = {k: data_config.get(k, v) for k, v in AUDIO_VIEW_DEFAULTS.items()}
+    unused = set()
+    if view["frontend"] not in ("mel", "pcen"):
+        unused |= {"num_mel", "mel_low_hz", "mel_high_hz", "mel_deltas"}
+    if view["frontend"] != "pcen":
+        unused |= set(PCEN_DEFAULTS)
+    if view["voiced_db"] <= 0:
+        unused |= {k for k in view if k.startswith("voiced_") and k != "voiced_db"}
+    if view["voiced_span_db"] <= 0 or view["voiced_reach_s"] <= 0:
+        unused |= {"voiced_reach_s", "voiced_reach_floor_db"}
+    if view["voiced_floor_db"] <= 0:
+        unused.add("voiced_floor_span")
+    if view["voiced_span_db"] <= 0 and not (
+        view["voiced_floor_db"] > 0 and view["voiced_floor_span"]
+    ):
+        unused.add("voiced_floor_margin_s")
+    return {k: v for k, v in view.items() if k not in unused}
 
 
 def pcen_settings(data_config: ml_collections.ConfigDict) -> tuple[float, float, float, float]:

@@ -74,7 +74,7 @@ def main(argv) -> None:
     try:
         with io.exit_on_full_disk():
             result = loop.train_and_evaluate(config, workdir)
-    except (input_pipeline.DatasetNotPreparedError, workdir_lib.WorkdirInUseError) as e:
+    except (input_pipeline.DatasetNotPreparedError, workdir_lib.WorkdirError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -25,7 +25,7 @@ from absl import logging
 
 from fbp_jax import io, parallel
 from fbp_jax import workdir as workdir_lib
-from fbp_jax.model import network
+from fbp_jax.model import frontend, network
 from fbp_jax.training import steps
 
 
@@ -40,6 +40,8 @@ def init_from_single_modality(
     ):
         if not workdir:
             continue
+        if stream == "audio":
+            _check_audio_view(config, workdir)
         src, step = workdir_lib.load_params(workdir, "best")
         copied = [
             n
@@ -64,6 +66,28 @@ def init_from_single_modality(
         logging.info("Initialised %s from %s (step %d).", ", ".join(copied), workdir, step)
     ema = None if state.ema_params is None else params
     return state.replace(params=params, ema_params=ema)
+
+
+def _check_audio_view(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Raises if `workdir`'s audio encoder was trained on another view of the audio than
+    `config` shows it (`frontend.view_settings`): it would be fine-tuned on inputs it never
+    saw, silently."""
+    there = frontend.view_settings(workdir_lib.load_config(workdir).data)
+    here = frontend.view_settings(config.data)
+
+    def shown(view, key):
+        return repr(view[key]) if key in view else "without effect"
+
+    differ = [
+        f"{k} {shown(there, k)} there, {shown(here, k)} here"
+        for k in frontend.AUDIO_VIEW_DEFAULTS
+        if there.get(k) != here.get(k)
+    ]
+    if differ:
+        raise workdir_lib.WorkdirError(
+            f"{workdir}: its audio encoder was trained on another view of the audio "
+            f"({'; '.join(differ)}); give this run the same --config.data settings"
+        )
 
 
 def train_step_fn(config: ml_collections.ConfigDict):
