@@ -79,7 +79,7 @@ def parse_argument(argument: str | None) -> tuple[str, str]:
 
 def small_data_recipe(config: ml_collections.ConfigDict) -> None:
     """The small-data recipe (docs/recipe.md): a log-mel view of each clip's voiced span
-    (for the audio model bounded by its loud frames and the quiet edges near them),
+    (bounded by its loud frames and the quiet edges near them),
     level-normalised and standardised per speaker over voiced frames, recording-condition
     augmentation (vocal tract length, room, band limit, noise; for the audio model also
     whole recordings through fixed channels, `augment.sessions`), no LRN, SpecAugment, mixup,
@@ -110,15 +110,16 @@ def small_data_recipe(config: ml_collections.ConfigDict) -> None:
     optim.label_smoothing = 0.1
     optim.weight_decay = 1e-3
     optim.ema_decay = 0.99
+    # The voiced span bounded by the loud frames, reaching out to the quiet edges that stand
+    # well above the noise floor: a masker in the pauses is read far less (a22). The fusion
+    # models show their audio encoder the same view (f23).
+    d.voiced_span_db = 12.0
+    d.voiced_floor_margin_s = 0.15
+    d.voiced_reach_s = 1.0
+    d.voiced_reach_floor_db = 15.0
     if fusion == "audio":
         config.num_epochs = 100
         optim.lr_decay_epochs = (70,)
-        # The voiced span bounded by the loud frames, reaching out to the quiet edges that
-        # stand well above the noise floor: a masker in the pauses is read far less (a22).
-        d.voiced_span_db = 12.0
-        d.voiced_floor_margin_s = 0.15
-        d.voiced_reach_s = 1.0
-        d.voiced_reach_floor_db = 15.0
         # Each training speaker also recorded through 8 fixed noisy, band-limited channels and
         # standardised with its statistics there, as serving standardises a recording (a23).
         aug.sessions = 8
