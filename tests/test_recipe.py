@@ -566,6 +566,9 @@ def test_ravdess_recipes_and_folds():
     assert small.model.video.encoder == "clip" and paper.model.video.encoder == "face"
     assert paper.augment.mixup_alpha == 0.0 and paper.optim.ema_decay == 0.0
     assert ravdess_video.get_config(None).fold == "dev"
+    # A fusion run starts from the audio recipe's runs, so it shows them the same view.
+    audio = ravdess_audio.get_config("dev3").data
+    assert frontend.view_settings(small.data) == frontend.view_settings(audio)
     with pytest.raises(ValueError, match="FOLD"):
         ravdess_amfbp.get_config("dev1,fancy")
     model = network.get_model(small)
