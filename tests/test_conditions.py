@@ -150,7 +150,7 @@ def test_conditions_chain_left_to_right():
 
 
 @pytest.mark.slow
-def test_conditions_command_scores_systems_and_floors(tmp_path):
+def test_conditions_command_scores_systems_and_floors(tmp_path, monkeypatch):
     src, data = tmp_path / "src", str(tmp_path / "data")
     write_corpus(src)
     build.build("ravdess", data, str(src), num_workers=0)
@@ -159,6 +159,11 @@ def test_conditions_command_scores_systems_and_floors(tmp_path):
     workdir = str(tmp_path / "cv")
     cv.run_cross_validation(cv.load_folds(str(config_file)), workdir, config_file=str(config_file))
     out = str(tmp_path / "conditions")
+    scored = []  # Each run is scored once per fold and condition, whatever systems share it.
+    score = conditions_cmd._system_posteriors
+    monkeypatch.setattr(
+        conditions_cmd, "_system_posteriors", lambda *a: scored.append(a[0].source) or score(*a)
+    )
     result = conditions_cmd.run(
         [workdir, f"{workdir}+{workdir}"],
         ["audio_speaker"],
@@ -177,6 +182,8 @@ def test_conditions_command_scores_systems_and_floors(tmp_path):
         "audio_speaker balanced",
     }
     assert rows["cv+cv"] == rows["cv"]  # an ensemble of one run twice is that run
+    assert len(scored) == len(set(scored)) * 4  # four conditions
+    assert len(set(scored)) == len(cv.summarize(workdir)["folds"])  # one run per fold
     assert rows["cv+cv balanced"] == rows["cv balanced"]
     assert all(set(r) == {"original", "padded", "quiet", "quiet+padded"} for r in rows.values())
     assert all(0.0 <= v <= 1.0 for r in rows.values() for v in r.values())

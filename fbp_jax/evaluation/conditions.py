@@ -167,7 +167,8 @@ def run(
             "with '+'"
         )
     members = {w: w.split("+") for w in systems}
-    summaries = [cv_lib.summarize(m) for w in systems for m in members[w]]
+    unique_runs = list(dict.fromkeys(m for w in systems for m in members[w]))
+    summaries = [cv_lib.summarize(m) for m in unique_runs]
     for s in summaries:
         if not s["complete"]:
             raise cv_lib.CrossValidationError(
@@ -180,14 +181,14 @@ def run(
         if {r["fold"]: r["splits"] for r in s["folds"]} != folds:
             raise cv_lib.CrossValidationError(f"{s['workdir']}: other folds than {systems[0]}")
     clips = load_clips(manual_dir)
+    # Each run is loaded and scored once, whatever the systems it belongs to: a system's
+    # posterior is the mean of its members' (what `bundle.ensemble` serves, each member's
+    # posteriors summing to one), and `bundle.ensemble` checks that they can be averaged.
+    runs = {
+        (m, f): bundle.load_serving_model(cv_lib.fold_dir(m, f)) for m in unique_runs for f in folds
+    }
     models = {
-        w: {
-            f: bundle.ensemble(
-                [bundle.load_serving_model(cv_lib.fold_dir(m, f)) for m in members[w]]
-            )
-            for f in folds
-        }
-        for w in systems
+        w: {f: bundle.ensemble([runs[m, f] for m in members[w]]) for f in folds} for w in systems
     }
     class_names = models[systems[0]][next(iter(folds))].class_names
     labels = {c.clip_id: class_names.index(c.label) for c in clips}
@@ -201,9 +202,13 @@ def run(
             actors = _actors(splits, part)
             test = [c for c in clips if c.split in actors]
             feats = [clip_features(c, condition) for c in test]
+            scored_runs = {
+                m: _system_posteriors(runs[m, fold], test, feats, speaker_stats, crops)
+                for m in unique_runs
+            }
             for w in systems:
                 model = models[w][fold]
-                posteriors = _system_posteriors(model, test, feats, speaker_stats, crops)
+                posteriors = np.mean([scored_runs[m] for m in members[w]], axis=0)
                 correct[w].append(_correct(model, test, posteriors))
                 if balance:
                     correct[w + BALANCED].append(_correct(model, test, _balanced(posteriors, test)))
