@@ -14,6 +14,7 @@ from data_prep.features import conditions
 from data_prep.testclips import speech_like
 from fbp_jax.evaluation import conditions as conditions_cmd
 from fbp_jax.evaluation import cross_validation as cv
+from fbp_jax.serving import bundle
 
 RATE = 16000
 
@@ -159,10 +160,17 @@ def test_conditions_command_scores_systems_and_floors(tmp_path, monkeypatch):
     workdir = str(tmp_path / "cv")
     cv.run_cross_validation(cv.load_folds(str(config_file)), workdir, config_file=str(config_file))
     out = str(tmp_path / "conditions")
-    scored = []  # Each run is scored once per fold and condition, whatever systems share it.
-    score = conditions_cmd._system_posteriors
+    # Each run is scored once per fold and condition, whatever systems share it, and one fold's
+    # runs are loaded at a time (memory does not grow with the number of folds).
+    events = []
+    score, load = conditions_cmd._system_posteriors, bundle.load_serving_model
     monkeypatch.setattr(
-        conditions_cmd, "_system_posteriors", lambda *a: scored.append(a[0].source) or score(*a)
+        conditions_cmd,
+        "_system_posteriors",
+        lambda *a: events.append(("score", a[0].source)) or score(*a),
+    )
+    monkeypatch.setattr(
+        bundle, "load_serving_model", lambda d: events.append(("load", d)) or load(d)
     )
     result = conditions_cmd.run(
         [workdir, f"{workdir}+{workdir}"],
@@ -182,8 +190,12 @@ def test_conditions_command_scores_systems_and_floors(tmp_path, monkeypatch):
         "audio_speaker balanced",
     }
     assert rows["cv+cv"] == rows["cv"]  # an ensemble of one run twice is that run
-    assert len(scored) == len(set(scored)) * 4  # four conditions
-    assert len(set(scored)) == len(cv.summarize(workdir)["folds"])  # one run per fold
+    fold_dirs = [cv.fold_dir(workdir, r["fold"]) for r in cv.summarize(workdir)["folds"]]
+    assert [d for kind, d in events if kind == "load"] == fold_dirs  # one run per fold
+    sources = {d: load(d).source for d in fold_dirs}
+    assert events == [  # four conditions, each fold done before the next is loaded
+        e for d in fold_dirs for e in [("load", d)] + [("score", sources[d])] * 4
+    ]
     assert rows["cv+cv balanced"] == rows["cv balanced"]
     assert all(set(r) == {"original", "padded", "quiet", "quiet+padded"} for r in rows.values())
     assert all(0.0 <= v <= 1.0 for r in rows.values() for v in r.values())

@@ -181,54 +181,55 @@ def run(
         if {r["fold"]: r["splits"] for r in s["folds"]} != folds:
             raise cv_lib.CrossValidationError(f"{s['workdir']}: other folds than {systems[0]}")
     clips = load_clips(manual_dir)
-    # Each run is loaded and scored once, whatever the systems it belongs to: a system's
-    # posterior is the mean of its members' (what `bundle.ensemble` serves, each member's
-    # posteriors summing to one), and `bundle.ensemble` checks that they can be averaged.
-    runs = {
-        (m, f): bundle.load_serving_model(cv_lib.fold_dir(m, f)) for m in unique_runs for f in folds
-    }
-    models = {
-        w: {f: bundle.ensemble([runs[m, f] for m in members[w]]) for f in folds} for w in systems
-    }
-    class_names = models[systems[0]][next(iter(folds))].class_names
-    labels = {c.clip_id: class_names.index(c.label) for c in clips}
     fitted = _fit_floors(members[systems[0]][0], floors, folds) if floors else {}
-    rows: dict[str, dict[str, float]] = {}
-    for condition in names:
-        logging.info("Condition %s: computing features.", condition)
-        scored = [*systems, *floors]
-        correct = {name: [] for name in scored + [n + BALANCED for n in scored if balance]}
-        for fold, splits in folds.items():
-            actors = _actors(splits, part)
-            test = [c for c in clips if c.split in actors]
+    scored = [*systems, *floors]
+    names_scored = scored + [n + BALANCED for n in scored if balance]
+    # correct[name][condition]: per fold, whether each clip was answered right.
+    correct = {name: {c: [] for c in names} for name in names_scored}
+    for fold, splits in folds.items():
+        # One fold's runs in memory at a time. Each run is loaded and scored once, whatever
+        # the systems it belongs to: a system's posterior is the mean of its members' (what
+        # `bundle.ensemble` serves, each member's posteriors summing to one), and
+        # `bundle.ensemble` checks that they can be averaged.
+        runs = {m: bundle.load_serving_model(cv_lib.fold_dir(m, fold)) for m in unique_runs}
+        models = {w: bundle.ensemble([runs[m] for m in members[w]]) for w in systems}
+        class_names = models[systems[0]].class_names
+        actors = _actors(splits, part)
+        test = [c for c in clips if c.split in actors]
+        truth = np.asarray([class_names.index(c.label) for c in test])
+        for condition in names:
+            logging.info("Fold %s, condition %s: computing features.", fold, condition)
             feats = [clip_features(c, condition) for c in test]
             scored_runs = {
-                m: _system_posteriors(runs[m, fold], test, feats, speaker_stats, crops)
+                m: _system_posteriors(runs[m], test, feats, speaker_stats, crops)
                 for m in unique_runs
             }
             for w in systems:
-                model = models[w][fold]
                 posteriors = np.mean([scored_runs[m] for m in members[w]], axis=0)
-                correct[w].append(_correct(model, test, posteriors))
+                correct[w][condition].append(_correct(models[w], test, posteriors))
                 if balance:
-                    correct[w + BALANCED].append(_correct(model, test, _balanced(posteriors, test)))
+                    balanced = _balanced(posteriors, test)
+                    correct[w + BALANCED][condition].append(_correct(models[w], test, balanced))
             for floor in floors:
                 f = fitted[floor]
                 posteriors = _floor_posteriors(f[fold], f["streams"], f["norm"], test, feats)
-                truth = np.asarray([labels[c.clip_id] for c in test])
-                correct[floor].append(f[fold].classes_[posteriors.argmax(1)] == truth)
+                correct[floor][condition].append(f[fold].classes_[posteriors.argmax(1)] == truth)
                 if balance:
                     balanced = _balanced(posteriors, test)
-                    correct[floor + BALANCED].append(f[fold].classes_[balanced.argmax(1)] == truth)
-        for name, parts in correct.items():
-            system = name.removesuffix(BALANCED)
-            label = (
-                system
-                if system in floors
-                else "+".join(os.path.basename(os.path.normpath(m)) for m in members[system])
-            ) + name[len(system) :]
-            rows.setdefault(label, {})[condition] = float(np.concatenate(parts).mean())
-        logging.info("Condition %s: %s", condition, {k: v.get(condition) for k, v in rows.items()})
+                    correct[floor + BALANCED][condition].append(
+                        f[fold].classes_[balanced.argmax(1)] == truth
+                    )
+        del runs, models
+    rows: dict[str, dict[str, float]] = {}
+    for name, by_condition in correct.items():
+        system = name.removesuffix(BALANCED)
+        label = (
+            system
+            if system in floors
+            else "+".join(os.path.basename(os.path.normpath(m)) for m in members[system])
+        ) + name[len(system) :]
+        rows[label] = {c: float(np.concatenate(parts).mean()) for c, parts in by_condition.items()}
+    logging.info("Pooled WA: %s", rows)
     result = {
         "conditions": names,
         "speaker_stats": speaker_stats,
