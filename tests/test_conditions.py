@@ -240,6 +240,6 @@ def test_a_system_reads_long_clips_as_crops_and_scores_their_mean():
             mean = np.mean(model.apply(batch)["probabilities"], axis=0)
             expected.append(CLASSES[int(np.argmax(mean))])
         posteriors = conditions_cmd._system_posteriors(model, clips, features, "own", crops)
-        got = conditions_cmd._correct(model, clips, posteriors)
+        got = [model.class_names[k] == c.label for k, c in zip(posteriors.argmax(1), clips)]
         np.testing.assert_array_equal(got, [e == c.label for e, c in zip(expected, clips)])
     assert list(got) == [True, True, True, False]

@@ -121,11 +121,6 @@ def _balanced(posteriors: np.ndarray, clips) -> np.ndarray:
     return timeline.balanced(posteriors, [c.speaker for c in clips])
 
 
-def _correct(model, clips, posteriors: np.ndarray) -> np.ndarray:
-    predicted = [model.class_names[k] for k in np.argmax(posteriors, axis=1)]
-    return np.asarray([p == c.label for p, c in zip(predicted, clips)])
-
-
 def _floor_posteriors(model, streams, norm, clips, features) -> np.ndarray:
     """[N, C] posteriors of a fitted floor, in the order of its `classes_`."""
     rows = {"speaker": [], "audio": [], "video": []}
@@ -183,9 +178,10 @@ def run(
     clips = load_clips(manual_dir)
     fitted = _fit_floors(members[systems[0]][0], floors, folds) if floors else {}
     scored = [*systems, *floors]
-    names_scored = scored + [n + BALANCED for n in scored if balance]
     # correct[name][condition]: per fold, whether each clip was answered right.
-    correct = {name: {c: [] for c in names} for name in names_scored}
+    correct = {
+        name: {c: [] for c in names} for name in scored + [n + BALANCED for n in scored if balance]
+    }
     for fold, splits in folds.items():
         # One fold's runs in memory at a time. Each run is loaded and scored once, whatever
         # the systems it belongs to: a system's posterior is the mean of its members' (what
@@ -197,6 +193,9 @@ def run(
         actors = _actors(splits, part)
         test = [c for c in clips if c.split in actors]
         truth = np.asarray([class_names.index(c.label) for c in test])
+        columns = {
+            w: np.asarray([class_names.index(n) for n in models[w].class_names]) for w in systems
+        }
         for condition in names:
             logging.info("Fold %s, condition %s: computing features.", fold, condition)
             feats = [clip_features(c, condition) for c in test]
@@ -204,21 +203,19 @@ def run(
                 m: _system_posteriors(runs[m], test, feats, speaker_stats, crops)
                 for m in unique_runs
             }
-            for w in systems:
-                posteriors = np.mean([scored_runs[m] for m in members[w]], axis=0)
-                correct[w][condition].append(_correct(models[w], test, posteriors))
-                if balance:
-                    balanced = _balanced(posteriors, test)
-                    correct[w + BALANCED][condition].append(_correct(models[w], test, balanced))
+            answers = [  # (name, [N, C] posteriors, the class index of each column)
+                (w, np.mean([scored_runs[m] for m in members[w]], axis=0), columns[w])
+                for w in systems
+            ]
             for floor in floors:
                 f = fitted[floor]
                 posteriors = _floor_posteriors(f[fold], f["streams"], f["norm"], test, feats)
-                correct[floor][condition].append(f[fold].classes_[posteriors.argmax(1)] == truth)
+                answers.append((floor, posteriors, f[fold].classes_))
+            for name, posteriors, classes in answers:
+                correct[name][condition].append(classes[posteriors.argmax(1)] == truth)
                 if balance:
                     balanced = _balanced(posteriors, test)
-                    correct[floor + BALANCED][condition].append(
-                        f[fold].classes_[balanced.argmax(1)] == truth
-                    )
+                    correct[name + BALANCED][condition].append(classes[balanced.argmax(1)] == truth)
         del runs, models
     rows: dict[str, dict[str, float]] = {}
     for name, by_condition in correct.items():
