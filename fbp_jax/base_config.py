@@ -207,6 +207,9 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     augment.freq_masks = 0  # masks along the audio features ...
     augment.freq_mask_bins = 0  # ... of up to this many bins / mel channels.
     augment.mixup_alpha = 0.0  # > 0: mixup of both streams, lam ~ Beta(alpha, alpha).
+    # > 0: every training clip is read twice (the same crop, its augmentation drawn twice) and
+    # this weight times the Jensen-Shannon divergence of the two posteriors joins the loss.
+    augment.consistency_weight = 0.0
 
     # ---- loop
     config.parallel = "pmap"  # Data parallelism: 'pmap', or 'jit' (shard_map over a mesh).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Iterator
 
@@ -468,6 +469,7 @@ def preprocess(
     train: bool,
     seed: tf.Tensor | None = None,
     augment: ml_collections.ConfigDict | None = None,
+    view: int = 0,
 ) -> dict[str, tf.Tensor]:
     """Crops both streams at the same instant, standardises, pads and adds masks.
 
@@ -486,7 +488,9 @@ def preprocess(
     through one of the sessions' channels (`session_channels`) and standardised with its
     speaker's statistics in that session (the 'speaker@k' rows of `with_session_stats`).
     With `augment.talker_prob`, the example's `talkers` (other clips' log power, which
-    `create_train_dataset` brings) are the other people talking.
+    `create_train_dataset` brings) are the other people talking. `view` > 0 keeps the crop
+    that `seed` draws and draws the augmentation afresh (another view of the same crop, for
+    `augment.consistency_weight`).
     """
     d = data_config
     ratio = d.audio_fps // d.video_fps
@@ -496,6 +500,10 @@ def preprocess(
     aug = augment if train else None
     if train:
         seed_crop, seed_aug, seed_mask = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+        if view:
+            seed_aug, seed_mask = (
+                tf.random.experimental.stateless_fold_in(x, view) for x in (seed_aug, seed_mask)
+            )
     changes = _uses_log_power_augment(aug)
     whole_clip = changes and aug.get("whole_clip", False)
     talkers = example.get("talkers", ())  # Other clips' log power, from the training stream.
@@ -781,7 +789,8 @@ def create_train_dataset(
     (seed, e), each example's crop and augmentation drawn from (seed, e, its position), and
     batches never straddle two epochs (the last partial batch of an epoch is dropped); with
     `augment.talker_prob` each example also brings `augment.talkers` other clips of the
-    split, from shuffles seeded by (seed, e) as well. So
+    split, from shuffles seeded by (seed, e) as well; with `augment.consistency_weight` each
+    example also holds a second view of its crop (`frontend.SECOND_VIEW` keys). So
     `start_step` can position the stream exactly where a killed run left it.
     """
     normalizer = _as_normalizer(stats)
@@ -800,6 +809,24 @@ def create_train_dataset(
     buffer = min(data_config.shuffle_buffer, max(num_examples, 1))
 
     talkers = augment.talkers if augment is not None and augment.get("talker_prob", 0) else 0
+    two_views = augment is not None and augment.get("consistency_weight", 0) > 0
+
+    def views(ex, s):
+        view = functools.partial(
+            preprocess,
+            ex,
+            data_config=data_config,
+            stats=normalizer,
+            train=True,
+            seed=s,
+            augment=augment,
+        )
+        out = view()
+        if two_views:  # The same crop, its augmentation drawn again.
+            second = view(view=1)
+            keys = [k for ks in frontend.STREAM_KEYS.values() for k in ks]
+            out.update({frontend.SECOND_VIEW + k: second[k] for k in keys})
+        return out
 
     def epoch(e):
         epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + e
@@ -816,12 +843,7 @@ def create_train_dataset(
             lambda i, ex: (ex, tf.stack([tf.cast(seed, tf.int64), e * 10_000_000 + i])),
             tf.data.AUTOTUNE,
         )
-        shuffled = shuffled.map(
-            lambda ex, s: preprocess(
-                ex, data_config=data_config, stats=normalizer, train=True, seed=s, augment=augment
-            ),
-            tf.data.AUTOTUNE,
-        )
+        shuffled = shuffled.map(views, tf.data.AUTOTUNE)
         return shuffled.batch(batch_size, drop_remainder=True)
 
     out = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(skip)

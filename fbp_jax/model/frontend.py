@@ -431,6 +431,9 @@ def pooled_statistics(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 STREAM_KEYS = {"audio": ("audio", "audio_mask"), "video": ("video", "video_mask")}
+# A training batch with `augment.consistency_weight` also holds a second view of every clip,
+# its model inputs under these names ('view2_audio', ...).
+SECOND_VIEW = "view2_"
 
 
 def model_inputs(batch: dict, fusion: str) -> dict:

@@ -143,6 +143,7 @@ def step_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
         "label_smoothing": config.optim.get("label_smoothing", 0.0),
         "ema_decay": config.optim.get("ema_decay", 0.0),
         "aux_loss_weight": config.model.get("aux_loss_weight", 0.0),
+        "consistency_weight": config.get("augment", {}).get("consistency_weight", 0.0),
     }
 
 
@@ -153,6 +154,18 @@ def cross_entropy(logits: Array, labels: Array, label_smoothing: float = 0.0) ->
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
     return optax.softmax_cross_entropy(logits, targets)
+
+
+def jensen_shannon(logits_a: Array, logits_b: Array) -> Array:
+    """Per-example Jensen-Shannon divergence (nats) of two posteriors given as logits: [B]."""
+    log_p = jax.nn.log_softmax(logits_a.astype(jnp.float32))
+    log_q = jax.nn.log_softmax(logits_b.astype(jnp.float32))
+    log_m = jnp.log(0.5 * (jnp.exp(log_p) + jnp.exp(log_q)))
+
+    def kl_to_m(log_x):
+        return jnp.sum(jnp.exp(log_x) * (log_x - log_m), axis=-1)
+
+    return 0.5 * (kl_to_m(log_p) + kl_to_m(log_q))
 
 
 def mixup(batch: dict[str, Array], inputs: dict[str, Array], alpha: float, rng: Array):
@@ -190,6 +203,7 @@ def train_step(
     label_smoothing: float = 0.0,
     ema_decay: float = 0.0,
     aux_loss_weight: float = 0.0,
+    consistency_weight: float = 0.0,
 ) -> tuple[TrainState, TrainMetrics]:
     """One optimisation step on one device's share of the batch (call it under `pmap`).
 
@@ -203,6 +217,10 @@ def train_step(
       ema_decay: > 0 updates `state.ema_params` (decay warmed up as min(d, (1+t)/(10+t))).
       aux_loss_weight: > 0 adds this weight times the mean loss of each stream's own
         classifier (`aux_*_logits`, two-stream models with `model.aux_loss_weight`).
+      consistency_weight: > 0 reads the batch's second view of every clip
+        (`frontend.SECOND_VIEW` keys, mixed with the same partners): the loss is the mean of
+        the two views' losses plus this weight times the Jensen-Shannon divergence of their
+        posteriors (AugMix's consistency).
 
     Returns:
       (new state, TrainMetrics of this step gathered over devices; accuracy and loss are those
@@ -214,6 +232,8 @@ def train_step(
     dropout_rng, mixup_rng = jax.random.split(step_rng)
     mask = batch["mask"].astype(jnp.float32)
     inputs = frontend.model_inputs(batch, fusion)
+    if consistency_weight > 0:  # Both views side by side, mixed alike.
+        inputs.update({frontend.SECOND_VIEW + k: batch[frontend.SECOND_VIEW + k] for k in inputs})
     labels = batch["label"]
     if mixup_alpha > 0:
         inputs, partner, lam = mixup(batch, inputs, mixup_alpha, mixup_rng)
@@ -224,13 +244,33 @@ def train_step(
         ce = lam * cross_entropy(logits, labels, label_smoothing)
         return ce + (1 - lam) * cross_entropy(logits, partner, label_smoothing)
 
-    def loss_fn(params):
-        out = state.apply_fn({"params": params}, inputs, train=True, rngs={"dropout": dropout_rng})
+    def view_loss(out):
         ce = mixed_ce(out["logits"])
         aux = [out[k] for k in ("aux_audio_logits", "aux_video_logits") if k in out]
         if aux_loss_weight > 0 and aux:
             ce += aux_loss_weight * sum(mixed_ce(x) for x in aux) / len(aux)
-        return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0), out["logits"]
+        return ce
+
+    views = [inputs]  # Each view's model inputs, run as one batch.
+    if consistency_weight > 0:
+        p = frontend.SECOND_VIEW
+        views = [
+            {k: v for k, v in inputs.items() if not k.startswith(p)},
+            {k.removeprefix(p): v for k, v in inputs.items() if k.startswith(p)},
+        ]
+    n = labels.shape[0]
+
+    def loss_fn(params):
+        both = {k: jnp.concatenate([v[k] for v in views]) for k in views[0]}
+        out = state.apply_fn({"params": params}, both, train=True, rngs={"dropout": dropout_rng})
+        outs = [
+            {k: v[i * n : (i + 1) * n] for k, v in out.items() if k.endswith("logits")}
+            for i in range(len(views))
+        ]
+        ce = sum(view_loss(o) for o in outs) / len(outs)
+        if consistency_weight > 0:
+            ce += consistency_weight * jensen_shannon(outs[0]["logits"], outs[1]["logits"])
+        return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0), outs[0]["logits"]
 
     (_, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = jax.lax.pmean(grads, parallel.AXIS)
