@@ -483,6 +483,66 @@ def test_mixup_mixes_both_streams_with_one_partner_and_spares_padding():
             assert lam[i] == 1.0
 
 
+def test_consistency_views_share_the_crop_and_draw_their_augmentation_again(tiny_data_dir):
+    """`augment.consistency_weight`: every training clip also comes as a second view, the
+    same crop with its augmentation drawn afresh; the first view is the stream without it."""
+    config = tiny_train_config(tiny_data_dir)
+    with config.unlocked():
+        config.augment.noise_prob = 1.0
+        config.augment.noise_snr_db = (5.0, 20.0)
+    plain = next(input_pipeline.create_datasets(config, None).train_iter(seed=0))
+    assert not any(k.startswith(frontend.SECOND_VIEW) for k in plain)
+    with config.unlocked():
+        config.augment.consistency_weight = 1.0
+    batch = next(input_pipeline.create_datasets(config, None).train_iter(seed=0))
+    for key in ("audio", "audio_mask", "video", "video_mask", "label"):
+        np.testing.assert_array_equal(batch[key], plain[key])
+    second = {k: batch[frontend.SECOND_VIEW + k] for k in ("audio", "audio_mask", "video")}
+    np.testing.assert_array_equal(second["audio_mask"], batch["audio_mask"])  # one crop
+    np.testing.assert_array_equal(second["video"], batch["video"])
+    valid = batch["audio_mask"]
+    assert np.abs(second["audio"] - batch["audio"])[valid].mean() > 0.05  # noise drawn again
+
+
+def test_jensen_shannon_divergence():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 5, 4)).astype(np.float32) * 3
+    js = np.asarray(steps.jensen_shannon(a, b))
+    p, q = jax.nn.softmax(a), jax.nn.softmax(b)
+    m = 0.5 * (p + q)
+    want = 0.5 * ((p * np.log(p / m)).sum(-1) + (q * np.log(q / m)).sum(-1))
+    np.testing.assert_allclose(js, want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(js, steps.jensen_shannon(b, a), rtol=1e-5)
+    assert (js > 0).all() and (js <= np.log(2) + 1e-6).all()
+    np.testing.assert_allclose(steps.jensen_shannon(a, a + 7.0), 0.0, atol=1e-6)
+    far = steps.jensen_shannon(np.array([[30.0, 0.0]]), np.array([[0.0, 30.0]]))
+    np.testing.assert_allclose(far, np.log(2), rtol=1e-4)
+
+
+def test_consistency_loss_trains_on_both_views_and_pulls_them_together():
+    config = tiny_config("audio")
+    with config.unlocked():
+        config.optim.learning_rate = 1e-2
+        config.model.dropout_rate = 0.0  # Its masks would differ in a batch twice as long.
+    state = make_state(config)
+    batch = labelled_batch(config, 4)
+
+    def kernel(batch, **options):
+        new = _step(config, state, batch, mixup_alpha=0.4, **options)
+        return np.asarray(new.params["audio_encoder"]["conv1"]["kernel"])
+
+    plain = kernel(batch)
+    # A second view identical to the first: the same loss, the same step (Adam's first step
+    # is lr * sign(gradient), so a gradient within rounding of 0 may flip: a few weights).
+    same = {**batch, **{frontend.SECOND_VIEW + k: batch[k] for k in ("audio", "audio_mask")}}
+    close = np.isclose(kernel(same, consistency_weight=5.0), plain, rtol=1e-4, atol=1e-6)
+    assert close.mean() > 0.97, close.mean()
+    # Another view: its loss and the divergence move the parameters.
+    other = dict(same)
+    other[frontend.SECOND_VIEW + "audio"] = labelled_batch(config, 4, seed=1)["audio"]
+    assert not np.isclose(kernel(other, consistency_weight=5.0), plain).all()
+
+
 def test_label_smoothing_is_optax_s():
     logits = jnp.array([[4.0, 0.0, -1.0], [0.5, 0.2, 0.1]])
     labels = jnp.array([0, 2])
