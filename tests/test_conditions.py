@@ -180,7 +180,7 @@ def test_conditions_command_scores_systems_and_floors(tmp_path, monkeypatch):
         ["original", "padded", "quiet", "quiet+padded"],
         balance=True,
     )
-    rows = result["pooled_test_wa"]
+    rows = result["pooled_wa"]
     assert set(rows) == {
         "cv",
         "cv+cv",

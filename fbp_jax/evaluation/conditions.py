@@ -235,7 +235,7 @@ def run(
         "balance": balance,
         "systems": list(systems),
         "floors": list(floors),
-        "pooled_test_wa": rows,
+        "pooled_wa": rows,  # Of the actors of `part`: validation or test.
     }
     os.makedirs(output_dir, exist_ok=True)
     columns = {"system": list(rows)}
@@ -273,7 +273,7 @@ def _fit_floors(workdir: str, floors: Sequence[str], folds: dict[str, dict[str, 
 
 def format_table(result: dict[str, Any]) -> str:
     names = result["conditions"]
-    rows = result["pooled_test_wa"]
+    rows = result["pooled_wa"]
     width = max(14, *(len(r) for r in rows)) + 1
     cell_width = max(14, *(len(n) for n in names)) + 1  # Headers never run together.
     lines = [
