@@ -517,6 +517,9 @@ def test_jensen_shannon_divergence():
     np.testing.assert_allclose(steps.jensen_shannon(a, a + 7.0), 0.0, atol=1e-6)
     far = steps.jensen_shannon(np.array([[30.0, 0.0]]), np.array([[0.0, 30.0]]))
     np.testing.assert_allclose(far, np.log(2), rtol=1e-4)
+    # Confident posteriors (a class below float32's smallest probability in both): finite.
+    sure = steps.jensen_shannon(np.array([[200.0, 0.0, 0.0]]), np.array([[0.0, 200.0, 0.0]]))
+    np.testing.assert_allclose(sure, np.log(2), rtol=1e-4)
 
 
 def test_consistency_loss_trains_on_both_views_and_pulls_them_together():

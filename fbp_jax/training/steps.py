@@ -160,7 +160,7 @@ def jensen_shannon(logits_a: Array, logits_b: Array) -> Array:
     """Per-example Jensen-Shannon divergence (nats) of two posteriors given as logits: [B]."""
     log_p = jax.nn.log_softmax(logits_a.astype(jnp.float32))
     log_q = jax.nn.log_softmax(logits_b.astype(jnp.float32))
-    log_m = jnp.log(0.5 * (jnp.exp(log_p) + jnp.exp(log_q)))
+    log_m = jnp.logaddexp(log_p, log_q) - jnp.log(2.0)  # Finite where both underflow.
 
     def kl_to_m(log_x):
         return jnp.sum(jnp.exp(log_x) * (log_x - log_m), axis=-1)
