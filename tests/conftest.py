@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny synthetic corpus built once per test session, and its config."""
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -25,6 +26,8 @@ if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
 import pytest  # noqa: E402  (after the cache dir is set)
+from packaging.requirements import Requirement  # noqa: E402
+from packaging.utils import canonicalize_name  # noqa: E402
 
 from fbp_jax import base_config  # noqa: E402
 
@@ -106,6 +109,50 @@ def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.Comple
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def _closure(requirements):
+    """The distributions of this environment that `requirements` need, with their own
+    dependencies (extras not asked for left out)."""
+    found, todo = {}, [Requirement(r) for r in requirements]
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if name not in found and (
+            requirement.marker is None or requirement.marker.evaluate({"extra": ""})
+        ):
+            found[name] = importlib.metadata.distribution(name)
+            todo.extend(Requirement(r) for r in found[name].requires or ())
+    return found
+
+
+def linked_venv(root, requirements) -> str:
+    """A fresh venv (with pip) holding what `requirements` need, linked from this environment's
+    site-packages: the versions of constraints.txt, nothing downloaded, and nothing else within
+    reach (TensorFlow, say, when they do not need it). A folder that is not a package (a
+    namespace such as `google/`, a .dist-info) is made and the distribution's own entries linked,
+    so that what other distributions put there stays out. Returns the venv's python."""
+    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+    python = str(root / "bin" / "python")
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    entries = {}  # path in site-packages (its parts) -> the site-packages it comes from
+    for dist in _closure(requirements).values():
+        base = dist.locate_file("")
+        for file in dist.files or ():
+            parts = file.parts
+            if parts[0] in ("..", "__pycache__"):
+                continue  # Scripts outside site-packages; byte code.
+            top = base / parts[0]
+            namespace = top.is_dir() and not (top / "__init__.py").exists()
+            entries[parts[:2] if namespace and len(parts) > 1 else parts[:1]] = base
+    for parts, base in entries.items():
+        target = os.path.join(site, *parts)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.symlink(os.path.join(base, *parts), target)
+    return python
 
 
 # Trained workdirs shared by the evaluation, report, predict, export and cross-validation tests

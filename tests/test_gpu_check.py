@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import BLOCK_NETWORK, BLOCK_TENSORFLOW, REPO
+from tests.conftest import BLOCK_NETWORK, BLOCK_TENSORFLOW, REPO, linked_venv
 
 pytestmark = pytest.mark.slow
 
@@ -41,15 +41,7 @@ def test_gpu_check_smoke_from_carried_wheels_without_network(tmp_path):
     assert prepared.returncode == 0, prepared.stderr[-2000:]
     wheels = sorted(os.listdir(carry / "wheels"))
     assert [w.split("-")[0] for w in wheels] == ["clu", "ml_collections"], wheels
-    image = tmp_path / "image"
-    subprocess.run([sys.executable, "-m", "venv", str(image)], check=True)
-    python = str(image / "bin" / "python")
-    install = subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "-c", os.path.join(REPO, "constraints.txt"),
-         *IMAGE_PACKAGES],
-        capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
-    assert install.returncode == 0, install.stderr[-2000:]
+    python = linked_venv(tmp_path / "image", IMAGE_PACKAGES)
     for absent in ("clu", "ml_collections", "tensorflow"):
         probe = subprocess.run([python, "-c", f"import {absent}"], capture_output=True, check=False)
         assert probe.returncode != 0, f"{absent} should not be in the image-like environment"
