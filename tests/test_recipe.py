@@ -502,6 +502,11 @@ def test_consistency_views_share_the_crop_and_draw_their_augmentation_again(tiny
     np.testing.assert_array_equal(second["video"], batch["video"])
     valid = batch["audio_mask"]
     assert np.abs(second["audio"] - batch["audio"])[valid].mean() > 0.05  # noise drawn again
+    # An audio model's second view holds only what it reads.
+    audio = tiny_train_config(tiny_data_dir, "audio", **{"augment.consistency_weight": 1.0})
+    batch = next(input_pipeline.create_datasets(audio, None).train_iter(seed=0))
+    views = {k for k in batch if k.startswith(frontend.SECOND_VIEW)}
+    assert views == {frontend.SECOND_VIEW + "audio", frontend.SECOND_VIEW + "audio_mask"}
 
 
 def test_jensen_shannon_divergence():
