@@ -24,7 +24,6 @@ import tensorflow_datasets as tfds
 
 from fbp_jax import io, parallel
 from fbp_jax.model import frontend
-from fbp_jax.model import fusion as fusion_lib
 
 BATCH_KEYS = ("audio", "audio_mask", "video", "video_mask", "label", "mask")
 
@@ -782,7 +781,7 @@ def create_train_dataset(
     seed: int,
     augment: ml_collections.ConfigDict | None = None,
     start_step: int = 0,
-    streams: tuple[str, ...] = tuple(frontend.STREAM_KEYS),
+    fusion: str | None = None,
 ) -> tf.data.Dataset:
     """Endless batches of this process's shard of `split`: random crops and the input
     augmentations of `augment` (config.augment).
@@ -792,9 +791,9 @@ def create_train_dataset(
     batches never straddle two epochs (the last partial batch of an epoch is dropped); with
     `augment.talker_prob` each example also brings `augment.talkers` other clips of the
     split, from shuffles seeded by (seed, e) as well; with `augment.consistency_weight` each
-    example also holds a second view of its crop (`frontend.SECOND_VIEW` keys), of the
-    inputs of `streams` (the model's) only. So `start_step` can position the stream exactly
-    where a killed run left it.
+    example also holds a second view of its crop (`frontend.SECOND_VIEW` keys): the
+    inputs `frontend.model_inputs` gives the model `fusion` (every stream when None). So
+    `start_step` can position the stream exactly where a killed run left it.
     """
     normalizer = _as_normalizer(stats)
     ds = builder.as_dataset(
@@ -827,8 +826,11 @@ def create_train_dataset(
         out = view()
         if two_views:  # The same crop, its augmentation drawn again.
             second = view(view=1)
-            keys = [k for stream in streams for k in frontend.STREAM_KEYS[stream]]
-            out.update({frontend.SECOND_VIEW + k: second[k] for k in keys})
+            if fusion is None:
+                inputs = {k: second[k] for ks in frontend.STREAM_KEYS.values() for k in ks}
+            else:
+                inputs = frontend.model_inputs(second, fusion)
+            out.update({frontend.SECOND_VIEW + k: v for k, v in inputs.items()})
         return out
 
     def epoch(e):
@@ -861,14 +863,21 @@ def create_datasets(config: ml_collections.ConfigDict, workdir: str | None) -> D
     batch = parallel.local_batch_size(config.batch_size)
 
     augment = config.get("augment")
-    streams = fusion_lib.streams_for(config.model.fusion)
     train_stats = (
         None if stats is None else with_session_stats(builder, d.train_split, d, stats, augment)
     )
 
     def train_iter(seed: int, start_step: int = 0):
         ds = create_train_dataset(
-            builder, d, d.train_split, batch, train_stats, seed, augment, start_step, streams
+            builder,
+            d,
+            d.train_split,
+            batch,
+            train_stats,
+            seed,
+            augment,
+            start_step,
+            fusion=config.model.fusion,
         )
         return iter(tfds.as_numpy(ds))
 
