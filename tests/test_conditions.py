@@ -217,7 +217,7 @@ def test_a_system_reads_long_clips_as_crops_and_scores_their_mean():
     import types
 
     from data_prep.features import audio as audio_lib
-    from fbp_jax.serving import predict
+    from fbp_jax.serving import clip
     from tests.test_timeline import CLASSES, RATE, recording, tone_model
 
     model = tone_model(clip_seconds=2.4)
@@ -236,7 +236,7 @@ def test_a_system_reads_long_clips_as_crops_and_scores_their_mean():
     for crops in ("centre", "average"):
         expected = []
         for f in features:
-            batch, _ = predict.prepare_inputs(f, model.data, None, ("audio",), crops)
+            batch, _ = clip.prepare_inputs(f, model.data, None, ("audio",), crops)
             mean = np.mean(model.apply(batch)["probabilities"], axis=0)
             expected.append(CLASSES[int(np.argmax(mean))])
         posteriors = conditions_cmd._system_posteriors(model, clips, features, "own", crops)

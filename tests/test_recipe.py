@@ -874,7 +874,7 @@ def test_clip_view_numpy_and_tensorflow_agree(
 ):
     """Trimming, the level shift, the floor, the view and the statistics' voiced frames: the
     training pipeline (tf) and prediction (numpy) compute the same model input."""
-    from fbp_jax.serving import predict
+    from fbp_jax.serving import clip
 
     d = _condition_config()
     d.voiced_floor_db = floor_db
@@ -898,9 +898,9 @@ def test_clip_view_numpy_and_tensorflow_agree(
     got = input_pipeline._stats_view(ex, d)
     np.testing.assert_array_equal(got["voiced"].numpy(), view["voiced"])
     np.testing.assert_allclose(got["audio"].numpy(), view["audio"], rtol=1e-4, atol=2e-4)
-    stats = predict.speaker_statistics([features], d.to_dict())
+    stats = clip.speaker_statistics([features], d.to_dict())
     tf_out = input_pipeline.preprocess(ex, data_config=d, stats=stats, train=False)
-    np_batch, (start_s,) = predict.prepare_inputs(features, d.to_dict(), stats, ("audio",))
+    np_batch, (start_s,) = clip.prepare_inputs(features, d.to_dict(), stats, ("audio",))
     np.testing.assert_array_equal(tf_out["audio_mask"].numpy(), np_batch["audio_mask"][0])
     np.testing.assert_allclose(tf_out["audio"].numpy(), np_batch["audio"][0], rtol=1e-3, atol=2e-3)
     assert 0.7 - lead_s <= start_s <= 0.8 - lead_s  # Where the speech starts (0.75 s).

@@ -12,7 +12,7 @@ import pytest
 import soundfile
 
 from data_prep import testclips
-from fbp_jax.serving import bundle, predict, timeline
+from fbp_jax.serving import bundle, clip, predict, timeline
 from tests.conftest import REPO
 
 RATE = 16000
@@ -140,13 +140,13 @@ def test_one_clip_or_a_recording_is_decided_by_the_models_own_voiced_span(tmp_pa
 
 
 def test_crop_starts_centre_or_every_quarter_window_to_the_end():
-    assert predict.crop_starts(60, 80, "average") == [0]  # Within a window: as 'centre'.
-    assert predict.crop_starts(100, 80, "centre") == [10]
-    assert predict.crop_starts(100, 80, "average") == [0, 20]
-    starts = predict.crop_starts(150, 80, "average")
+    assert clip.crop_starts(60, 80, "average") == [0]  # Within a window: as 'centre'.
+    assert clip.crop_starts(100, 80, "centre") == [10]
+    assert clip.crop_starts(100, 80, "average") == [0, 20]
+    starts = clip.crop_starts(150, 80, "average")
     assert starts == [0, 20, 40, 60, 70]  # Every quarter window, the last ending at the end.
     with pytest.raises(predict.PredictError, match="crops must be one of"):
-        predict.crop_starts(100, 80, "all")
+        clip.crop_starts(100, 80, "all")
 
 
 def test_a_clip_longer_than_the_window_is_averaged_over_crops_covering_it(tmp_path):
@@ -159,9 +159,9 @@ def test_a_clip_longer_than_the_window_is_averaged_over_crops_covering_it(tmp_pa
     samples, _ = recording(segments=((2, 1.6), (1, 2.8)), gap=0.05)
     soundfile.write(path, samples, RATE)
     features = predict.read_features(path, model)
-    batch, offsets = predict.prepare_inputs(features, model.data, None, ("audio",), "average")
+    batch, offsets = clip.prepare_inputs(features, model.data, None, ("audio",), "average")
     ta = batch["audio"].shape[1]
-    n = len(predict.frontend.clip_view(features, predict._data_config(model.data))["audio"])
+    n = len(clip.frontend.clip_view(features, clip.data_config(model.data))["audio"])
     assert len(offsets) == len(batch["audio"]) >= 3
     read = np.zeros(n, bool)
     for start in np.round(np.asarray(offsets) * model.data["audio_fps"]).astype(int):

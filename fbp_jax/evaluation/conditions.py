@@ -37,7 +37,7 @@ from absl import app, flags, logging
 from fbp_jax import io
 from fbp_jax.evaluation import cross_validation as cv_lib
 from fbp_jax.evaluation import floors as floors_lib
-from fbp_jax.serving import predict, timeline
+from fbp_jax.serving import clip, timeline
 
 RESULTS_JSON = "conditions.json"
 BATCH = 32  # Clips per model call.
@@ -81,7 +81,7 @@ def clip_features(source, condition: str) -> dict[str, np.ndarray]:
 
 def _system_posteriors(model, clips, features, speaker_stats: str, crops: str) -> np.ndarray:
     """[N, C] posteriors of a serving model on clips (features per clip), speakers grouped;
-    a clip read as several crops (`predict.crop_starts`) gets their mean posterior."""
+    a clip read as several crops (`clip.crop_starts`) gets their mean posterior."""
     from fbp_jax.model import frontend
 
     by_speaker = model.stats is not None and "speakers" in model.stats
@@ -92,12 +92,12 @@ def _system_posteriors(model, clips, features, speaker_stats: str, crops: str) -
             stats[speaker] = (
                 frontend.pooled_statistics(model.stats)
                 if speaker_stats == "training"
-                else predict.speaker_statistics(group, model.data)
+                else clip.speaker_statistics(group, model.data)
             )
     batches, owner = [], []
     for i, (c, f) in enumerate(zip(clips, features)):
         s = stats[c.speaker] if by_speaker else model.stats
-        batch, _ = predict.prepare_inputs(f, model.data, s, model.streams, crops)
+        batch, _ = clip.prepare_inputs(f, model.data, s, model.streams, crops)
         batches.append(batch)
         owner += [i] * len(batch["audio"])
     inputs = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
@@ -141,12 +141,12 @@ def run(
     condition_names: Sequence[str] | None = None,
     speaker_stats: str = "own",
     part: str = "test",
-    crops: str = predict.DEFAULT_CROPS,
+    crops: str = clip.DEFAULT_CROPS,
     balance: bool = False,
 ) -> dict[str, Any]:
     """Evaluates every system and floor under every condition on each fold's `part` speakers
     ('test', or 'validation': what may choose a recipe); writes and returns the table.
-    `crops`: how the networks read a clip longer than their window (`predict.crop_starts`).
+    `crops`: how the networks read a clip longer than their window (`clip.crop_starts`).
     `balance`: each network and floor also with each speaker's answers balanced (`predict
     --balance`), a row '<system> balanced'."""
     if part not in PARTS:
@@ -322,8 +322,8 @@ def define_flags() -> None:
     )
     flags.DEFINE_enum(
         "crops",
-        predict.DEFAULT_CROPS,
-        list(predict.CROPS),
+        clip.DEFAULT_CROPS,
+        list(clip.CROPS),
         "Networks, a clip longer than the window: its centre window, or the mean over windows "
         "every quarter window covering it (as `fbp-jax predict --crops`).",
     )

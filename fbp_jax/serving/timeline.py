@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from fbp_jax.model import frontend
+from fbp_jax.serving import clip
+from fbp_jax.serving.bundle import PredictError
 
 VOICED_FRACTION = 0.2  # Of a window's frames, for the window to be scored.
 VAD_MARGIN_DB = 10.0  # Above the file's noise floor.
@@ -371,8 +373,6 @@ def run_windows(
     batch: int = BATCH,
 ) -> Timeline:
     """Pass 2: the model on every voiced window of `source` (see the module docstring)."""
-    from fbp_jax.serving import predict
-
     data = model.data
     ta, ratio = window_frames(data)
     fps = data["audio_fps"]
@@ -401,7 +401,7 @@ def run_windows(
         out = model.apply(inputs)
         p = np.asarray(out["probabilities"], np.float64)[: len(queue)]
         if not np.all(np.isfinite(p)):
-            raise predict.PredictError(f"{source.path}: the model's outputs are not finite")
+            raise PredictError(f"{source.path}: the model's outputs are not finite")
         for j, (i, _) in enumerate(queue):
             probs[i] = p[j]
             if mu is not None and "mu" in out:
@@ -428,7 +428,7 @@ def run_windows(
             n_video = -(-len(frames) // ratio)
             features["video"] = source.video[v0 : v0 + n_video]
             features["video_valid"] = source.video_valid[v0 : v0 + n_video]
-        inputs, _ = predict.prepare_inputs(features, data, stats, model.streams)
+        inputs, _ = clip.prepare_inputs(features, data, stats, model.streams)
         queue.append((i, inputs))
         if len(queue) >= batch:
             flush()
