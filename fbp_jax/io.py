@@ -162,14 +162,8 @@ def atomic_write(path: str, write: Callable[[Any], None], mode: str = "w", **kwa
       mode: 'w' (text) or 'wb' (binary).
       **kwargs: for `open` (e.g. newline='' for CSV).
     """
-    tmp = _temporary(path)
-    try:
-        with open(tmp, mode, **kwargs) as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+        write(f)
 
 
 @contextlib.contextmanager
