@@ -302,7 +302,7 @@ def predict_features(
     """Prediction for one clip's features (see `predict_file`).
 
     `stats` overrides the model's statistics (a speaker's own, for speaker-normalised models).
-    `crops`: how a clip longer than the window is read (`crop_starts`); with several crops
+    `crops`: how a clip longer than the window is read (`clip.crop_starts`); with several crops
     the posteriors, mu and eta are their means, and a stream's most attended span is the
     one holding the most weight of its crop.
     """
@@ -311,7 +311,7 @@ def predict_features(
         if stats is not None and "speakers" in stats:
             raise PredictError(
                 f"{model.source} standardises each speaker with its own statistics; give "
-                "speaker statistics (see `speaker_statistics`)"
+                "speaker statistics (see `fbp_jax.serving.clip.speaker_statistics`)"
             )
     batch, offsets = prepare_inputs(features, model.data, stats, model.streams, crops)
     out = model.apply(batch)
@@ -401,7 +401,7 @@ def predict_files(
 
     A file whose speech spans at most two of the model's windows is one clip, read as
     evaluation reads a clip (`crops`: its centre window, or the mean over windows covering it,
-    `crop_starts`); a longer one is read in chunks and scored every `hop_seconds` (default: a
+    `clip.crop_starts`); a longer one is read in chunks and scored every `hop_seconds` (default: a
     quarter of the window). A speaker-normalised model standardises each group of files
     (`groups`: one folder, all, one file) with the statistics of the group's voiced clips (a
     short file is one clip, a long one a clip per window length); a group of fewer than
