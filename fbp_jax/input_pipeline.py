@@ -781,7 +781,8 @@ def create_train_dataset(
     seed: int,
     augment: ml_collections.ConfigDict | None = None,
     start_step: int = 0,
-    fusion: str | None = None,
+    *,
+    fusion: str,
 ) -> tf.data.Dataset:
     """Endless batches of this process's shard of `split`: random crops and the input
     augmentations of `augment` (config.augment).
@@ -791,9 +792,9 @@ def create_train_dataset(
     batches never straddle two epochs (the last partial batch of an epoch is dropped); with
     `augment.talker_prob` each example also brings `augment.talkers` other clips of the
     split, from shuffles seeded by (seed, e) as well; with `augment.consistency_weight` each
-    example also holds a second view of its crop (`frontend.SECOND_VIEW` keys): the
-    inputs `frontend.model_inputs` gives the model `fusion` (every stream when None). So
-    `start_step` can position the stream exactly where a killed run left it.
+    example also holds a second view of its crop (`frontend.SECOND_VIEW` keys): the inputs
+    `frontend.model_inputs` gives the model `fusion`. So `start_step` can position the stream
+    exactly where a killed run left it.
     """
     normalizer = _as_normalizer(stats)
     ds = builder.as_dataset(
@@ -826,10 +827,7 @@ def create_train_dataset(
         out = view()
         if two_views:  # The same crop, its augmentation drawn again.
             second = view(view=1)
-            if fusion is None:
-                inputs = {k: second[k] for ks in frontend.STREAM_KEYS.values() for k in ks}
-            else:
-                inputs = frontend.model_inputs(second, fusion)
+            inputs = frontend.model_inputs(second, fusion)
             out.update({frontend.SECOND_VIEW + k: v for k, v in inputs.items()})
         return out
 

@@ -55,11 +55,7 @@ from fbp_jax import io
 from fbp_jax.model import frontend
 from fbp_jax.serving import shipped, timeline
 from fbp_jax.serving.bundle import PredictError, ServingModel, load_serving_model
-from fbp_jax.serving.clip import (
-    CROPS,
-    DEFAULT_CROPS,
-    prepare_inputs,
-)
+from fbp_jax.serving.clip import CROPS, DEFAULT_CROPS, prepare_inputs
 
 SPEAKER_GROUPS = ("folder", "all", "file", "training")
 # Fewer clips than this estimate a speaker's statistics poorly: such a group is standardised
