@@ -107,6 +107,10 @@ def get_config(corpus: str = "afew", fusion: str = "am_fbp") -> ml_collections.C
     data.voiced_reach_s = 0.0  # ... reaching this far to frames well above the noise floor:
     data.voiced_reach_floor_db = 0.0  # ... this many dB above it.
     data.level_norm = False  # Subtract each clip's mean log frame power (voiced frames).
+    # The band a frame's level is measured on, for the voiced frames and the clip's level
+    # (frontend.level_bins); 0, 0: all stored bins. E.g. 300-3400 Hz: what a telephone passes.
+    data.level_low_hz = 0.0
+    data.level_high_hz = 0.0
     data.spectral_floor_db = 0.0  # > 0: add white power this many dB below the clip's level.
     data.use_video_valid = False  # Also mask frames without a detected face (paper: no).
     # What the video stream holds, for prediction from media files: '' (the face pipeline's

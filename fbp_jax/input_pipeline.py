@@ -387,6 +387,11 @@ def _uses_log_power_augment(aug) -> bool:
     return aug is not None and any(aug.get(k, 0) > 0 for k in LOG_POWER_AUGMENTS)
 
 
+def frame_level(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Tensor:
+    """frontend.frame_level over `frontend.level_bins` in TensorFlow: [T, bins] -> [T]."""
+    return tf.reduce_logsumexp(log_power[:, frontend.level_bins(d)], axis=1)
+
+
 def _voiced_frames(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Tensor:
     """frontend.voiced_levels of [T, bins] log power in TensorFlow: [T] frames within
     `voiced_db` of the loudest and (`voiced_floor_db`) above the noise floor, or within its
@@ -394,7 +399,7 @@ def _voiced_frames(log_power: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Ten
     threshold_db, floor_db, floor_span, margin, span_db, reach, reach_db = frontend.voiced_settings(
         d
     )
-    level = tf.reduce_logsumexp(log_power, axis=1)
+    level = frame_level(log_power, d)
     if threshold_db <= 0:
         return tf.ones(tf.shape(level), tf.bool)
     voiced = level >= tf.reduce_max(level) - threshold_db / frontend.DB_PER_NEPER
@@ -448,7 +453,7 @@ def clip_level(audio: tf.Tensor, voiced: tf.Tensor, d: ml_collections.ConfigDict
     log frame power over its `voiced` frames (subtracted from every bin; 0 without it)."""
     if not d.get("level_norm", False):
         return tf.constant(0.0)
-    return tf.reduce_mean(tf.boolean_mask(tf.reduce_logsumexp(audio, axis=1), voiced))
+    return tf.reduce_mean(tf.boolean_mask(frame_level(audio, d), voiced))
 
 
 def level_and_floor(audio: tf.Tensor, shift: tf.Tensor, d: ml_collections.ConfigDict) -> tf.Tensor:

@@ -723,6 +723,44 @@ def test_voiced_trimming_and_level_make_silence_and_gain_irrelevant():
     assert abs(level(raw) - level(raw_quiet) - 20 / frontend.DB_PER_NEPER) < 0.05
 
 
+def test_the_level_band_keeps_a_cut_below_it_out_of_the_clip_level():
+    """A chain that loses the lowest frequencies (a telephone's low edge, here 200 Hz under a
+    voice at 120-180 Hz) moves the level of the whole band by how much of the clip's power lay
+    there, which differs from clip to clip; measured on 300-3400 Hz the level stays put."""
+    from data_prep.features import conditions
+
+    d = _condition_config()
+    speech = _speech_like(1.5)
+    clean, cut = (_features(x)["audio"] for x in (speech, conditions.band_pass(speech, 200.0, 7e3)))
+    shift = lambda band: (
+        frontend.frame_level(clean, band).mean() - frontend.frame_level(cut, band).mean()
+    )
+    assert frontend.level_bins(d) == slice(None) and shift(slice(None)) > 0.5
+    d.level_low_hz, d.level_high_hz = 300.0, 3400.0
+    band = frontend.level_bins(d)
+    assert band == slice(15, 171) and abs(shift(band)) < 0.02
+    # The clip's level (level_norm) is its voiced frames' mean level on that band.
+    d.voiced_db = 0.0
+    np.testing.assert_allclose(
+        frontend.clip_view({"audio": clean}, d)["audio"],
+        frontend.audio_view(clean - frontend.frame_level(clean, band).mean(), d),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        input_pipeline.frame_level(tf.constant(clean), d).numpy(),
+        frontend.frame_level(clean, band),
+        rtol=1e-5,
+    )
+    # A setting of the view while clips are trimmed or levelled; idle otherwise.
+    assert frontend.view_settings(d)["level_low_hz"] == 300.0
+    d.level_norm = False
+    assert "level_low_hz" not in frontend.view_settings(d)
+    d.level_low_hz, d.level_high_hz = 3500.0, 3000.0
+    with pytest.raises(ValueError, match="level_low_hz"):
+        frontend.level_bins(d)
+
+
 def _noisy_pauses(speech, snr_db=10.0, seed=2):
     """`speech` with 1 s before and after, and white noise at `snr_db` below its power over
     the whole file (pauses included)."""
@@ -858,19 +896,20 @@ def test_the_spectral_floor_hides_noise_below_it():
 
 
 @pytest.mark.parametrize(
-    "floor_db,floor_span,margin_s,spectral_floor_db,span_db,reach_s",
+    "floor_db,floor_span,margin_s,spectral_floor_db,span_db,reach_s,level_hz",
     [
-        (0.0, False, 0.0, 0.0, 0.0, 0.0),
-        (3.0, False, 0.0, 0.0, 0.0, 0.0),
-        (3.0, True, 0.0, 0.0, 0.0, 0.0),
-        (3.0, True, 0.1, 0.0, 0.0, 0.0),
-        (0.0, False, 0.0, 20.0, 0.0, 0.0),
-        (0.0, False, 0.15, 0.0, 12.0, 0.0),
-        (0.0, False, 0.15, 0.0, 12.0, 1.0),
+        (0.0, False, 0.0, 0.0, 0.0, 0.0, (0.0, 0.0)),
+        (3.0, False, 0.0, 0.0, 0.0, 0.0, (0.0, 0.0)),
+        (3.0, True, 0.0, 0.0, 0.0, 0.0, (0.0, 0.0)),
+        (3.0, True, 0.1, 0.0, 0.0, 0.0, (0.0, 0.0)),
+        (0.0, False, 0.0, 20.0, 0.0, 0.0, (0.0, 0.0)),
+        (0.0, False, 0.15, 0.0, 12.0, 0.0, (0.0, 0.0)),
+        (0.0, False, 0.15, 0.0, 12.0, 1.0, (0.0, 0.0)),
+        (0.0, False, 0.15, 0.0, 12.0, 1.0, (300.0, 3400.0)),
     ],
 )
 def test_clip_view_numpy_and_tensorflow_agree(
-    floor_db, floor_span, margin_s, spectral_floor_db, span_db, reach_s
+    floor_db, floor_span, margin_s, spectral_floor_db, span_db, reach_s, level_hz
 ):
     """Trimming, the level shift, the floor, the view and the statistics' voiced frames: the
     training pipeline (tf) and prediction (numpy) compute the same model input."""
@@ -883,6 +922,7 @@ def test_clip_view_numpy_and_tensorflow_agree(
     d.spectral_floor_db = spectral_floor_db
     d.voiced_span_db = span_db
     d.voiced_reach_s, d.voiced_reach_floor_db = reach_s, 15.0
+    d.level_low_hz, d.level_high_hz = level_hz
     speech = np.concatenate([_speech_like(2.0), _speech_like(0.3)])
     lead_s = margin_s  # how far before the speech the span starts
     if reach_s:  # 0.75 s of digital silence, then a quiet onset the reach takes in

@@ -175,6 +175,8 @@ AUDIO_VIEW_DEFAULTS = {
     "voiced_reach_s": 0.0,
     "voiced_reach_floor_db": 0.0,
     "level_norm": False,
+    "level_low_hz": 0.0,
+    "level_high_hz": 0.0,
     "spectral_floor_db": 0.0,
     **PCEN_DEFAULTS,
 }
@@ -197,6 +199,8 @@ def view_settings(data_config: ml_collections.ConfigDict) -> dict[str, Any]:
         unused |= {"voiced_reach_s", "voiced_reach_floor_db"}
     if view["voiced_floor_db"] <= 0:
         unused.add("voiced_floor_span")
+    if view["voiced_db"] <= 0 and not view["level_norm"]:
+        unused |= {"level_low_hz", "level_high_hz"}
     if view["voiced_span_db"] <= 0 and not (
         view["voiced_floor_db"] > 0 and view["voiced_floor_span"]
     ):
@@ -241,11 +245,34 @@ def audio_view(log_power: np.ndarray, data_config: ml_collections.ConfigDict) ->
     return with_deltas(np.log(np.maximum(power, MEL_FLOOR)), data_config)
 
 
-def frame_level(log_power: np.ndarray) -> np.ndarray:
-    """[T, bins] natural-log power -> [T] natural log of each frame's total power."""
-    lp = np.asarray(log_power, np.float64)
+def frame_level(log_power: np.ndarray, bins: slice = slice(None)) -> np.ndarray:
+    """[T, bins] natural-log power -> [T] natural log of each frame's power summed over `bins`
+    (all of them, or `level_bins`)."""
+    lp = np.asarray(log_power, np.float64)[:, bins]
     top = lp.max(axis=1)
     return top + np.log(np.exp(lp - top[:, None]).sum(axis=1))
+
+
+def level_bins(data_config: ml_collections.ConfigDict) -> slice:
+    """The stored bins a frame's level is measured over (`frame_level`): those between
+    `data.level_low_hz` and `data.level_high_hz` (0: the lowest / the top bin). The clip's
+    voiced frames and its level (`data.voiced_db`, `data.level_norm`) are found on that band,
+    e.g. 300-3400 Hz, which every telephone and microphone passes: a chain that cuts the
+    lowest bins then moves every clip of a speaker alike, and their standardisation removes it,
+    where over the whole band a clip's level would move by how much of its power lay there."""
+    low = float(data_config.get("level_low_hz", 0.0) or 0.0)
+    high = float(data_config.get("level_high_hz", 0.0) or 0.0)
+    bin_hz = SAMPLE_RATE / NFFT
+    top = (data_config.num_bins - 1) * bin_hz
+    if not (low or high):
+        return slice(None)
+    high = high or top
+    if not 0.0 <= low < high or low > top:
+        raise ValueError(
+            f"data.level_low_hz and level_high_hz must make a band within [0, {top:g}] Hz, "
+            f"got ({low:g}, {high:g})"
+        )
+    return slice(int(np.ceil(low / bin_hz)), int(np.floor(high / bin_hz)) + 1)
 
 
 DB_PER_NEPER = 10.0 / np.log(10.0)  # dB of power per natural-log unit.
@@ -380,7 +407,8 @@ def clip_view(
     log_power = np.asarray(features["audio"], np.float32)
     out = {k: np.asarray(v) for k, v in features.items() if k in ("video", "video_valid")}
     # Found on the whole clip, so that the noise floor is the pauses' where there are pauses.
-    voiced = voiced_levels(frame_level(log_power), *settings)
+    band = level_bins(d)
+    voiced = voiced_levels(frame_level(log_power, band), *settings)
     first = 0
     if settings.threshold_db > 0:
         ratio = d.audio_fps // d.video_fps
@@ -389,7 +417,7 @@ def clip_view(
         voiced = voiced[first * ratio : end * ratio]
         out = {k: v[first:end] for k, v in out.items()}
     if d.get("level_norm", False):
-        shift = frame_level(log_power)[voiced].mean()
+        shift = frame_level(log_power, band)[voiced].mean()
         log_power = (log_power.astype(np.float64) - shift).astype(np.float32)
     floor = spectral_floor_log(d)
     if floor is not None:

@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+import ml_collections
 import numpy as np
 
 from fbp_jax.model import frontend
@@ -122,9 +123,10 @@ class Timeline:
 # Voice activity over a whole file
 
 
-def frame_levels_db(log_power: np.ndarray) -> np.ndarray:
-    """[T] level of each frame in dB (power summed over the 0-4 kHz bins)."""
-    return (frontend.frame_level(log_power) * frontend.DB_PER_NEPER).astype(np.float32)
+def frame_levels_db(log_power: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray:
+    """[T] level of each frame in dB (power summed over the config's `frontend.level_bins`)."""
+    level = frontend.frame_level(log_power, frontend.level_bins(config))
+    return (level * frontend.DB_PER_NEPER).astype(np.float32)
 
 
 MIN_PAUSE_S = 0.3
@@ -215,9 +217,7 @@ def window_frames(data: dict[str, Any]) -> tuple[int, int]:
     return ta, data["audio_fps"] // data["video_fps"]
 
 
-def _config(data: dict[str, Any]):
-    import ml_collections
-
+def _config(data: dict[str, Any]) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(data))
 
 
@@ -231,7 +231,7 @@ def scan(source: Source, data: dict[str, Any]) -> Scan:
     raw_blocks: list[dict[str, Any]] = []
     offset = 0
     for block in source.audio_blocks():
-        levels.append(frame_levels_db(block))
+        levels.append(frame_levels_db(block, config))
         pending = np.concatenate([pending, block]) if len(pending) else block
         while len(pending) >= ta:
             raw_blocks.append(_block_statistics(pending[:ta], offset, source, config, ratio))
