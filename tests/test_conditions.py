@@ -46,6 +46,12 @@ def test_each_condition_changes_what_it_names():
     assert np.abs(clipped).max() == 1.0 and np.mean(np.abs(clipped) == 1.0) > 0.01
     np.testing.assert_allclose(out["dc_offset"] - x, 0.05, atol=1e-6)
     assert _band_power(out["telephone"], 0, 150) < 1e-3 * _band_power(x, 0, 150)
+    # Its two edges, one at a time: each cuts its own side and keeps the other.
+    low, high = out["telephone_low"], out["telephone_high"]
+    assert _band_power(low, 0, 100) < 1e-2 * _band_power(x, 0, 100)
+    assert _band_power(high, 5000, 8000) < 1e-2 * _band_power(x, 5000, 8000)
+    assert abs(10 * np.log10(_band_power(low, 4000, 8000) / _band_power(x, 4000, 8000))) < 0.5
+    assert abs(10 * np.log10(_band_power(high, 0, 150) / _band_power(x, 0, 150))) < 0.5
     # Another microphone: the lows rolled off, the presence band raised, the middle kept.
     gain_db = lambda lo, hi: (
         10 * np.log10(_band_power(out["microphone"], lo, hi) / _band_power(x, lo, hi))

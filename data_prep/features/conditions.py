@@ -11,6 +11,8 @@ was recorded or stored, not what was said or how:
                  input gain set too high)
     dc_offset    a constant 0.05 of full scale added (a cheap microphone input)
     telephone    band-limited to 300-3400 Hz (4th-order Butterworth band-pass)
+    telephone_low   the telephone band's low edge alone (the 300 Hz high-pass)
+    telephone_high  its high edge alone (the 3400 Hz low-pass): which edge costs what
     microphone   another microphone's colouring: the lows rolled off below 200 Hz (2nd-order
                  high-pass) and a +8 dB presence peak at 2.5 kHz (one octave wide)
     noise20      white noise at 20 dB SNR (relative to the power of the voiced frames)
@@ -105,6 +107,12 @@ def clip_overdriven(samples: np.ndarray, db: float = 12.0) -> np.ndarray:
 
 def band_pass(samples: np.ndarray, low: float = 300.0, high: float = 3400.0) -> np.ndarray:
     sos = signal.butter(4, [low, high], btype="bandpass", fs=RATE, output="sos")
+    return signal.sosfilt(sos, samples).astype(np.float32)
+
+
+def one_edge(samples: np.ndarray, hz: float, btype: str) -> np.ndarray:
+    """`band_pass`'s filter at one edge: a 4th-order Butterworth 'highpass' or 'lowpass'."""
+    sos = signal.butter(4, hz, btype=btype, fs=RATE, output="sos")
     return signal.sosfilt(sos, samples).astype(np.float32)
 
 
@@ -236,6 +244,8 @@ CONDITIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "clipped": clip_overdriven,
     "dc_offset": lambda x: (x + np.float32(0.05)).astype(np.float32),
     "telephone": band_pass,
+    "telephone_low": lambda x: one_edge(x, 300.0, "highpass"),
+    "telephone_high": lambda x: one_edge(x, 3400.0, "lowpass"),
     "microphone": microphone,
     "noise20": lambda x: white_noise(x, 20.0),
     "noise10": lambda x: white_noise(x, 10.0),
