@@ -257,9 +257,9 @@ def level_bins(data_config: ml_collections.ConfigDict) -> slice:
     """The stored bins a frame's level is measured over (`frame_level`): those between
     `data.level_low_hz` and `data.level_high_hz` (0: the lowest / the top bin). The clip's
     voiced frames and its level (`data.voiced_db`, `data.level_norm`) are found on that band,
-    e.g. 300-3400 Hz, which every telephone and microphone passes: a chain that cuts the
-    lowest bins then moves every clip of a speaker alike, and their standardisation removes it,
-    where over the whole band a clip's level would move by how much of its power lay there."""
+    e.g. 300-3400 Hz, what a telephone passes: a chain that cuts the lowest bins then moves
+    every clip of a speaker alike, and their standardisation removes it, where over the whole
+    band a clip's level moves by how much of its power lay there (scripts/level_shift.py)."""
     low = float(data_config.get("level_low_hz", 0.0) or 0.0)
     high = float(data_config.get("level_high_hz", 0.0) or 0.0)
     bin_hz = SAMPLE_RATE / NFFT
