@@ -48,7 +48,7 @@ def main() -> None:
     for band in args.bands.split(","):
         low, high = (float(x) for x in band.split("-"))
         config = ml_collections.ConfigDict(
-            {"num_bins": 200, "level_low_hz": low, "level_high_hz": high}
+            {"num_bins": audio_lib.NUM_BINS, "level_low_hz": low, "level_high_hz": high}
         )
         bands[band] = frontend.level_bins(config)
     shifts, emotions = collections.defaultdict(list), []
