@@ -105,15 +105,15 @@ def clip_overdriven(samples: np.ndarray, db: float = 12.0) -> np.ndarray:
     return np.clip(samples * np.float32(10.0 ** (db / 20.0) / peak), -1.0, 1.0).astype(np.float32)
 
 
-def band_pass(samples: np.ndarray, low: float = 300.0, high: float = 3400.0) -> np.ndarray:
-    sos = signal.butter(4, [low, high], btype="bandpass", fs=RATE, output="sos")
-    return signal.sosfilt(sos, samples).astype(np.float32)
-
-
-def one_edge(samples: np.ndarray, hz: float, btype: str) -> np.ndarray:
-    """`band_pass`'s filter at one edge: a 4th-order Butterworth 'highpass' or 'lowpass'."""
+def butterworth(samples: np.ndarray, hz, btype: str) -> np.ndarray:
+    """A 4th-order Butterworth filter: `btype` 'bandpass' ([low, high] Hz), 'highpass' or
+    'lowpass' (one edge in Hz)."""
     sos = signal.butter(4, hz, btype=btype, fs=RATE, output="sos")
     return signal.sosfilt(sos, samples).astype(np.float32)
+
+
+def band_pass(samples: np.ndarray, low: float = 300.0, high: float = 3400.0) -> np.ndarray:
+    return butterworth(samples, [low, high], "bandpass")
 
 
 def peaking(samples: np.ndarray, hz: float, db: float, q: float) -> np.ndarray:
@@ -244,8 +244,8 @@ CONDITIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "clipped": clip_overdriven,
     "dc_offset": lambda x: (x + np.float32(0.05)).astype(np.float32),
     "telephone": band_pass,
-    "telephone_low": lambda x: one_edge(x, 300.0, "highpass"),
-    "telephone_high": lambda x: one_edge(x, 3400.0, "lowpass"),
+    "telephone_low": lambda x: butterworth(x, 300.0, "highpass"),
+    "telephone_high": lambda x: butterworth(x, 3400.0, "lowpass"),
     "microphone": microphone,
     "noise20": lambda x: white_noise(x, 20.0),
     "noise10": lambda x: white_noise(x, 10.0),

@@ -407,17 +407,17 @@ def clip_view(
     log_power = np.asarray(features["audio"], np.float32)
     out = {k: np.asarray(v) for k, v in features.items() if k in ("video", "video_valid")}
     # Found on the whole clip, so that the noise floor is the pauses' where there are pauses.
-    band = level_bins(d)
-    voiced = voiced_levels(frame_level(log_power, band), *settings)
+    levels = frame_level(log_power, level_bins(d))
+    voiced = voiced_levels(levels, *settings)
     first = 0
     if settings.threshold_db > 0:
         ratio = d.audio_fps // d.video_fps
         first, end = voiced_span(voiced, ratio)
-        log_power = log_power[first * ratio : end * ratio]
-        voiced = voiced[first * ratio : end * ratio]
+        audio_frames = slice(first * ratio, end * ratio)
+        log_power, levels, voiced = (x[audio_frames] for x in (log_power, levels, voiced))
         out = {k: v[first:end] for k, v in out.items()}
     if d.get("level_norm", False):
-        shift = frame_level(log_power, band)[voiced].mean()
+        shift = levels[voiced].mean()
         log_power = (log_power.astype(np.float64) - shift).astype(np.float32)
     floor = spectral_floor_log(d)
     if floor is not None:
