@@ -14,6 +14,7 @@ from data_prep.features import conditions
 from data_prep.testclips import speech_like
 from fbp_jax.evaluation import conditions as conditions_cmd
 from fbp_jax.evaluation import cross_validation as cv
+from fbp_jax.evaluation import predictions
 from fbp_jax.serving import bundle
 
 RATE = 16000
@@ -211,6 +212,13 @@ def test_conditions_command_scores_systems_and_floors(tmp_path, monkeypatch):
     assert rows["audio_speaker"]["quiet"] == rows["audio_speaker"]["original"]
     assert rows["cv"]["quiet+padded"] == rows["cv"]["padded"]  # chained: the same again
     assert os.path.isfile(os.path.join(out, "conditions.csv"))
+    # Every clip's posteriors, per system and condition, pooled over the folds: what the table
+    # counts, for systems scored elsewhere to be averaged with them.
+    for system, condition in (("cv", "original"), ("cv+cv", "quiet"), ("audio_speaker", "padded")):
+        path = os.path.join(out, conditions_cmd.PREDICTIONS_DIR, system, f"{condition}.csv")
+        p = predictions.read_predictions(path)
+        assert len(set(p.clip_ids)) == len(p.clip_ids) > 0
+        assert p.correct.mean() == pytest.approx(rows[system][condition])
     table = conditions_cmd.format_table(result)
     assert ("padded" in table and "(+" in table) or "(-" in table
     with pytest.raises(cv.CrossValidationError, match="unknown conditions"):

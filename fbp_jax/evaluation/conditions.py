@@ -21,7 +21,10 @@ score the same changed clips. Conditions change the audio only; the facial featu
 two-stream system stay as recorded.
 
 The table (pooled test WA per system and condition, with the change from `original`) is
-printed and written to `conditions.json` and `conditions.csv` in `--output_dir`.
+printed and written to `conditions.json` and `conditions.csv` in `--output_dir`; each system's
+and floor's posteriors of every clip, pooled over the folds, to
+`predictions/<system>/<condition>.csv` there (a predictions file, as `fbp-jax evaluate` writes:
+for systems scored elsewhere to be averaged with these under the same conditions).
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ from absl import app, flags, logging
 from fbp_jax import io
 from fbp_jax.evaluation import cross_validation as cv_lib
 from fbp_jax.evaluation import floors as floors_lib
+from fbp_jax.evaluation import predictions as predictions_lib
 from fbp_jax.serving import clip, timeline
 
 RESULTS_JSON = "conditions.json"
 BATCH = 32  # Clips per model call.
 RESULTS_CSV = "conditions.csv"
+PREDICTIONS_DIR = "predictions"
 
 
 PARTS = ("test", "validation")
@@ -182,6 +187,8 @@ def run(
     correct = {
         name: {c: [] for c in names} for name in scored + [n + BALANCED for n in scored if balance]
     }
+    # pooled[name][condition]: per fold, (clip ids, true classes, [N, C] posteriors).
+    pooled = {name: {c: [] for c in names} for name in scored}
     for fold, splits in folds.items():
         # One fold's runs in memory at a time. Each run is loaded and scored once, whatever
         # the systems it belongs to: a system's posterior is the mean of its members' (what
@@ -213,19 +220,28 @@ def run(
                 answers.append((floor, posteriors, f[fold].classes_))
             for name, posteriors, classes in answers:
                 correct[name][condition].append(classes[posteriors.argmax(1)] == truth)
+                full = np.zeros((len(test), len(class_names)))
+                full[:, classes] = posteriors
+                pooled[name][condition].append(([c.clip_id for c in test], truth, full))
                 if balance:
                     balanced = _balanced(posteriors, test)
                     correct[name + BALANCED][condition].append(classes[balanced.argmax(1)] == truth)
         del runs, models
-    rows: dict[str, dict[str, float]] = {}
-    for name, by_condition in correct.items():
+
+    def label(name: str) -> str:  # 'a35+a35_s1', 'audio_speaker', 'a35 balanced'
         system = name.removesuffix(BALANCED)
-        label = (
+        shown = (
             system
             if system in floors
             else "+".join(os.path.basename(os.path.normpath(m)) for m in members[system])
-        ) + name[len(system) :]
-        rows[label] = {c: float(np.concatenate(parts).mean()) for c, parts in by_condition.items()}
+        )
+        return shown + name[len(system) :]
+
+    rows: dict[str, dict[str, float]] = {}
+    for name, by_condition in correct.items():
+        rows[label(name)] = {
+            c: float(np.concatenate(parts).mean()) for c, parts in by_condition.items()
+        }
     logging.info("Pooled WA: %s", rows)
     result = {
         "conditions": names,
@@ -242,6 +258,15 @@ def run(
     for n in names:
         columns[n] = [f"{rows[r][n]:.4f}" for r in rows]
     io.write_csv(columns, os.path.join(output_dir, RESULTS_CSV))
+    for name, by_condition in pooled.items():
+        folder = os.path.join(output_dir, PREDICTIONS_DIR, label(name))
+        os.makedirs(folder, exist_ok=True)
+        for condition, parts in by_condition.items():
+            ids, truth, probs = (np.concatenate(x) for x in zip(*parts))
+            predictions_lib.write_predictions(
+                predictions_lib.Predictions(ids, truth, probs, class_names, source=name),
+                os.path.join(folder, f"{condition}.csv"),
+            )
     io.write_json(result, os.path.join(output_dir, RESULTS_JSON))
     return result
 
