@@ -1,7 +1,7 @@
 """The field's standard acoustic features as a floor: eGeMAPS, alone and averaged with networks.
 
     pip install opensmile       # not a dependency of fbp_jax; openSMILE's licence: research use
-    python scripts/egemaps_floor.py --manual_dir=<ravdess-dev> --cv=cv/a35 --cache=egemaps \
+    python scripts/functionals_floor.py --manual_dir=<ravdess-dev> --cv=cv/a35 --cache=egemaps \
         --conditions=original,telephone,pink10 --with=cv/a35,cv/floors/audio_speaker \
         --scored=cond/a35_validation,cond/a35_test
 
