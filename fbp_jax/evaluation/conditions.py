@@ -183,12 +183,11 @@ def run(
     clips = load_clips(manual_dir)
     fitted = _fit_floors(members[systems[0]][0], floors, folds) if floors else {}
     scored = [*systems, *floors]
-    # correct[name][condition]: per fold, whether each clip was answered right.
-    correct = {
-        name: {c: [] for c in names} for name in scored + [n + BALANCED for n in scored if balance]
-    }
     # pooled[name][condition]: per fold, (clip ids, true classes, [N, C] posteriors).
     pooled = {name: {c: [] for c in names} for name in scored}
+    # balanced[name][condition]: per fold, whether each clip was answered right once each
+    # speaker's answers are balanced.
+    balanced = {name + BALANCED: {c: [] for c in names} for name in scored if balance}
     for fold, splits in folds.items():
         # One fold's runs in memory at a time. Each run is loaded and scored once, whatever
         # the systems it belongs to: a system's posterior is the mean of its members' (what
@@ -219,13 +218,12 @@ def run(
                 posteriors = _floor_posteriors(f[fold], f["streams"], f["norm"], test, feats)
                 answers.append((floor, posteriors, f[fold].classes_))
             for name, posteriors, classes in answers:
-                correct[name][condition].append(classes[posteriors.argmax(1)] == truth)
                 full = np.zeros((len(test), len(class_names)))
                 full[:, classes] = posteriors
                 pooled[name][condition].append(([c.clip_id for c in test], truth, full))
                 if balance:
-                    balanced = _balanced(posteriors, test)
-                    correct[name + BALANCED][condition].append(classes[balanced.argmax(1)] == truth)
+                    answer = classes[_balanced(posteriors, test).argmax(1)]
+                    balanced[name + BALANCED][condition].append(answer == truth)
         del runs, models
 
     def label(name: str) -> str:  # 'a35+a35_s1', 'audio_speaker', 'a35 balanced'
@@ -238,7 +236,12 @@ def run(
         return shown + name[len(system) :]
 
     rows: dict[str, dict[str, float]] = {}
-    for name, by_condition in correct.items():
+    for name, by_condition in pooled.items():
+        rows[label(name)] = {
+            c: float(np.mean(np.concatenate([p.argmax(1) == t for _, t, p in parts])))
+            for c, parts in by_condition.items()
+        }
+    for name, by_condition in balanced.items():
         rows[label(name)] = {
             c: float(np.concatenate(parts).mean()) for c, parts in by_condition.items()
         }
