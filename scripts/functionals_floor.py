@@ -25,6 +25,7 @@ and left out.
 """
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -128,16 +129,23 @@ def floor_predictions(models, scored, clips, protocol, part) -> predictions_lib.
     )
 
 
-def averages(floor, others: dict, name: str) -> dict[str, predictions_lib.Predictions]:
+def averages(
+    floor, others: dict, name: str, weight: float = 0.0
+) -> dict[str, predictions_lib.Predictions]:
     """Each system alone, the floor (`name`), and the floor averaged with each subset of the
-    others."""
+    others: an equal member, or with `weight` beside the subset's mean (`predict`'s way)."""
     others = {n: p.aligned_to(floor) for n, p in others.items()}
     out = {**others, name: floor}
     for k in range(1, len(others) + 1):
         for names in itertools.combinations(others, k):
-            out[" + ".join([name, *names])] = predictions_lib.ensemble(
-                [floor, *(others[n] for n in names)]
-            )
+            members = [others[n] for n in names]
+            if weight:
+                mean = predictions_lib.ensemble(members)
+                probs = (1 - weight) * mean.probabilities + weight * floor.probabilities
+                average = dataclasses.replace(floor, probabilities=probs)
+            else:
+                average = predictions_lib.ensemble([floor, *members])
+            out[" + ".join([name, *names])] = average
     return out
 
 
@@ -156,6 +164,12 @@ def main() -> None:
         "--parts", default=",".join(PARTS), help="whose actors to score: validation, test or both"
     )
     parser.add_argument("--conditions", default="original")
+    parser.add_argument(
+        "--floor_weight",
+        type=float,
+        default=0.0,
+        help="the floor's share of an average (0: an equal member)",
+    )
     parser.add_argument("--with", dest="others", default="", help="CV workdirs to average with")
     parser.add_argument(
         "--scored",
@@ -192,7 +206,7 @@ def main() -> None:
                 c.name: selection._pool([c.folds[f][part] for f in c.folds]) for c in candidates
             }
             floor = floor_predictions(models, scored("original"), clips, protocol, part)
-            by_part[part] = averages(floor, others, name)
+            by_part[part] = averages(floor, others, name, args.floor_weight)
         print(f"\n| as recorded |{header}\n|---" + "|---" * len(parts) + "|")
         for system in by_part[parts[0]]:
             print(f"| {system} | " + " | ".join(wa_ua(by_part[p][system]) for p in parts) + " |")
@@ -220,7 +234,7 @@ def main() -> None:
                 )
             }
             floor = floor_predictions(models, scored(condition), clips, protocol, part)
-            table[condition] = averages(floor, others, name)
+            table[condition] = averages(floor, others, name, args.floor_weight)
         conditions = list(table)
         print(f"\n| {part} actors, pooled WA | " + " | ".join(conditions) + " |")
         print("|---" * (len(conditions) + 1) + "|")

@@ -56,6 +56,8 @@ class ServingModel:
       apply: batch {audio, audio_mask, video, video_mask} -> outputs (numpy), with
         `probabilities`, `{stream}_attention`, `{stream}_mask` and `mu` / `eta` for two streams.
       step: the checkpoint step.
+      voice_floor: the export's `voice_floor.VoiceFloor` (averaged with the network's answer
+        to a file read as one clip), or None.
     """
 
     source: str
@@ -65,6 +67,7 @@ class ServingModel:
     stats: dict[str, np.ndarray] | None
     apply: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
     step: int | None = None
+    voice_floor: Any = None
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -124,8 +127,14 @@ def ensemble(models: Sequence[ServingModel]) -> ServingModel:
         outputs = [m.apply(batch) for m in models]
         return {k: np.mean([np.asarray(o[k]) for o in outputs], axis=0) for k in outputs[0]}
 
+    # The members' voice floor, when they share one (the same export's file).
+    floors = {id(m.voice_floor) for m in models}
     return dataclasses.replace(
-        first, source="+".join(m.source for m in models), apply=apply, step=None
+        first,
+        source="+".join(m.source for m in models),
+        apply=apply,
+        step=None,
+        voice_floor=first.voice_floor if len(floors) == 1 else None,
     )
 
 
@@ -228,6 +237,14 @@ def load_exported(export_dir: str) -> ServingModel:
         inputs = {k: jnp.asarray(batch[k]) for k in sorted(keys)}
         return jax.device_get(exported.call(inputs))
 
+    from fbp_jax.serving import voice_floor
+
+    floor = voice_floor.load(export_dir)
+    if floor is not None and floor.class_names != tuple(info["class_names"]):
+        raise PredictError(
+            f"{os.path.join(export_dir, voice_floor.FILE)}: classes {list(floor.class_names)}, "
+            f"not the model's {info['class_names']}"
+        )
     return ServingModel(
         export_dir,
         info["fusion"],
@@ -236,4 +253,5 @@ def load_exported(export_dir: str) -> ServingModel:
         stats,
         apply,
         info.get("step"),
+        floor,
     )

@@ -26,6 +26,10 @@ A stream that is the same in every frame of a group (one file with one clip-leve
 face features, `file`) cannot be standardised by itself and takes the training speakers'
 statistics too.
 
+An export that holds a voice floor (`fbp-jax voice-floor`; the shipped `ravdess-audio` does)
+answers a file read as one clip with its network's posteriors averaged with a logistic
+regression on the file's voice functionals (`fbp_jax.serving.voice_floor`), standardised per
+speaker group as above; a longer recording is left to the network.
 One file's failure never stops the others: a folder or several files give a CSV (`--output`,
 else stdout) whose `error` column names the problem (a file that cannot be read, or whose
 features or outputs are not finite), and the command exits with status 1 when any file failed.
@@ -451,6 +455,7 @@ def predict_files(
                 min_speaker_clips,
                 few[0] or "all files",
             )
+    floor = _voice_floor_posteriors(model, sources, groups, min_speaker_clips)
     rows = []
     for path in paths:
         found = sources[path]
@@ -462,6 +467,11 @@ def predict_files(
         try:
             if scan.single:
                 t = _single_window(model, source, scan, s, span_seconds, crops)
+                if path in floor:
+                    w = model.voice_floor.weight
+                    p = (1 - w) * t.probabilities + w * floor[path]
+                    note = f"the voice floor's posteriors averaged in (weight {w:g})"
+                    t = dataclasses.replace(t, probabilities=p, notes=(*t.notes, note))
             else:
                 t = timeline.run_windows(model, source, scan, s, hop_seconds, progress)
             t = dataclasses.replace(t, statistics=label)
@@ -469,6 +479,36 @@ def predict_files(
         except Exception as e:
             rows.append((path, _error(e)))
     return balance_groups(rows, groups) if balance else rows
+
+
+def _voice_floor_posteriors(
+    model: ServingModel, sources: dict, groups: str, min_speaker_clips: int
+) -> dict[str, np.ndarray]:
+    """{path: [C] posteriors} of the model's voice floor (`fbp_jax.serving.voice_floor`) for
+    every file read as one clip: each speaker group of at least `min_speaker_clips` such files
+    standardised with its own statistics, a smaller group (or `groups` 'file' or 'training')
+    with the training speakers' pooled ones. A file whose samples cannot be read again is left
+    to the network alone (logged)."""
+    if model.voice_floor is None:
+        return {}
+    from data_prep.features import media, voice
+
+    functionals, members = {}, collections.defaultdict(list)
+    for path, found in sources.items():
+        if isinstance(found, str) or not found[1].single:
+            continue
+        try:
+            functionals[path] = voice.functionals(np.concatenate(list(media.audio_chunks(path))))
+        except Exception as e:
+            logging.warning("%s: no voice functionals (%s); the network answers alone.", path, e)
+            continue
+        members[_speaker_key(path, groups)].append(path)
+    out = {}
+    for group in members.values():
+        own = groups not in ("file", "training") and len(group) >= min_speaker_clips
+        x = np.stack([functionals[p] for p in group])
+        out.update(zip(group, model.voice_floor.speaker_posteriors(x, own)))
+    return out
 
 
 def balance_groups(

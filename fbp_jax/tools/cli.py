@@ -38,6 +38,10 @@ COMMANDS = {
     "report": ("fbp_jax.evaluation.report", "The paper's Fig. 6-10 and a Markdown report."),
     "predict": ("fbp_jax.serving.predict", "Class posteriors of media files (a file or folder)."),
     "export": ("fbp_jax.serving.export", "A jax.export bundle of a run, for serving."),
+    "voice-floor": (
+        "fbp_jax.serving.voice_floor",
+        "Fit the voice functionals' floor on a corpus and add it to an export.",
+    ),
     "benchmark": ("fbp_jax.tools.benchmark", "Speed table of the model family on this machine."),
     "predict-benchmark": (
         "fbp_jax.tools.predict_benchmark",
@@ -55,6 +59,7 @@ COMMAND_EXTRA = {
     "predict": None,
     "predict-benchmark": None,
     "export": None,
+    "voice-floor": "train",
     "mcnemar": None,
 }
 

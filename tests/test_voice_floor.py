@@ -1,0 +1,133 @@
+"""The voice floor: served in numpy as sklearn fitted it, and averaged into predict's answers."""
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from data_prep.testclips import speech_like
+from fbp_jax.evaluation import floors
+from fbp_jax.serving import bundle, predict, shipped, voice_floor
+
+CLASSES = ("neutral", "happy", "sad", "angry")
+
+
+def _corpus(seed=0, speakers=4, per_class=12, width=6):
+    """Functionals whose class shows in the first two columns; each speaker shifted and scaled
+    (what speaker standardisation removes)."""
+    rng = np.random.default_rng(seed)
+    x, labels, who = [], [], []
+    for s in range(speakers):
+        offset, scale = rng.normal(0, 5, width), rng.uniform(0.5, 3, width)
+        for c in range(3):  # 'angry' never occurs
+            rows = rng.normal(0, 1, (per_class, width))
+            rows[:, c % 2] += 2.0 * (1 if c < 2 else -1)
+            x.append(offset + scale * rows)
+            labels += [c] * per_class
+            who += [f"s{s}"] * per_class
+    return np.concatenate(x), np.asarray(labels), np.asarray(who)
+
+
+def test_served_posteriors_are_the_fitted_regressions():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, labels, speakers = _corpus()
+    floor = voice_floor.fit(x, labels, speakers, CLASSES, C=0.3, weight=0.25)
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=5000))
+    standardised = floors.standardise_per_speaker(x, speakers)
+    reference.fit(standardised, labels)
+    one = speakers == "s2"
+    served = floor.speaker_posteriors(x[one], own=True)
+    np.testing.assert_allclose(served[:, :3], reference.predict_proba(standardised[one]), atol=1e-6)
+    assert np.all(served[:, 3] < 1e-12)  # a class it never saw is never answered
+    assert np.mean(served.argmax(1) == labels[one]) > 0.7
+    # A speaker too small for its own statistics: the training speakers' pooled ones, which
+    # still classify (the speakers' offsets are part of their spread).
+    pooled = floor.speaker_posteriors(x[one][:3], own=False)
+    assert pooled.shape == (3, 4) and np.allclose(pooled.sum(1), 1.0)
+
+
+def test_a_saved_floor_loads_as_it_was(tmp_path):
+    x, labels, speakers = _corpus()
+    floor = voice_floor.fit(x, labels, speakers, CLASSES, C=0.1, weight=0.5)
+    assert voice_floor.load(str(tmp_path)) is None
+    voice_floor.save(floor, str(tmp_path))
+    loaded = voice_floor.load(str(tmp_path))
+    assert loaded.class_names == CLASSES and loaded.weight == 0.5 and loaded.C == 0.1
+    for field in ("coef", "intercept", "scale_mean", "scale_std", "pooled_mean", "pooled_std"):
+        np.testing.assert_array_equal(getattr(loaded, field), getattr(floor, field))
+    assert [f for f in os.listdir(tmp_path)] == [voice_floor.FILE]  # no temporary file left
+
+
+@pytest.fixture(scope="module")
+def audio_model(tmp_path_factory):
+    """A copy of the shipped audio model without its voice floor."""
+    export = tmp_path_factory.mktemp("export") / "model"
+    shutil.copytree(shipped.path("ravdess-audio"), export)
+    (export / voice_floor.FILE).unlink(missing_ok=True)
+    return str(export)
+
+
+def test_predict_averages_the_floor_into_a_clip_and_leaves_a_recording(audio_model, tmp_path):
+    folder = tmp_path / "speaker"
+    folder.mkdir()
+    paths = []
+    for i, seconds in enumerate([2.0, 2.5, 3.0, 12.0]):  # the last is read as a timeline
+        path = str(folder / f"{i}.wav")
+        sf.write(path, 0.3 * speech_like(seconds, seed=i), 16000)
+        paths.append(path)
+    before = dict(predict.predict_files(bundle.load_serving_model(audio_model), paths))
+    base = bundle.load_serving_model(audio_model)
+    assert base.voice_floor is None
+    names = base.class_names
+    width = 51
+    angry = names.index("angry")
+    intercept = np.full(len(names), -30.0)
+    intercept[angry] = 30.0  # this floor answers 'angry' whatever it hears
+    floor = voice_floor.VoiceFloor(
+        names, 0.5, np.zeros(width), np.ones(width), np.zeros((len(names), width)), intercept,
+        np.zeros(width), np.ones(width), 1.0,
+    )  # fmt: skip
+    voice_floor.save(floor, audio_model)
+    model = bundle.load_serving_model(audio_model)
+    assert dataclasses.asdict(model.voice_floor)["weight"] == 0.5
+    after = dict(predict.predict_files(model, paths))
+    for path in paths[:3]:
+        expected = 0.5 * before[path].probabilities + 0.5 * np.eye(len(names))[angry]
+        np.testing.assert_allclose(after[path].probabilities, expected, atol=1e-6)
+        assert any("voice floor" in n for n in after[path].notes)
+    long = paths[3]
+    assert after[long].num_windows > 1
+    np.testing.assert_allclose(after[long].probabilities, before[long].probabilities)
+    # A floor of other classes than the model's is refused, naming the file.
+    voice_floor.save(dataclasses.replace(floor, class_names=tuple(reversed(names))), audio_model)
+    with pytest.raises(bundle.PredictError, match=voice_floor.FILE):
+        bundle.load_serving_model(audio_model)
+
+
+def test_the_command_fits_on_a_corpus_and_names_the_clips_it_left_out(audio_model, tmp_path):
+    from tests.test_corpora import write_ravdess
+
+    corpus = tmp_path / "ravdess"
+    write_ravdess(corpus)
+    run = subprocess.run(
+        [sys.executable, "-m", "fbp_jax", "voice-floor", f"--manual_dir={corpus}",
+         f"--model={audio_model}", "--C=0.1", "--weight=0.2"],
+        check=False, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "6 clips, 2 speakers, weight 0.2" in run.stdout
+    assert re.search(r"03-01-03-01-01-01-02\.wav: skipped: .*silent", run.stderr)  # read, refused
+    floor = bundle.load_serving_model(audio_model).voice_floor
+    assert floor.weight == 0.2 and floor.C == 0.1
+    seen = [floor.class_names.index(c) for c in ("neutral", "angry", "surprised")]
+    assert np.all(floor.intercept[seen] > -1e8)
+    assert np.all(np.delete(floor.intercept, seen) == -1e9)  # never heard: never answered
