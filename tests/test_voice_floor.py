@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from data_prep.testclips import speech_like
-from fbp_jax.evaluation import floors
+from fbp_jax.evaluation import floors, voice_floor_fit
 from fbp_jax.serving import bundle, predict, shipped, voice_floor
 
 CLASSES = ("neutral", "happy", "sad", "angry")
@@ -40,7 +40,7 @@ def test_served_posteriors_are_the_fitted_regressions():
     from sklearn.preprocessing import StandardScaler
 
     x, labels, speakers = _corpus()
-    floor = voice_floor.fit(x, labels, speakers, CLASSES, C=0.3, weight=0.25)
+    floor = voice_floor_fit.fit(x, labels, speakers, CLASSES, C=0.3, weight=0.25)
     reference = make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=5000))
     standardised = floors.standardise_per_speaker(x, speakers)
     reference.fit(standardised, labels)
@@ -57,7 +57,7 @@ def test_served_posteriors_are_the_fitted_regressions():
 
 def test_a_saved_floor_loads_as_it_was(tmp_path):
     x, labels, speakers = _corpus()
-    floor = voice_floor.fit(x, labels, speakers, CLASSES, C=0.1, weight=0.5)
+    floor = voice_floor_fit.fit(x, labels, speakers, CLASSES, C=0.1, weight=0.5)
     assert voice_floor.load(str(tmp_path)) is None
     voice_floor.save(floor, str(tmp_path))
     loaded = voice_floor.load(str(tmp_path))
@@ -67,10 +67,10 @@ def test_a_saved_floor_loads_as_it_was(tmp_path):
     assert [f for f in os.listdir(tmp_path)] == [voice_floor.FILE]  # no temporary file left
 
 
-@pytest.fixture(scope="module")
-def audio_model(tmp_path_factory):
+@pytest.fixture
+def audio_model(tmp_path):
     """A copy of the shipped audio model without its voice floor."""
-    export = tmp_path_factory.mktemp("export") / "model"
+    export = tmp_path / "model"
     shutil.copytree(shipped.path("ravdess-audio"), export)
     (export / voice_floor.FILE).unlink(missing_ok=True)
     return str(export)

@@ -1,16 +1,12 @@
-r"""The voice floor: a logistic regression on a clip's voice functionals, served beside a network.
-
-    fbp-jax voice-floor --corpus=ravdess/speech --manual_dir=<corpus> --model=<export dir> \
-        --C=0.03 --weight=0.25
+"""The voice floor as served: a logistic regression on a clip's voice functionals.
 
 A linear model on the 51 voice functionals of `data_prep.features.voice` (pitch, voice quality,
 level, spectral balance and timing of a clip), each speaker standardised with the statistics
 of its own clips (as the project's speaker floors), adds to the networks what their 0-4 kHz
 spectrogram resolves least, and keeps its accuracy when the silence around the speech is
-trimmed (docs/recipe.md). This command fits it on every clip of a corpus (a builder's
-`list_clips`: the clips the records would hold; a clip that cannot be read is reported and
-left out, with a progress bar) and writes `voice_floor.npz` into an export directory, whose
-classes it must share. `fbp-jax predict` then answers a file that it reads as one clip with
+trimmed (docs/recipe.md). `fbp-jax voice-floor` (`fbp_jax.evaluation.voice_floor_fit`) fits
+it on a corpus and writes `voice_floor.npz` into an export directory, whose classes it must
+share. `fbp-jax predict` then answers a file that it reads as one clip with
 (1 - weight) * the network's posteriors + weight * the floor's (weight 1 / (n + 1) makes it an
 equal member beside an ensemble of n networks); a longer recording, read as a timeline of
 windows, is left to the network alone.
@@ -25,12 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
-import tempfile
-from collections.abc import Sequence
 
 import numpy as np
-from absl import app, flags, logging
 
 from fbp_jax import io
 
@@ -78,43 +70,6 @@ class VoiceFloor:
         return self.posteriors(functionals, self.pooled_mean, self.pooled_std)
 
 
-def fit(
-    functionals: np.ndarray,
-    labels: np.ndarray,
-    speakers: np.ndarray,
-    class_names: Sequence[str],
-    C: float,
-    weight: float,
-) -> VoiceFloor:
-    """The floor fitted on clips' functionals [N, F], labels (indices into `class_names`) and
-    speakers."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    from fbp_jax.evaluation import floors
-
-    x = floors.standardise_per_speaker(functionals, speakers)
-    scaler = StandardScaler().fit(x)
-    model = LogisticRegression(C=C, max_iter=5000, random_state=0)
-    model.fit(scaler.transform(x), labels)
-    coef = np.zeros((len(class_names), x.shape[1]))
-    intercept = np.full(len(class_names), -1e9)  # A class absent from training: never answered.
-    coef[model.classes_] = model.coef_
-    intercept[model.classes_] = model.intercept_
-    within = np.mean([functionals[speakers == s].var(0) for s in np.unique(speakers)], axis=0)
-    return VoiceFloor(
-        tuple(class_names),
-        float(weight),
-        scaler.mean_,
-        scaler.scale_,
-        coef,
-        intercept,
-        functionals.mean(0),
-        np.sqrt(within),
-        float(C),
-    )
-
-
 def save(floor: VoiceFloor, export_dir: str) -> str:
     """Writes `floor` into `export_dir` (whole or not at all); returns the file."""
     path = os.path.join(export_dir, FILE)
@@ -137,70 +92,3 @@ def load(export_dir: str) -> VoiceFloor | None:
         C=float(values.pop("C")),
         **{k: np.asarray(v, np.float64) for k, v in values.items()},
     )
-
-
-def clip_functionals(sources, progress: bool = True):
-    """(functionals [N, F], kept sources) of corpus clips (`corpus.ClipSource`); a clip that
-    cannot be read is reported on stderr and left out."""
-    import tqdm
-
-    from data_prep.features import audio as audio_lib
-    from data_prep.features import voice
-
-    rows, kept = [], []
-    for source in tqdm.tqdm(sources, desc="voice functionals", unit="clip", disable=not progress):
-        try:
-            rows.append(voice.functionals(audio_lib.load_audio(source.files["audio"]).samples))
-        except Exception as e:  # One file never stops the run.
-            print(f"{source.files['audio']}: skipped: {e}", file=sys.stderr)
-            continue
-        kept.append(source)
-    return np.asarray(rows, np.float64), kept
-
-
-def corpus_clips(corpus: str, manual_dir: str):
-    """The clips of `corpus` ('name' or 'name/config') under `manual_dir`, as its builder
-    lists them."""
-    from data_prep.builders import builder_class
-
-    name, _, config = corpus.partition("/")
-    with tempfile.TemporaryDirectory() as data_dir:
-        cls = builder_class(name)
-        builder = cls(config=config, data_dir=data_dir) if config else cls(data_dir=data_dir)
-        sources, skipped = builder.list_clips(manual_dir)
-    for s in skipped:
-        print(f"{s.file}: skipped: {s.reason}", file=sys.stderr)
-    return sources
-
-
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-    flags.DEFINE_string("corpus", "ravdess/speech", "Builder name[/config] whose clips to fit on.")
-    flags.DEFINE_string("manual_dir", None, "The corpus as distributed.", required=True)
-    flags.DEFINE_string("model", None, "Export directory to add the floor to.", required=True)
-    flags.DEFINE_float("C", 0.03, "Inverse regularisation of the logistic regression.")
-    flags.DEFINE_float("weight", 0.25, "The floor's share of a served posterior, in (0, 1).")
-
-
-def main(argv: Sequence[str]) -> None:
-    del argv
-    from fbp_jax.serving import bundle
-
-    if not 0.0 < FLAGS.weight < 1.0:
-        raise app.UsageError(f"--weight must be in (0, 1), got {FLAGS.weight}")
-    model = bundle.load_exported(FLAGS.model)
-    sources = corpus_clips(FLAGS.corpus, FLAGS.manual_dir)
-    unknown = sorted({s.label for s in sources} - set(model.class_names))
-    if unknown:
-        raise app.UsageError(f"{FLAGS.manual_dir}: classes {unknown} are not the model's")
-    x, kept = clip_functionals(sources)
-    if len(kept) < 2:
-        raise app.UsageError(f"{FLAGS.manual_dir}: {len(kept)} readable clips; too few to fit")
-    labels = np.asarray([model.class_names.index(s.label) for s in kept])
-    speakers = np.asarray([s.speaker for s in kept])
-    floor = fit(x, labels, speakers, model.class_names, FLAGS.C, FLAGS.weight)
-    path = save(floor, FLAGS.model)
-    logging.info("%s: fitted on %d clips of %d speakers.", path, len(kept), len(set(speakers)))
-    print(f"{path}: {len(kept)} clips, {len(set(speakers))} speakers, weight {floor.weight}")

@@ -39,7 +39,7 @@ COMMANDS = {
     "predict": ("fbp_jax.serving.predict", "Class posteriors of media files (a file or folder)."),
     "export": ("fbp_jax.serving.export", "A jax.export bundle of a run, for serving."),
     "voice-floor": (
-        "fbp_jax.serving.voice_floor",
+        "fbp_jax.evaluation.voice_floor_fit",
         "Fit the voice functionals' floor on a corpus and add it to an export.",
     ),
     "benchmark": ("fbp_jax.tools.benchmark", "Speed table of the model family on this machine."),
