@@ -186,16 +186,12 @@ def test_conditions_command_scores_systems_and_floors(tmp_path, monkeypatch):
         out,
         ["original", "padded", "quiet", "quiet+padded"],
         balance=True,
+        voice_floor=True,
     )
     rows = result["pooled_wa"]
-    assert set(rows) == {
-        "cv",
-        "cv+cv",
-        "audio_speaker",
-        "cv balanced",
-        "cv+cv balanced",
-        "audio_speaker balanced",
-    }
+    systems = ["cv", "cv+cv", "audio_speaker", "voice floor", "cv + voice floor"]
+    systems.append("cv+cv + voice floor")
+    assert set(rows) == {*systems, *(s + " balanced" for s in systems)}
     assert rows["cv+cv"] == rows["cv"]  # an ensemble of one run twice is that run
     fold_dirs = [cv.fold_dir(workdir, r["fold"]) for r in cv.summarize(workdir)["folds"]]
     assert [d for kind, d in events if kind == "load"] == fold_dirs  # one run per fold
@@ -211,6 +207,20 @@ def test_conditions_command_scores_systems_and_floors(tmp_path, monkeypatch):
     assert rows["cv"]["quiet"] == rows["cv"]["original"]
     assert rows["audio_speaker"]["quiet"] == rows["audio_speaker"]["original"]
     assert rows["cv"]["quiet+padded"] == rows["cv"]["padded"]  # chained: the same again
+    assert rows["voice floor"]["quiet"] == rows["voice floor"]["original"]
+    assert rows["voice floor"]["padded"] == rows["voice floor"]["original"]
+
+    # A system with the voice floor, as predict serves it: the floor an equal member beside
+    # the system's runs (one run: half; the same run twice: a third).
+    def read(system, condition="original"):
+        path = os.path.join(out, conditions_cmd.PREDICTIONS_DIR, system, f"{condition}.csv")
+        return predictions.read_predictions(path)
+
+    voice, one = read("voice floor"), read("cv").aligned_to(read("voice floor"))
+    for system, w in (("cv + voice floor", 1 / 2), ("cv+cv + voice floor", 1 / 3)):
+        average = read(system).aligned_to(voice)
+        expected = (1 - w) * one.probabilities + w * voice.probabilities
+        np.testing.assert_allclose(average.probabilities, expected, atol=1e-5)
     assert os.path.isfile(os.path.join(out, "conditions.csv"))
     # Every clip's posteriors, per system and condition, pooled over the folds: what the table
     # counts, for systems scored elsewhere to be averaged with them.

@@ -51,6 +51,8 @@ PREDICTIONS_DIR = "predictions"
 
 PARTS = ("test", "validation")
 BALANCED = " balanced"  # The row of a system with each speaker's answers balanced.
+VOICE_FLOOR = "voice floor"  # The row of the voice floor (`--voice_floor`).
+WITH_VOICE = " + voice floor"  # The row of a system averaged with it.
 
 
 def _actors(splits: dict[str, str], part: str) -> set[str]:
@@ -67,21 +69,26 @@ def load_clips(manual_dir: str) -> list[Any]:
     return sources
 
 
-def clip_features(source, condition: str) -> dict[str, np.ndarray]:
-    """The schema features of one clip recorded under `condition` (video: its facial row)."""
+def clip_features(source, condition: str, voice: bool = False) -> dict[str, np.ndarray]:
+    """The schema features of one clip recorded under `condition` (video: its facial row);
+    with `voice`, its voice functionals too (`data_prep.features.voice`)."""
     from data_prep.builders import ravdess
     from data_prep.features import audio as audio_lib
     from data_prep.features import conditions
+    from data_prep.features import voice as voice_lib
 
     samples = conditions.apply(condition, audio_lib.load_audio(source.files["audio"]).samples)
     spec = audio_lib.log_spectrogram(samples, source.files["audio"])
     frames = max(1, -(-len(spec) // (audio_lib.FRAMES_PER_SECOND // ravdess.VIDEO_FPS)))
-    return {
+    out = {
         "audio": spec,
         "video": np.tile(np.asarray(source.extra["features"], np.float32), (frames, 1)),
         "video_valid": np.ones(frames, bool),
         "duration_s": len(samples) / audio_lib.SAMPLE_RATE,
     }
+    if voice:
+        out["voice"] = voice_lib.functionals(samples)
+    return out
 
 
 def _system_posteriors(model, clips, features, speaker_stats: str, crops: str) -> np.ndarray:
@@ -148,12 +155,18 @@ def run(
     part: str = "test",
     crops: str = clip.DEFAULT_CROPS,
     balance: bool = False,
+    voice_floor: bool = False,
+    voice_floor_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Evaluates every system and floor under every condition on each fold's `part` speakers
     ('test', or 'validation': what may choose a recipe); writes and returns the table.
     `crops`: how the networks read a clip longer than their window (`clip.crop_starts`).
     `balance`: each network and floor also with each speaker's answers balanced (`predict
-    --balance`), a row '<system> balanced'."""
+    --balance`), a row '<system> balanced'. `voice_floor`: the voice floor of `fbp-jax
+    voice-floor` too, fitted per fold on the training speakers' clips as recorded with C
+    chosen on the validation speakers', a row 'voice floor', and each system averaged with it
+    as `predict` serves them, '<system> + voice floor': the floor at `voice_floor_weight`
+    (0: an equal member, 1 / (the system's runs + 1))."""
     if part not in PARTS:
         raise cv_lib.CrossValidationError(f"part must be one of {PARTS}, got {part!r}")
     from data_prep.features import conditions
@@ -183,6 +196,9 @@ def run(
     clips = load_clips(manual_dir)
     fitted = _fit_floors(members[systems[0]][0], floors, folds) if floors else {}
     scored = [*systems, *floors]
+    if voice_floor:
+        scored += [VOICE_FLOOR, *(w + WITH_VOICE for w in systems)]
+        recorded: dict[str, np.ndarray] = {}  # clip id -> functionals as recorded
     # pooled[name][condition]: per fold, (clip ids, true classes, [N, C] posteriors).
     pooled = {name: {c: [] for c in names} for name in scored}
     # balanced[name][condition]: per fold, whether each clip was answered right once each
@@ -202,9 +218,11 @@ def run(
         columns = {
             w: np.asarray([class_names.index(n) for n in models[w].class_names]) for w in systems
         }
+        if voice_floor:
+            vfloor = _fit_voice_floor(clips, splits, class_names, recorded)
         for condition in names:
             logging.info("Fold %s, condition %s: computing features.", fold, condition)
-            feats = [clip_features(c, condition) for c in test]
+            feats = [clip_features(c, condition, voice_floor) for c in test]
             scored_runs = {
                 m: _system_posteriors(runs[m], test, feats, speaker_stats, crops)
                 for m in unique_runs
@@ -217,6 +235,17 @@ def run(
                 f = fitted[floor]
                 posteriors = _floor_posteriors(f[fold], f["streams"], f["norm"], test, feats)
                 answers.append((floor, posteriors, f[fold].classes_))
+            if voice_floor:
+                own = speaker_stats != "training"
+                x = np.stack([f["voice"] for f in feats])
+                voice = vfloor.group_posteriors(x, [c.speaker for c in test], own)
+                every = np.arange(len(class_names))
+                answers.append((VOICE_FLOOR, voice, every))
+                for w, posteriors, classes in answers[: len(systems)]:
+                    weight = voice_floor_weight or 1 / (len(members[w]) + 1)
+                    full = np.zeros_like(voice)
+                    full[:, classes] = posteriors
+                    answers.append((w + WITH_VOICE, (1 - weight) * full + weight * voice, every))
             for name, posteriors, classes in answers:
                 full = np.zeros((len(test), len(class_names)))
                 full[:, classes] = posteriors
@@ -226,11 +255,11 @@ def run(
                     balanced[name + BALANCED][condition].append(answer == truth)
         del runs, models
 
-    def label(name: str) -> str:  # 'a35+a35_s1', 'audio_speaker', 'a35 balanced'
-        system = name.removesuffix(BALANCED)
+    def label(name: str) -> str:  # 'a35+a35_s1', 'audio_speaker', 'a35 + voice floor balanced'
+        system = name.removesuffix(BALANCED).removesuffix(WITH_VOICE)
         shown = (
             system
-            if system in floors
+            if system in floors or system == VOICE_FLOOR
             else "+".join(os.path.basename(os.path.normpath(m)) for m in members[system])
         )
         return shown + name[len(system) :]
@@ -254,6 +283,7 @@ def run(
         "balance": balance,
         "systems": list(systems),
         "floors": list(floors),
+        "voice_floor": voice_floor,
         "pooled_wa": rows,  # Of the actors of `part`: validation or test.
     }
     os.makedirs(output_dir, exist_ok=True)
@@ -272,6 +302,29 @@ def run(
             )
     io.write_json(result, os.path.join(output_dir, RESULTS_JSON))
     return result
+
+
+def _fit_voice_floor(clips, splits: dict[str, str], class_names, recorded: dict):
+    """The voice floor of a fold: fitted on its training speakers' clips as recorded, C chosen
+    on its validation speakers' (`voice_floor_fit.fit_chosen`). `recorded` caches each clip's
+    functionals across folds."""
+    from data_prep.features import audio as audio_lib
+    from data_prep.features import voice
+    from fbp_jax.evaluation import voice_floor_fit
+
+    def part(name):
+        chosen = [c for c in clips if c.split in _actors(splits, name)]
+        for c in chosen:
+            if c.clip_id not in recorded:
+                samples = audio_lib.load_audio(c.files["audio"]).samples
+                recorded[c.clip_id] = voice.functionals(samples)
+        return {
+            "x": np.stack([recorded[c.clip_id] for c in chosen]).astype(np.float64),
+            "label": np.asarray([class_names.index(c.label) for c in chosen]),
+            "speaker": np.asarray([c.speaker for c in chosen]),
+        }
+
+    return voice_floor_fit.fit_chosen(part("train"), part("validation"), class_names, 0.0)
 
 
 def _fit_floors(workdir: str, floors: Sequence[str], folds: dict[str, dict[str, str]]):
@@ -356,6 +409,17 @@ def define_flags() -> None:
         "every quarter window covering it (as `fbp-jax predict --crops`).",
     )
     flags.DEFINE_bool(
+        "voice_floor",
+        False,
+        "The voice floor too (fitted per fold), alone and averaged with each system as "
+        "`predict` serves an export that holds one.",
+    )
+    flags.DEFINE_float(
+        "voice_floor_weight",
+        0.0,
+        "The voice floor's share of a system's average (0: an equal member beside its runs).",
+    )
+    flags.DEFINE_bool(
         "balance",
         False,
         "Networks and floors also with each speaker's answers balanced (as `fbp-jax predict "
@@ -379,6 +443,8 @@ def main(argv: Sequence[str]) -> None:
             FLAGS.part,
             FLAGS.crops,
             FLAGS.balance,
+            FLAGS.voice_floor,
+            FLAGS.voice_floor_weight,
         )
     except (cv_lib.CrossValidationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -69,6 +69,16 @@ class VoiceFloor:
             return self.posteriors(functionals, functionals.mean(0), functionals.std(0))
         return self.posteriors(functionals, self.pooled_mean, self.pooled_std)
 
+    def group_posteriors(self, functionals: np.ndarray, groups, own: bool = True) -> np.ndarray:
+        """[N, C] posteriors of clips, each speaker group (`groups`: [N] keys) standardised as
+        `speaker_posteriors` does."""
+        groups = np.asarray(groups)
+        out = np.empty((len(functionals), len(self.class_names)))
+        for g in np.unique(groups):
+            rows = groups == g
+            out[rows] = self.speaker_posteriors(functionals[rows], own)
+        return out
+
 
 def save(floor: VoiceFloor, export_dir: str) -> str:
     """Writes `floor` into `export_dir` (whole or not at all); returns the file."""
