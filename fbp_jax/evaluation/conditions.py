@@ -308,16 +308,14 @@ def _fit_voice_floor(clips, splits: dict[str, str], class_names, recorded: dict)
     """The voice floor of a fold: fitted on its training speakers' clips as recorded, C chosen
     on its validation speakers' (`voice_floor_fit.fit_chosen`). `recorded` caches each clip's
     functionals across folds."""
-    from data_prep.features import audio as audio_lib
-    from data_prep.features import voice
     from fbp_jax.evaluation import voice_floor_fit
 
     def part(name):
         chosen = [c for c in clips if c.split in _actors(splits, name)]
-        for c in chosen:
-            if c.clip_id not in recorded:
-                samples = audio_lib.load_audio(c.files["audio"]).samples
-                recorded[c.clip_id] = voice.functionals(samples)
+        new = [c for c in chosen if c.clip_id not in recorded]
+        x, kept = voice_floor_fit.clip_functionals(new, progress=False)  # unreadable: named
+        recorded.update(zip((c.clip_id for c in kept), x))
+        chosen = [c for c in chosen if c.clip_id in recorded]
         return {
             "x": np.stack([recorded[c.clip_id] for c in chosen]).astype(np.float64),
             "label": np.asarray([class_names.index(c.label) for c in chosen]),

@@ -64,16 +64,11 @@ def fit(
 
 
 def fit_chosen(train: dict, val: dict, class_names: Sequence[str], weight: float):
-    """The floor fitted on `train` with C chosen from `floors.C_GRID` by its accuracy on `val`
-    (each {'x': [N, F] functionals, 'label', 'speaker'}; each validation speaker standardised
-    with its own clips; a tie goes to the smaller C)."""
-    best, best_acc = None, -1.0
-    for c in floors.C_GRID:
-        floor = fit(train["x"], train["label"], train["speaker"], class_names, c, weight)
-        acc = np.mean(floor.group_posteriors(val["x"], val["speaker"]).argmax(1) == val["label"])
-        if acc > best_acc:
-            best, best_acc = floor, acc
-    return best
+    """The floor fitted on `train` with C chosen on `val` as the project's floors choose it
+    (`floors.fit_classifier`; each {'x': [N, F] functionals, 'label', 'speaker'}, each speaker
+    standardised with its own clips)."""
+    c = floors.fit_classifier(train, val, ("x",), "speaker")[1]
+    return fit(train["x"], train["label"], train["speaker"], class_names, c, weight)
 
 
 def clip_functionals(sources, progress: bool = True):
