@@ -13,6 +13,9 @@ protocol.json), a logistic regression on the functionals, each speaker standardi
 clips, C chosen on the fold's validation actors as recorded (`fbp_jax.evaluation.floors.
 fit_classifier`, the project's floors), fitted once per fold. A condition
 (`data_prep.features.conditions`) changes the clips scored, not the training or the choice.
+`--sessions=N`: the floor trains also on its training actors' clips through the audio recipe's
+first N session channels (`fbp_jax.input_pipeline.session_channels`, here in the waveform),
+each actor in each channel standardised on its own, as the network's sessions are.
 
 Prints the floor's pooled validation and test WA / UA per condition of `--conditions`; with
 `--with` (finished CV workdirs, networks or floors), the floor averaged with each subset of
@@ -28,8 +31,10 @@ import argparse
 import dataclasses
 import itertools
 import json
+import multiprocessing
 import os
 import sys
+import zlib
 
 import numpy as np
 import tqdm
@@ -61,22 +66,67 @@ def extractor(features: str):
     return lambda samples: smile.process_signal(samples, audio_lib.SAMPLE_RATE).to_numpy()[0]
 
 
+def session_channels() -> np.ndarray:
+    """The audio recipe's training session channels (configs/ravdess_audio.py, small recipe)."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from configs import ravdess_audio
+    from fbp_jax import input_pipeline
+
+    return input_pipeline.session_channels(ravdess_audio.get_config("dev1").augment)
+
+
+def channel(samples, low_pass_hz, high_pass_hz, snr_db, tilt, seed):
+    """The clip recorded through a session channel (a row of `session_channels`), in the
+    waveform: a 4th-order low-pass, a high-pass (0: none), then noise at `snr_db` below the
+    voiced frames' power, its power falling as 1/f^`tilt` (0: white)."""
+    x = conditions_lib.butterworth(samples, low_pass_hz, "lowpass")
+    if high_pass_hz > 0:
+        x = conditions_lib.butterworth(x, high_pass_hz, "highpass")
+    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(len(x)))
+    f = np.fft.rfftfreq(len(x), 1.0 / audio_lib.SAMPLE_RATE)
+    spectrum[0] = 0.0
+    spectrum[1:] /= f[1:] ** (tilt / 2.0)
+    return conditions_lib._add_at_snr(x, np.fft.irfft(spectrum, len(x)), snr_db)
+
+
+def _extract(job):
+    """(functionals, None) of a clip under a condition or through a session channel (its noise
+    seeded per clip), or (None, the error)."""
+    features, condition, row, clip_id, path = job
+    try:
+        samples = audio_lib.load_audio(path).samples
+        if row is None:
+            samples = conditions_lib.apply(condition, samples)
+        else:
+            samples = channel(samples, *row, seed=zlib.crc32(clip_id.encode()))
+        return extractor(features)(samples), None
+    except Exception as e:  # One file never stops the run.
+        return None, f"{path}: skipped: {e}"
+
+
 def functionals(clips, features: str, condition: str, cache: str) -> dict[str, np.ndarray]:
     """{'x': [N, F], 'clip_id': [N]} of the clips under `condition`, from the cache if there."""
     path = os.path.join(cache, f"{features}_{condition}.npz")
     if os.path.isfile(path):
         with np.load(path) as f:
             return {"x": f["x"], "clip_id": f["clip_id"]}
-    extract = extractor(features)
     rows, ids = [], []
-    for clip in tqdm.tqdm(clips, desc=f"{features} {condition}", unit="clip"):
-        try:
-            samples = audio_lib.load_audio(clip.files["audio"]).samples
-            rows.append(extract(conditions_lib.apply(condition, samples)))
-        except Exception as e:  # One file never stops the run.
-            print(f"{clip.files['audio']}: skipped: {e}", file=sys.stderr)
-            continue
-        ids.append(clip.clip_id)
+    channel_row = None  # 'session<k>': the k-th session channel of the audio recipe.
+    if condition.startswith("session"):
+        channel_row = tuple(session_channels()[int(condition[len("session") :])])
+    jobs = [(features, condition, channel_row, c.clip_id, c.files["audio"]) for c in clips]
+    with multiprocessing.get_context("spawn").Pool(os.cpu_count()) as pool:
+        results = pool.imap(_extract, jobs, chunksize=8)
+        for clip, (row, error) in tqdm.tqdm(
+            zip(clips, results), total=len(clips), desc=f"{features} {condition}", unit="clip"
+        ):
+            if error:
+                print(error, file=sys.stderr)
+                continue
+            rows.append(row)
+            ids.append(clip.clip_id)
+    if not rows:
+        raise SystemExit(f"{condition}: no clip could be read")
     out = {"x": np.asarray(rows, np.float64), "clip_id": np.asarray(ids)}
     os.makedirs(cache, exist_ok=True)
     np.savez(path + ".tmp.npz", **out)
@@ -97,18 +147,25 @@ def split_data(feats: dict[str, np.ndarray], clips, actors: str) -> dict[str, np
     }
 
 
-def fit(recorded, clips, protocol) -> dict:
-    """Per fold: the floor trained on the training actors' clips as recorded, C chosen on the
-    validation actors' as recorded."""
-    return {
-        fold: floors.fit_classifier(
-            split_data(recorded, clips, splits["train"]),
+def fit(recorded, clips, protocol, sessions=()) -> dict:
+    """Per fold: the floor trained on the training actors' clips as recorded (and through each
+    of `sessions`, functionals like `recorded`: speaker 'actor@k' standardised on its own), C
+    chosen on the validation actors' as recorded."""
+    out = {}
+    for fold, splits in protocol.items():
+        train = [split_data(recorded, clips, splits["train"])]
+        for k, feats in enumerate(sessions):
+            part = split_data(feats, clips, splits["train"])
+            part["speaker"] = np.char.add(part["speaker"].astype(str), f"@{k}")
+            train.append(part)
+        train = {key: np.concatenate([t[key] for t in train]) for key in train[0]}
+        out[fold] = floors.fit_classifier(
+            train,
             split_data(recorded, clips, splits["validation"]),
             ("audio",),
             "speaker",
         )[0]
-        for fold, splits in protocol.items()
-    }
+    return out
 
 
 def floor_predictions(models, scored, clips, protocol, part) -> predictions_lib.Predictions:
@@ -165,6 +222,12 @@ def main() -> None:
     )
     parser.add_argument("--conditions", default="original")
     parser.add_argument(
+        "--sessions",
+        type=int,
+        default=0,
+        help="train also on the clips through the audio recipe's first N session channels",
+    )
+    parser.add_argument(
         "--floor_weight",
         type=float,
         default=0.0,
@@ -181,7 +244,7 @@ def main() -> None:
     with open(os.path.join(args.cv, cv_lib.PROTOCOL_FILE)) as f:
         protocol = json.load(f)["folds"]
     clips = conditions_cmd.load_clips(args.manual_dir)
-    name = f"{args.features} floor"
+    name = f"{args.features} floor" + (f" with {args.sessions} sessions" if args.sessions else "")
     features = {}  # condition -> functionals
 
     def scored(condition):
@@ -189,7 +252,8 @@ def main() -> None:
             features[condition] = functionals(clips, args.features, condition, args.cache)
         return features[condition]
 
-    models = fit(scored("original"), clips, protocol)
+    sessions = [scored(f"session{k}") for k in range(args.sessions)]
+    models = fit(scored("original"), clips, protocol, sessions)
     header = "".join(f" {p} WA / UA |" for p in parts)
     print(f"| {name}, condition |{header}\n|---" + "|---" * len(parts) + "|")
     for condition in args.conditions.split(","):
