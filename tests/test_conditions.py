@@ -222,6 +222,17 @@ def test_conditions_command_scores_systems_and_floors(tmp_path, monkeypatch):
         expected = (1 - w) * one.probabilities + w * voice.probabilities
         np.testing.assert_allclose(average.probabilities, expected, atol=1e-5)
     assert os.path.isfile(os.path.join(out, "conditions.csv"))
+    # The floor of an audio-visual export reads each clip's face row beside its voice.
+    face_out = str(tmp_path / "face")
+    face = conditions_cmd.run(
+        [workdir], [], str(src), face_out, ["original"], voice_floor_face=True
+    )
+    assert set(face["pooled_wa"]) == {"cv", "voice+face floor", "cv + voice+face floor"}
+    path = os.path.join(
+        face_out, conditions_cmd.PREDICTIONS_DIR, "voice+face floor", "original.csv"
+    )
+    with_face = predictions.read_predictions(path).aligned_to(voice)
+    assert not np.allclose(with_face.probabilities, voice.probabilities, atol=1e-3)
     # Every clip's posteriors, per system and condition, pooled over the folds: what the table
     # counts, for systems scored elsewhere to be averaged with them.
     for system, condition in (("cv", "original"), ("cv+cv", "quiet"), ("audio_speaker", "padded")):

@@ -113,16 +113,87 @@ def test_predict_averages_the_floor_into_a_clip_and_leaves_a_recording(audio_mod
         bundle.load_serving_model(audio_model)
 
 
-def test_the_command_fits_on_a_corpus_and_names_the_clips_it_left_out(audio_model, tmp_path):
+RAVDESS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+
+def _answers(floor_class, width, face_features=0, face_coef=0.0):
+    """A floor (weight 1/2) that answers class `floor_class` whatever it hears; with
+    `face_coef`, from the first face feature alone (uniform where that is 0)."""
+    n = len(RAVDESS)
+    intercept, coef = np.full(n, -30.0), np.zeros((n, width))
+    intercept[floor_class] = 30.0
+    if face_coef:
+        intercept[:] = 0.0
+        coef[floor_class, width - face_features] = face_coef
+    return voice_floor.VoiceFloor(
+        RAVDESS, 0.5, np.zeros(width), np.ones(width), coef, intercept, np.zeros(width),
+        np.ones(width), 1.0, face_features,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def av_model(tmp_path):
+    """A copy of the shipped audio-visual model (action units) without a voice floor."""
+    export = tmp_path / "av"
+    shutil.copytree(shipped.path("ravdess-av"), export)
+    (export / voice_floor.FILE).unlink(missing_ok=True)
+    return str(export)
+
+
+def test_a_face_floor_reads_the_files_face_row(av_model, audio_model, tmp_path):
+    from data_prep.features import openface
+
+    wav = tmp_path / "talk.wav"
+    sf.write(wav, 0.3 * speech_like(3.0, seed=1), 16000)
+    tables = {}
+    for name, value in (("low", 0.0), ("high", 3.0)):
+        tables[name] = tmp_path / f"{name}.csv"
+        row = ",".join([f"{value:.1f}"] * len(openface.AU_COLUMNS))
+        tables[name].write_text("clip_id," + ",".join(openface.AU_COLUMNS) + f"\ntalk,{row}\n")
+    base = bundle.load_serving_model(av_model)
+    assert base.class_names == RAVDESS
+    happy = RAVDESS.index("happy")
+    floor = _answers(happy, 51 + 35, face_features=35, face_coef=30.0)
+    voice_floor.save(floor, av_model)
+    model = bundle.load_serving_model(av_model)
+    for name, expected_floor in (("low", np.full(8, 1 / 8)), ("high", np.eye(8)[happy])):
+        kwargs = {"groups": "file", "openface": str(tables[name])}
+        [(_, before)] = predict.predict_files(base, [str(wav)], **kwargs)
+        [(_, after)] = predict.predict_files(model, [str(wav)], **kwargs)
+        expected = 0.5 * before.probabilities + 0.5 * expected_floor
+        np.testing.assert_allclose(after.probabilities, expected, atol=1e-5)
+    # A face floor where the model reads no action units, or a face row of another width, is
+    # refused, naming the file and why.
+    voice_floor.save(floor, audio_model)
+    with pytest.raises(bundle.PredictError, match=r"voice_floor.npz: reads a face row; the mod"):
+        bundle.load_serving_model(audio_model)
+    voice_floor.save(_answers(happy, 51 + 10, face_features=10), av_model)
+    with pytest.raises(bundle.PredictError, match=r"row of 10 features; the model's has 35"):
+        bundle.load_serving_model(av_model)
+
+
+def test_the_command_fits_on_a_corpus_and_names_the_clips_it_left_out(
+    audio_model, av_model, tmp_path
+):
     from tests.test_corpora import write_ravdess
 
     corpus = tmp_path / "ravdess"
     write_ravdess(corpus)
-    run = subprocess.run(
-        [sys.executable, "-m", "fbp_jax", "voice-floor", f"--manual_dir={corpus}",
-         f"--model={audio_model}", "--C=0.1", "--weight=0.2"],
-        check=False, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+
+    def command(model, *extra):
+        return subprocess.run(
+            [sys.executable, "-m", "fbp_jax", "voice-floor", f"--manual_dir={corpus}",
+             f"--model={model}", "--C=0.1", "--weight=0.2", *extra],
+            check=False, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    run = command(audio_model, "--face")  # the audio model reads no face: nothing written
+    assert run.returncode != 0 and "reads no action-unit statistics" in run.stderr
+    assert bundle.load_serving_model(audio_model).voice_floor is None
+    run = command(av_model, "--face")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert bundle.load_serving_model(av_model).voice_floor.face_features == 35
+    run = command(audio_model)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "6 clips, 2 speakers, weight 0.2" in run.stdout
     assert re.search(r"03-01-03-01-01-01-02\.wav: skipped: .*silent", run.stderr)  # read, refused

@@ -41,6 +41,7 @@ from fbp_jax import io
 from fbp_jax.evaluation import cross_validation as cv_lib
 from fbp_jax.evaluation import floors as floors_lib
 from fbp_jax.evaluation import predictions as predictions_lib
+from fbp_jax.evaluation import voice_floor_fit
 from fbp_jax.serving import clip, timeline
 
 RESULTS_JSON = "conditions.json"
@@ -51,8 +52,8 @@ PREDICTIONS_DIR = "predictions"
 
 PARTS = ("test", "validation")
 BALANCED = " balanced"  # The row of a system with each speaker's answers balanced.
-VOICE_FLOOR = "voice floor"  # The row of the voice floor (`--voice_floor`).
-WITH_VOICE = " + voice floor"  # The row of a system averaged with it.
+VOICE_FLOOR = "voice floor"  # The row of the voice floor (`--voice_floor`) ...
+VOICE_FACE_FLOOR = "voice+face floor"  # ... reading the clip's face row too (`--voice_floor_face`).
 
 
 def _actors(splits: dict[str, str], part: str) -> set[str]:
@@ -157,6 +158,7 @@ def run(
     balance: bool = False,
     voice_floor: bool = False,
     voice_floor_weight: float = 0.0,
+    voice_floor_face: bool = False,
 ) -> dict[str, Any]:
     """Evaluates every system and floor under every condition on each fold's `part` speakers
     ('test', or 'validation': what may choose a recipe); writes and returns the table.
@@ -166,9 +168,11 @@ def run(
     voice-floor` too, fitted per fold on the training speakers' clips as recorded with C
     chosen on the validation speakers', a row 'voice floor', and each system averaged with it
     as `predict` serves them, '<system> + voice floor': the floor at `voice_floor_weight`
-    (0: an equal member, 1 / (the system's runs + 1))."""
+    (0: an equal member, 1 / (the system's runs + 1)); with `voice_floor_face` it reads each
+    clip's face row too (its rows 'voice+face floor', '<system> + voice+face floor')."""
     if part not in PARTS:
         raise cv_lib.CrossValidationError(f"part must be one of {PARTS}, got {part!r}")
+    voice_floor = voice_floor or voice_floor_face
     from data_prep.features import conditions
     from fbp_jax.serving import bundle
 
@@ -196,8 +200,10 @@ def run(
     clips = load_clips(manual_dir)
     fitted = _fit_floors(members[systems[0]][0], floors, folds) if floors else {}
     scored = [*systems, *floors]
+    floor_name = VOICE_FACE_FLOOR if voice_floor_face else VOICE_FLOOR
+    with_floor = " + " + floor_name  # The row of a system averaged with it.
     if voice_floor:
-        scored += [VOICE_FLOOR, *(w + WITH_VOICE for w in systems)]
+        scored += [floor_name, *(w + with_floor for w in systems)]
         recorded: dict[str, np.ndarray] = {}  # clip id -> functionals as recorded
     # pooled[name][condition]: per fold, (clip ids, true classes, [N, C] posteriors).
     pooled = {name: {c: [] for c in names} for name in scored}
@@ -219,7 +225,7 @@ def run(
             w: np.asarray([class_names.index(n) for n in models[w].class_names]) for w in systems
         }
         if voice_floor:
-            vfloor = _fit_voice_floor(clips, splits, class_names, recorded)
+            vfloor = _fit_voice_floor(clips, splits, class_names, recorded, voice_floor_face)
         for condition in names:
             logging.info("Fold %s, condition %s: computing features.", fold, condition)
             feats = [clip_features(c, condition, voice_floor) for c in test]
@@ -238,14 +244,16 @@ def run(
             if voice_floor:
                 own = speaker_stats != "training"
                 x = np.stack([f["voice"] for f in feats])
+                if voice_floor_face:  # The face row stays as recorded.
+                    x = np.concatenate([x, [voice_floor_fit.face_row(c) for c in test]], 1)
                 voice = vfloor.group_posteriors(x, [c.speaker for c in test], own)
                 every = np.arange(len(class_names))
-                answers.append((VOICE_FLOOR, voice, every))
+                answers.append((floor_name, voice, every))
                 for w, posteriors, classes in answers[: len(systems)]:
                     weight = voice_floor_weight or 1 / (len(members[w]) + 1)
                     full = np.zeros_like(voice)
                     full[:, classes] = posteriors
-                    answers.append((w + WITH_VOICE, (1 - weight) * full + weight * voice, every))
+                    answers.append((w + with_floor, (1 - weight) * full + weight * voice, every))
             for name, posteriors, classes in answers:
                 full = np.zeros((len(test), len(class_names)))
                 full[:, classes] = posteriors
@@ -256,10 +264,10 @@ def run(
         del runs, models
 
     def label(name: str) -> str:  # 'a35+a35_s1', 'audio_speaker', 'a35 + voice floor balanced'
-        system = name.removesuffix(BALANCED).removesuffix(WITH_VOICE)
+        system = name.removesuffix(BALANCED).removesuffix(with_floor)
         shown = (
             system
-            if system in floors or system == VOICE_FLOOR
+            if system in floors or system == floor_name
             else "+".join(os.path.basename(os.path.normpath(m)) for m in members[system])
         )
         return shown + name[len(system) :]
@@ -284,6 +292,7 @@ def run(
         "systems": list(systems),
         "floors": list(floors),
         "voice_floor": voice_floor,
+        "voice_floor_face": voice_floor_face,
         "pooled_wa": rows,  # Of the actors of `part`: validation or test.
     }
     os.makedirs(output_dir, exist_ok=True)
@@ -304,16 +313,15 @@ def run(
     return result
 
 
-def _fit_voice_floor(clips, splits: dict[str, str], class_names, recorded: dict):
+def _fit_voice_floor(clips, splits: dict[str, str], class_names, recorded: dict, face: bool):
     """The voice floor of a fold: fitted on its training speakers' clips as recorded, C chosen
-    on its validation speakers' (`voice_floor_fit.fit_chosen`). `recorded` caches each clip's
-    functionals across folds."""
-    from fbp_jax.evaluation import voice_floor_fit
+    on its validation speakers' (`voice_floor_fit.fit_chosen`); with `face` on their voice
+    functionals and face rows. `recorded` caches each clip's inputs across folds."""
 
     def part(name):
         chosen = [c for c in clips if c.split in _actors(splits, name)]
         new = [c for c in chosen if c.clip_id not in recorded]
-        x, kept = voice_floor_fit.clip_functionals(new, progress=False)  # unreadable: named
+        x, kept = voice_floor_fit.clip_functionals(new, False, face)  # unreadable: named
         recorded.update(zip((c.clip_id for c in kept), x))
         chosen = [c for c in chosen if c.clip_id in recorded]
         return {
@@ -322,7 +330,9 @@ def _fit_voice_floor(clips, splits: dict[str, str], class_names, recorded: dict)
             "speaker": np.asarray([c.speaker for c in chosen]),
         }
 
-    return voice_floor_fit.fit_chosen(part("train"), part("validation"), class_names, 0.0)
+    train, val = part("train"), part("validation")
+    width = len(voice_floor_fit.face_row(clips[0])) if face else 0
+    return voice_floor_fit.fit_chosen(train, val, class_names, 0.0, width)
 
 
 def _fit_floors(workdir: str, floors: Sequence[str], folds: dict[str, dict[str, str]]):
@@ -412,6 +422,12 @@ def define_flags() -> None:
         "The voice floor too (fitted per fold), alone and averaged with each system as "
         "`predict` serves an export that holds one.",
     )
+    flags.DEFINE_bool(
+        "voice_floor_face",
+        False,
+        "The voice floor reads each clip's face row (action-unit statistics) too, as the floor "
+        "of an audio-visual export (`fbp-jax voice-floor --face`).",
+    )
     flags.DEFINE_float(
         "voice_floor_weight",
         0.0,
@@ -443,6 +459,7 @@ def main(argv: Sequence[str]) -> None:
             FLAGS.balance,
             FLAGS.voice_floor,
             FLAGS.voice_floor_weight,
+            FLAGS.voice_floor_face,
         )
     except (cv_lib.CrossValidationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

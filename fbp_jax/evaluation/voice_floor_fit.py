@@ -1,7 +1,7 @@
 r"""`fbp-jax voice-floor`: fit the voice floor on a corpus and add it to an export.
 
     fbp-jax voice-floor --corpus=ravdess/speech --manual_dir=<corpus> --model=<export dir> \
-        --C=0.03 --weight=0.25
+        --C=0.03 --weight=0.25 [--face]
 
 Fits `fbp_jax.serving.voice_floor.VoiceFloor` (a logistic regression on the voice functionals
 of `data_prep.features.voice`, each speaker standardised with its own clips) on every clip of
@@ -10,7 +10,9 @@ that cannot be read is reported and left out; a progress bar), and writes it int
 directory whose classes it must share. `--weight` is its share of a served posterior (1 / (n +
 1) beside an ensemble of n networks makes it an equal member); `--C` the regression's inverse
 regularisation (a cross-validation chooses it on each fold's validation speakers; a floor
-fitted on every speaker has none left, so take what the folds chose).
+fitted on every speaker has none left, so take what the folds chose). `--face`: the floor reads
+each clip's face row too (the corpus's clip statistics of OpenFace action units, as the
+RAVDESS builder reads them), for a model whose face stream is those statistics.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ def fit(
     class_names: Sequence[str],
     C: float,
     weight: float,
+    face_features: int = 0,
 ) -> voice_floor.VoiceFloor:
-    """The floor fitted on clips' functionals [N, F], labels (indices into `class_names`) and
-    speakers."""
+    """The floor fitted on clips' functionals [N, F] (the last `face_features` of them the
+    clip's face row), labels (indices into `class_names`) and speakers."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -60,20 +63,32 @@ def fit(
         functionals.mean(0),
         np.sqrt(within),
         float(C),
+        int(face_features),
     )
 
 
-def fit_chosen(train: dict, val: dict, class_names: Sequence[str], weight: float):
+def fit_chosen(
+    train: dict, val: dict, class_names: Sequence[str], weight: float, face_features: int = 0
+):
     """The floor fitted on `train` with C chosen on `val` as the project's floors choose it
     (`floors.fit_classifier`; each {'x': [N, F] functionals, 'label', 'speaker'}, each speaker
     standardised with its own clips)."""
     c = floors.fit_classifier(train, val, ("x",), "speaker")[1]
-    return fit(train["x"], train["label"], train["speaker"], class_names, c, weight)
+    return fit(train["x"], train["label"], train["speaker"], class_names, c, weight, face_features)
 
 
-def clip_functionals(sources, progress: bool = True):
-    """(functionals [N, F], kept sources) of corpus clips (`corpus.ClipSource`); a clip that
-    cannot be read is reported on stderr and left out."""
+def face_row(source) -> np.ndarray:
+    """A corpus clip's face row: the clip statistics its builder found (`extra['features']`)."""
+    row = source.extra.get("features") if source.extra else None
+    if row is None or not len(row):
+        raise ValueError("no face row (clip statistics of action units) in the corpus")
+    return np.asarray(row, np.float64)
+
+
+def clip_functionals(sources, progress: bool = True, face: bool = False):
+    """(functionals [N, F], kept sources) of corpus clips (`corpus.ClipSource`), with `face`
+    each clip's face row after them; a clip that cannot be read is reported on stderr and left
+    out."""
     import tqdm
 
     from data_prep.features import audio as audio_lib
@@ -82,7 +97,8 @@ def clip_functionals(sources, progress: bool = True):
     rows, kept = [], []
     for source in tqdm.tqdm(sources, desc="voice functionals", unit="clip", disable=not progress):
         try:
-            rows.append(voice.functionals(audio_lib.load_audio(source.files["audio"]).samples))
+            x = voice.functionals(audio_lib.load_audio(source.files["audio"]).samples)
+            rows.append(np.concatenate([x, face_row(source)]) if face else x)
         except Exception as e:  # One file never stops the run.
             print(f"{source.files['audio']}: skipped: {e}", file=sys.stderr)
             continue
@@ -114,6 +130,7 @@ def define_flags() -> None:
     flags.DEFINE_string("model", None, "Export directory to add the floor to.", required=True)
     flags.DEFINE_float("C", 0.03, "Inverse regularisation of the logistic regression.")
     flags.DEFINE_float("weight", 0.25, "The floor's share of a served posterior, in (0, 1).")
+    flags.DEFINE_bool("face", False, "Read each clip's face row (action-unit statistics) too.")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -122,21 +139,28 @@ def main(argv: Sequence[str]) -> None:
 
     if not 0.0 < FLAGS.weight < 1.0:
         raise app.UsageError(f"--weight must be in (0, 1), got {FLAGS.weight}")
-    info = os.path.join(FLAGS.model, bundle.SERVING_FILE)
-    if not os.path.isfile(info):
+    info_path = os.path.join(FLAGS.model, bundle.SERVING_FILE)
+    if not os.path.isfile(info_path):
         raise app.UsageError(f"{FLAGS.model}: not an export directory (no {bundle.SERVING_FILE})")
-    with open(info) as f:
-        class_names = tuple(json.load(f)["class_names"])  # A floor there now is replaced.
+    with open(info_path) as f:
+        info = json.load(f)
+    class_names = tuple(info["class_names"])  # A floor there now is replaced.
     sources = corpus_clips(FLAGS.corpus, FLAGS.manual_dir)
     unknown = sorted({s.label for s in sources} - set(class_names))
     if unknown:
         raise app.UsageError(f"{FLAGS.manual_dir}: classes {unknown} are not the model's")
-    x, kept = clip_functionals(sources)
+    x, kept = clip_functionals(sources, face=FLAGS.face)
     if len(kept) < 2:
         raise app.UsageError(f"{FLAGS.manual_dir}: {len(kept)} readable clips; too few to fit")
     labels = np.asarray([class_names.index(s.label) for s in kept])
     speakers = np.asarray([s.speaker for s in kept])
-    floor = fit(x, labels, speakers, class_names, FLAGS.C, FLAGS.weight)
+    face_features = len(face_row(kept[0])) if FLAGS.face else 0
+    floor = fit(x, labels, speakers, class_names, FLAGS.C, FLAGS.weight, face_features)
+    problem = bundle.voice_floor_problem(
+        floor, info["fusion"], class_names, {**bundle.DATA_FIELDS, **info["data"]}
+    )
+    if problem:  # A face row only where the model reads one, as wide.
+        raise app.UsageError(f"{FLAGS.model}: the floor {problem}")
     path = voice_floor.save(floor, FLAGS.model)
     logging.info("%s: fitted on %d clips of %d speakers.", path, len(kept), len(set(speakers)))
     print(f"{path}: {len(kept)} clips, {len(set(speakers))} speakers, weight {floor.weight}")

@@ -487,8 +487,10 @@ def _voice_floor_posteriors(
     """{path: [C] posteriors} of the model's voice floor (`fbp_jax.serving.voice_floor`) for
     every file read as one clip: each speaker group of at least `min_speaker_clips` such files
     standardised with its own statistics, a smaller group (or `groups` 'file' or 'training')
-    with the training speakers' pooled ones. A file whose samples cannot be read again is left
-    to the network alone (logged)."""
+    with the training speakers' pooled ones. A floor that reads the face too gets the file's
+    face row: the mean of its face features over the frames with a face. A file whose samples
+    cannot be read again, or without a face frame for such a floor, is left to the network
+    alone (logged)."""
     if model.voice_floor is None:
         return {}
     from data_prep.features import media, voice
@@ -498,10 +500,13 @@ def _voice_floor_posteriors(
         if isinstance(found, str) or not found[1].single:
             continue
         try:
-            functionals[path] = voice.functionals(np.concatenate(list(media.audio_chunks(path))))
+            x = voice.functionals(np.concatenate(list(media.audio_chunks(path))))
+            if model.voice_floor.face_features:
+                x = np.concatenate([x, _face_row(found[0])])
         except Exception as e:
-            logging.warning("%s: no voice functionals (%s); the network answers alone.", path, e)
+            logging.warning("%s: no floor inputs (%s); the network answers alone.", path, e)
             continue
+        functionals[path] = x
         members[_speaker_key(path, groups)].append(path)
     out = {}
     for group in members.values():
@@ -509,6 +514,15 @@ def _voice_floor_posteriors(
         x = np.stack([functionals[p] for p in group])
         out.update(zip(group, model.voice_floor.speaker_posteriors(x, own)))
     return out
+
+
+def _face_row(source: timeline.Source) -> np.ndarray:
+    """The mean of a file's face features over the frames where a face was found."""
+    video = np.asarray(source.video, np.float64).reshape(len(source.video), -1)
+    valid = np.ones(len(video), bool) if source.video_valid is None else source.video_valid
+    if not valid.any():
+        raise PredictError("no frame with a face")
+    return video[valid].mean(0)
 
 
 def balance_groups(

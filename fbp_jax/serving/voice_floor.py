@@ -1,4 +1,4 @@
-"""The voice floor as served: a logistic regression on a clip's voice functionals.
+"""The voice floor as served: a logistic regression on a clip's voice functionals (and face row).
 
 A linear model on the 51 voice functionals of `data_prep.features.voice` (pitch, voice quality,
 level, spectral balance and timing of a clip), each speaker standardised with the statistics
@@ -10,6 +10,11 @@ share. `fbp-jax predict` then answers a file that it reads as one clip with
 (1 - weight) * the network's posteriors + weight * the floor's (weight 1 / (n + 1) makes it an
 equal member beside an ensemble of n networks); a longer recording, read as a timeline of
 windows, is left to the network alone.
+
+A floor of a model with a face stream of clip statistics (OpenFace action units) may read the
+clip's face row too (`face_features` > 0: its last inputs are the mean of the model's face
+features over the frames where a face was found): a linear model of both streams, which the
+paper's fusion has to beat (docs/recipe.md).
 
 The file holds plain arrays, so serving needs numpy only: the regression (coefficients and
 intercepts over the scaler's standardised inputs) and the training speakers' pooled statistics
@@ -27,6 +32,7 @@ import numpy as np
 from fbp_jax import io
 
 FILE = "voice_floor.npz"
+FACE_KIND = "openface_au"  # The face features whose clip row a floor may read.
 STD_FLOOR = 1e-8  # A functional constant over a speaker's clips is left centred, not scaled.
 
 
@@ -41,6 +47,8 @@ class VoiceFloor:
       coef: [C, F] and intercept: [C], the regression over the scaler's outputs.
       pooled_mean, pooled_std: the training speakers' pooled statistics of the functionals.
       C: the inverse regularisation it was fitted with.
+      face_features: how many of the F inputs, the last ones, are the clip's face row (0: it
+        hears the voice only).
     """
 
     class_names: tuple[str, ...]
@@ -52,6 +60,7 @@ class VoiceFloor:
     pooled_mean: np.ndarray
     pooled_std: np.ndarray
     C: float
+    face_features: int = 0
 
     def posteriors(self, functionals: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
         """[N, C] posteriors of clips' functionals [N, F], standardised with a speaker's (or
@@ -100,5 +109,6 @@ def load(export_dir: str) -> VoiceFloor | None:
         class_names=tuple(str(c) for c in values.pop("class_names")),
         weight=float(values.pop("weight")),
         C=float(values.pop("C")),
+        face_features=int(values.pop("face_features", 0)),  # Files before faces: none.
         **{k: np.asarray(v, np.float64) for k, v in values.items()},
     )
