@@ -162,6 +162,7 @@ def test_a_face_floor_reads_the_files_face_row(av_model, audio_model, tmp_path):
         [(_, after)] = predict.predict_files(model, [str(wav)], **kwargs)
         expected = 0.5 * before.probabilities + 0.5 * expected_floor
         np.testing.assert_allclose(after.probabilities, expected, atol=1e-5)
+        assert any("voice+face floor's posteriors" in n for n in after.notes)
     # A face floor where the model reads no action units, or a face row of another width, is
     # refused, naming the file and why.
     voice_floor.save(floor, audio_model)

@@ -470,7 +470,8 @@ def predict_files(
                 if path in floor:
                     w = model.voice_floor.weight
                     p = (1 - w) * t.probabilities + w * floor[path]
-                    note = f"the voice floor's posteriors averaged in (weight {w:g})"
+                    kind = "voice+face" if model.voice_floor.face_features else "voice"
+                    note = f"the {kind} floor's posteriors averaged in (weight {w:g})"
                     t = dataclasses.replace(t, probabilities=p, notes=(*t.notes, note))
             else:
                 t = timeline.run_windows(model, source, scan, s, hop_seconds, progress)
