@@ -62,55 +62,10 @@ def test_a_saved_floor_loads_as_it_was(tmp_path):
     voice_floor.save(floor, str(tmp_path))
     loaded = voice_floor.load(str(tmp_path))
     assert loaded.class_names == CLASSES and loaded.weight == 0.5 and loaded.C == 0.1
+    assert loaded.face_features == 0
     for field in ("coef", "intercept", "scale_mean", "scale_std", "pooled_mean", "pooled_std"):
         np.testing.assert_array_equal(getattr(loaded, field), getattr(floor, field))
     assert [f for f in os.listdir(tmp_path)] == [voice_floor.FILE]  # no temporary file left
-
-
-@pytest.fixture
-def audio_model(tmp_path):
-    """A copy of the shipped audio model without its voice floor."""
-    export = tmp_path / "model"
-    shutil.copytree(shipped.path("ravdess-audio"), export)
-    (export / voice_floor.FILE).unlink(missing_ok=True)
-    return str(export)
-
-
-def test_predict_averages_the_floor_into_a_clip_and_leaves_a_recording(audio_model, tmp_path):
-    folder = tmp_path / "speaker"
-    folder.mkdir()
-    paths = []
-    for i, seconds in enumerate([2.0, 2.5, 3.0, 12.0]):  # the last is read as a timeline
-        path = str(folder / f"{i}.wav")
-        sf.write(path, 0.3 * speech_like(seconds, seed=i), 16000)
-        paths.append(path)
-    before = dict(predict.predict_files(bundle.load_serving_model(audio_model), paths))
-    base = bundle.load_serving_model(audio_model)
-    assert base.voice_floor is None
-    names = base.class_names
-    width = 51
-    angry = names.index("angry")
-    intercept = np.full(len(names), -30.0)
-    intercept[angry] = 30.0  # this floor answers 'angry' whatever it hears
-    floor = voice_floor.VoiceFloor(
-        names, 0.5, np.zeros(width), np.ones(width), np.zeros((len(names), width)), intercept,
-        np.zeros(width), np.ones(width), 1.0,
-    )  # fmt: skip
-    voice_floor.save(floor, audio_model)
-    model = bundle.load_serving_model(audio_model)
-    assert dataclasses.asdict(model.voice_floor)["weight"] == 0.5
-    after = dict(predict.predict_files(model, paths))
-    for path in paths[:3]:
-        expected = 0.5 * before[path].probabilities + 0.5 * np.eye(len(names))[angry]
-        np.testing.assert_allclose(after[path].probabilities, expected, atol=1e-6)
-        assert any("voice floor" in n for n in after[path].notes)
-    long = paths[3]
-    assert after[long].num_windows > 1
-    np.testing.assert_allclose(after[long].probabilities, before[long].probabilities)
-    # A floor of other classes than the model's is refused, naming the file.
-    voice_floor.save(dataclasses.replace(floor, class_names=tuple(reversed(names))), audio_model)
-    with pytest.raises(bundle.PredictError, match=voice_floor.FILE):
-        bundle.load_serving_model(audio_model)
 
 
 RAVDESS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
@@ -131,13 +86,54 @@ def _answers(floor_class, width, face_features=0, face_coef=0.0):
     )  # fmt: skip
 
 
-@pytest.fixture
-def av_model(tmp_path):
-    """A copy of the shipped audio-visual model (action units) without a voice floor."""
-    export = tmp_path / "av"
-    shutil.copytree(shipped.path("ravdess-av"), export)
+def _without_floor(name, export):
+    """A copy of the shipped model `name` at `export`, without a voice floor."""
+    shutil.copytree(shipped.path(name), export)
     (export / voice_floor.FILE).unlink(missing_ok=True)
     return str(export)
+
+
+@pytest.fixture
+def audio_model(tmp_path):
+    return _without_floor("ravdess-audio", tmp_path / "model")
+
+
+@pytest.fixture
+def av_model(tmp_path):
+    """The shipped audio-visual model (action units), without a voice floor."""
+    return _without_floor("ravdess-av", tmp_path / "av")
+
+
+def test_predict_averages_the_floor_into_a_clip_and_leaves_a_recording(audio_model, tmp_path):
+    folder = tmp_path / "speaker"
+    folder.mkdir()
+    paths = []
+    for i, seconds in enumerate([2.0, 2.5, 3.0, 12.0]):  # the last is read as a timeline
+        path = str(folder / f"{i}.wav")
+        sf.write(path, 0.3 * speech_like(seconds, seed=i), 16000)
+        paths.append(path)
+    before = dict(predict.predict_files(bundle.load_serving_model(audio_model), paths))
+    base = bundle.load_serving_model(audio_model)
+    assert base.voice_floor is None
+    names = base.class_names
+    assert names == RAVDESS
+    angry = names.index("angry")
+    floor = _answers(angry, 51)  # this floor answers 'angry' whatever it hears
+    voice_floor.save(floor, audio_model)
+    model = bundle.load_serving_model(audio_model)
+    assert dataclasses.asdict(model.voice_floor)["weight"] == 0.5
+    after = dict(predict.predict_files(model, paths))
+    for path in paths[:3]:
+        expected = 0.5 * before[path].probabilities + 0.5 * np.eye(len(names))[angry]
+        np.testing.assert_allclose(after[path].probabilities, expected, atol=1e-6)
+        assert any("voice floor" in n for n in after[path].notes)
+    long = paths[3]
+    assert after[long].num_windows > 1
+    np.testing.assert_allclose(after[long].probabilities, before[long].probabilities)
+    # A floor of other classes than the model's is refused, naming the file.
+    voice_floor.save(dataclasses.replace(floor, class_names=tuple(reversed(names))), audio_model)
+    with pytest.raises(bundle.PredictError, match=voice_floor.FILE):
+        bundle.load_serving_model(audio_model)
 
 
 def test_a_face_floor_reads_the_files_face_row(av_model, audio_model, tmp_path):
