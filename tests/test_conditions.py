@@ -11,6 +11,7 @@ from scipy import signal
 
 from data_prep import build
 from data_prep.features import conditions
+from data_prep.features import voice as voice_lib
 from data_prep.testclips import speech_like
 from fbp_jax.evaluation import conditions as conditions_cmd
 from fbp_jax.evaluation import cross_validation as cv
@@ -179,6 +180,10 @@ def test_conditions_command_scores_systems_and_floors(tmp_path, monkeypatch):
     monkeypatch.setattr(
         bundle, "load_serving_model", lambda d: events.append(("load", d)) or load(d)
     )
+    functionals = voice_lib.functionals
+    monkeypatch.setattr(
+        voice_lib, "functionals", lambda *a: events.append(("voice",)) or functionals(*a)
+    )
     result = conditions_cmd.run(
         [workdir, f"{workdir}+{workdir}"],
         ["audio_speaker"],
@@ -189,11 +194,21 @@ def test_conditions_command_scores_systems_and_floors(tmp_path, monkeypatch):
         voice_floor=True,
     )
     rows = result["pooled_wa"]
+
+    def read(system, condition="original"):
+        path = os.path.join(out, conditions_cmd.PREDICTIONS_DIR, system, f"{condition}.csv")
+        return predictions.read_predictions(path)
+
     systems = ["cv", "cv+cv", "audio_speaker", "voice floor", "cv + voice floor"]
     systems.append("cv+cv + voice floor")
     assert set(rows) == {*systems, *(s + " balanced" for s in systems)}
     assert rows["cv+cv"] == rows["cv"]  # an ensemble of one run twice is that run
     fold_dirs = [cv.fold_dir(workdir, r["fold"]) for r in cv.summarize(workdir)["folds"]]
+    # The voice floor's inputs: each clip's as recorded once (the fits' and the scored's), and
+    # each scored clip's once per other condition.
+    scored = len(read("voice floor").clip_ids)
+    assert events.count(("voice",)) == 6 * 4 + 3 * scored
+    events = [e for e in events if e != ("voice",)]
     assert [d for kind, d in events if kind == "load"] == fold_dirs  # one run per fold
     sources = {d: load(d).source for d in fold_dirs}
     assert events == [  # four conditions, each fold done before the next is loaded
@@ -212,10 +227,6 @@ def test_conditions_command_scores_systems_and_floors(tmp_path, monkeypatch):
 
     # A system with the voice floor, as predict serves it: the floor an equal member beside
     # the system's runs (one run: half; the same run twice: a third).
-    def read(system, condition="original"):
-        path = os.path.join(out, conditions_cmd.PREDICTIONS_DIR, system, f"{condition}.csv")
-        return predictions.read_predictions(path)
-
     voice, one = read("voice floor"), read("cv").aligned_to(read("voice floor"))
     for system, w in (("cv + voice floor", 1 / 2), ("cv+cv + voice floor", 1 / 3)):
         average = read(system).aligned_to(voice)

@@ -228,7 +228,9 @@ def run(
             vfloor = _fit_voice_floor(clips, splits, class_names, recorded, voice_floor_face)
         for condition in names:
             logging.info("Fold %s, condition %s: computing features.", fold, condition)
-            feats = [clip_features(c, condition, voice_floor) for c in test]
+            # As recorded, the floor's inputs are those its fits computed (`recorded`).
+            as_recorded = condition == "original"
+            feats = [clip_features(c, condition, voice_floor and not as_recorded) for c in test]
             scored_runs = {
                 m: _system_posteriors(runs[m], test, feats, speaker_stats, crops)
                 for m in unique_runs
@@ -243,9 +245,15 @@ def run(
                 answers.append((floor, posteriors, f[fold].classes_))
             if voice_floor:
                 own = speaker_stats != "training"
-                x = np.stack([f["voice"] for f in feats])
-                if voice_floor_face:  # The face row stays as recorded.
-                    x = np.concatenate([x, [voice_floor_fit.face_row(c) for c in test]], 1)
+                if as_recorded:
+                    x = _floor_inputs(test, recorded, voice_floor_face)
+                    missing = [c.files["audio"] for c in test if c.clip_id not in recorded]
+                    if missing:  # Its spectrogram was read: the same as before, an error.
+                        raise cv_lib.CrossValidationError(f"{missing}: no voice functionals")
+                else:
+                    x = np.stack([f["voice"] for f in feats])
+                    if voice_floor_face:  # The face row stays as recorded.
+                        x = np.concatenate([x, [voice_floor_fit.face_row(c) for c in test]], 1)
                 voice = vfloor.group_posteriors(x, [c.speaker for c in test], own)
                 every = np.arange(len(class_names))
                 answers.append((floor_name, voice, every))
@@ -313,19 +321,27 @@ def run(
     return result
 
 
+def _floor_inputs(clips, recorded: dict, face: bool) -> np.ndarray:
+    """[N, F] the voice floor's inputs of the readable ones of `clips` as recorded: their voice
+    functionals (with `face`, and face rows), from `recorded` (clip id -> inputs, the cache
+    across folds and conditions) or computed into it; an unreadable clip is named, left out."""
+    new = [c for c in clips if c.clip_id not in recorded]
+    x, kept = voice_floor_fit.clip_functionals(new, False, face)
+    recorded.update(zip((c.clip_id for c in kept), x))
+    return np.stack([recorded[c.clip_id] for c in clips if c.clip_id in recorded])
+
+
 def _fit_voice_floor(clips, splits: dict[str, str], class_names, recorded: dict, face: bool):
     """The voice floor of a fold: fitted on its training speakers' clips as recorded, C chosen
     on its validation speakers' (`voice_floor_fit.fit_chosen`); with `face` on their voice
-    functionals and face rows. `recorded` caches each clip's inputs across folds."""
+    functionals and face rows. `recorded`: as `_floor_inputs`."""
 
     def part(name):
         chosen = [c for c in clips if c.split in _actors(splits, name)]
-        new = [c for c in chosen if c.clip_id not in recorded]
-        x, kept = voice_floor_fit.clip_functionals(new, False, face)  # unreadable: named
-        recorded.update(zip((c.clip_id for c in kept), x))
+        x = _floor_inputs(chosen, recorded, face)
         chosen = [c for c in chosen if c.clip_id in recorded]
         return {
-            "x": np.stack([recorded[c.clip_id] for c in chosen]).astype(np.float64),
+            "x": x.astype(np.float64),
             "label": np.asarray([class_names.index(c.label) for c in chosen]),
             "speaker": np.asarray([c.speaker for c in chosen]),
         }
