@@ -186,6 +186,7 @@ def test_the_command_fits_on_a_corpus_and_names_the_clips_it_left_out(
 
     run = command(audio_model, "--face")  # the audio model reads no face: nothing written
     assert run.returncode != 0 and "reads no action-unit statistics" in run.stderr
+    assert "%|" not in run.stderr and "silent" not in run.stderr  # no clip read: no bar
     assert bundle.load_serving_model(audio_model).voice_floor is None
     run = command(av_model, "--face")
     assert run.returncode == 0, run.stderr[-2000:]

@@ -149,18 +149,29 @@ def main(argv: Sequence[str]) -> None:
     unknown = sorted({s.label for s in sources} - set(class_names))
     if unknown:
         raise app.UsageError(f"{FLAGS.manual_dir}: classes {unknown} are not the model's")
+    if len(sources) < 2:
+        raise app.UsageError(f"{FLAGS.manual_dir}: {len(sources)} clips; too few to fit")
+    face_features = 0
+    if FLAGS.face:
+        try:
+            face_features = len(face_row(sources[0]))
+        except ValueError as e:
+            raise app.UsageError(f"{FLAGS.manual_dir}: --face: {e}") from e
+    problem = bundle.voice_floor_problem(  # Before the functionals: a minute on RAVDESS.
+        class_names,
+        face_features,
+        info["fusion"],
+        class_names,
+        {**bundle.DATA_FIELDS, **info["data"]},
+    )
+    if problem:  # A face row only where the model reads one, as wide.
+        raise app.UsageError(f"{FLAGS.model}: the floor {problem}")
     x, kept = clip_functionals(sources, face=FLAGS.face)
     if len(kept) < 2:
         raise app.UsageError(f"{FLAGS.manual_dir}: {len(kept)} readable clips; too few to fit")
     labels = np.asarray([class_names.index(s.label) for s in kept])
     speakers = np.asarray([s.speaker for s in kept])
-    face_features = len(face_row(kept[0])) if FLAGS.face else 0
     floor = fit(x, labels, speakers, class_names, FLAGS.C, FLAGS.weight, face_features)
-    problem = bundle.voice_floor_problem(
-        floor, info["fusion"], class_names, {**bundle.DATA_FIELDS, **info["data"]}
-    )
-    if problem:  # A face row only where the model reads one, as wide.
-        raise app.UsageError(f"{FLAGS.model}: the floor {problem}")
     path = voice_floor.save(floor, FLAGS.model)
     logging.info("%s: fitted on %d clips of %d speakers.", path, len(kept), len(set(speakers)))
     print(f"{path}: {len(kept)} clips, {len(set(speakers))} speakers, weight {floor.weight}")

@@ -211,21 +211,24 @@ def load_serving_model(path: str, step: str | int = "best") -> ServingModel:
     )
 
 
-def voice_floor_problem(floor, fusion: str, class_names, data: dict[str, Any]) -> str:
-    """Why a `voice_floor.VoiceFloor` cannot serve beside a model of `fusion`, `class_names`
-    and preprocessing `data` ('' if it can): other classes, or a face row the model does not
-    read (or of another width)."""
+def voice_floor_problem(
+    floor_classes, face_features: int, fusion: str, class_names, data: dict[str, Any]
+) -> str:
+    """Why a voice floor (`voice_floor.VoiceFloor`) of `floor_classes`, reading a face row of
+    `face_features` (0: none), cannot serve beside a model of `fusion`, `class_names` and
+    preprocessing `data` ('' if it can): other classes, or a face row the model does not read
+    (or of another width)."""
     from fbp_jax.serving import voice_floor
 
-    if floor.class_names != tuple(class_names):
-        return f"classes {list(floor.class_names)}, not the model's {list(class_names)}"
-    if floor.face_features:
+    if tuple(floor_classes) != tuple(class_names):
+        return f"classes {list(floor_classes)}, not the model's {list(class_names)}"
+    if face_features:
         face = data.get("video_features") == voice_floor.FACE_KIND
         if not (face and "video" in fusion_lib.streams_for(fusion)):
             return f"reads a face row; the model ({fusion}) reads no action-unit statistics"
-        if floor.face_features != int(np.prod(data["video_shape"])):
+        if face_features != int(np.prod(data["video_shape"])):
             return (
-                f"reads a face row of {floor.face_features} features; the model's has "
+                f"reads a face row of {face_features} features; the model's has "
                 f"{int(np.prod(data['video_shape']))}"
             )
     return ""
@@ -260,7 +263,9 @@ def load_exported(export_dir: str) -> ServingModel:
     from fbp_jax.serving import voice_floor
 
     floor = voice_floor.load(export_dir)
-    problem = floor and voice_floor_problem(floor, info["fusion"], info["class_names"], data)
+    problem = floor and voice_floor_problem(
+        floor.class_names, floor.face_features, info["fusion"], info["class_names"], data
+    )
     if problem:
         raise PredictError(f"{os.path.join(export_dir, voice_floor.FILE)}: {problem}")
     return ServingModel(
