@@ -29,6 +29,7 @@ and left out.
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import json
 import multiprocessing
@@ -48,15 +49,21 @@ from fbp_jax.evaluation import floors, selection, significance
 from fbp_jax.evaluation import predictions as predictions_lib
 
 PARTS = ("validation", "test")
-FEATURES = ("egemaps", "voice")
+VARIANTS = {  # voice.functionals(**...)
+    "voice_d2": {"denoise": (2.0, 0.05)},
+    "voice_d4": {"denoise": (4.0, 0.02)},
+    "voice_w20": {"active_db": 20.0},
+    "voice_nf10": {"noise_margin_db": 10.0},
+}
+FEATURES = ("egemaps", "voice", *VARIANTS)
 
 
 def extractor(features: str):
     """A function from 16 kHz samples to the clip's functionals."""
-    if features == "voice":
+    if features.startswith("voice"):
         from data_prep.features import voice
 
-        return voice.functionals
+        return functools.partial(voice.functionals, **VARIANTS.get(features, {}))
     import opensmile
 
     smile = opensmile.Smile(
