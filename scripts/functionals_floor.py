@@ -29,7 +29,6 @@ and left out.
 
 import argparse
 import dataclasses
-import functools
 import itertools
 import json
 import multiprocessing
@@ -49,21 +48,15 @@ from fbp_jax.evaluation import floors, selection, significance
 from fbp_jax.evaluation import predictions as predictions_lib
 
 PARTS = ("validation", "test")
-VARIANTS = {  # voice.functionals(**...)
-    "voice_d2": {"denoise": (2.0, 0.05)},
-    "voice_d4": {"denoise": (4.0, 0.02)},
-    "voice_w20": {"active_db": 20.0},
-    "voice_nf10": {"noise_margin_db": 10.0},
-}
-FEATURES = ("egemaps", "voice", *VARIANTS)
+FEATURES = ("egemaps", "voice")
 
 
 def extractor(features: str):
     """A function from 16 kHz samples to the clip's functionals."""
-    if features.startswith("voice"):
+    if features == "voice":
         from data_prep.features import voice
 
-        return functools.partial(voice.functionals, **VARIANTS.get(features, {}))
+        return voice.functionals
     import opensmile
 
     smile = opensmile.Smile(

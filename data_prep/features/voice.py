@@ -46,7 +46,6 @@ SPEC_FFT = audio_lib.NFFT  # 20 Hz bins, as the spectrogram's (frontend.mel_matr
 NUM_MFCC = 4
 MEL_BANDS = (20, 100.0, 7600.0)  # Bands, lowest and highest edge (Hz) of the MFCCs' mel bank.
 F0_REFERENCE_HZ = 27.5
-QUIET_SHARE = 0.1  # The clip's quietest frames whose mean spectrum is its noise (`denoise`).
 
 
 def _stats(name: str, kinds: tuple[str, ...]) -> list[str]:
@@ -89,21 +88,10 @@ def _window_acf() -> np.ndarray:
     return acf / acf[0]
 
 
-def _power(frames: np.ndarray, nfft: int, denoise=None) -> np.ndarray:
-    """[T, nfft // 2 + 1] power spectra of the Hann-windowed frames. `denoise`: (alpha, beta,
-    quiet frames): spectral subtraction (Boll 1979; Berouti et al. 1979), each frame less alpha
-    times the mean spectrum of the `quiet` frames, never below beta times its own power."""
-    x = (frames - frames.mean(axis=1, keepdims=True)) * np.hanning(WINDOW)
-    power = np.abs(np.fft.rfft(x, nfft, axis=1)) ** 2
-    if denoise is None:
-        return power
-    alpha, beta, quiet = denoise
-    return np.maximum(power - alpha * power[quiet].mean(axis=0), beta * power)
-
-
-def pitch(frames: np.ndarray, denoise=None) -> tuple[np.ndarray, np.ndarray]:
+def pitch(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per frame of [T, WINDOW]: (period in samples, normalised autocorrelation peak)."""
-    acf = np.fft.irfft(_power(frames, ACF_FFT, denoise), axis=1)[:, : WINDOW // 2]
+    x = (frames - frames.mean(axis=1, keepdims=True)) * np.hanning(WINDOW)
+    acf = np.fft.irfft(np.abs(np.fft.rfft(x, ACF_FFT, axis=1)) ** 2, axis=1)[:, : WINDOW // 2]
     acf = acf / np.maximum(acf[:, :1], 1e-20) / _window_acf()
     lo, hi = int(RATE / MAX_F0), int(np.ceil(RATE / MIN_F0))
     r = acf[:, lo - 1 : hi + 2]
@@ -152,15 +140,15 @@ def _slope(db: np.ndarray, freqs: np.ndarray, band: np.ndarray) -> np.ndarray:
     return db[:, band] @ f / (f @ f)
 
 
-def spectral(frames: np.ndarray, denoise=None) -> dict[str, np.ndarray]:
+def spectral(frames: np.ndarray) -> dict[str, np.ndarray]:
     """Per frame: the spectral descriptors and the MFCCs."""
-    power = _power(frames, SPEC_FFT, denoise)
-    out = {"power": power.sum(1)}
+    x = (frames - frames.mean(axis=1, keepdims=True)) * np.hanning(WINDOW)
+    power = np.abs(np.fft.rfft(x, SPEC_FFT, axis=1)) ** 2
     power += 1e-10 * power.max() + 1e-30  # A floor relative to the clip: gain changes nothing.
     freqs = np.arange(power.shape[1]) * RATE / SPEC_FFT
     db = 10 * np.log10(power)
     low, high = _band(freqs, 50, 1000), _band(freqs, 1000, 5000)
-    out |= {
+    out = {
         "alpha_ratio": 10 * np.log10(power[:, high].sum(1) / power[:, low].sum(1)),
         "hammarberg": db[:, _band(freqs, 0, 2000)].max(1) - db[:, _band(freqs, 2000, 5000)].max(1),
         "slope0_500": _slope(db, freqs, _band(freqs, 0, 500)),
@@ -178,31 +166,14 @@ def spectral(frames: np.ndarray, denoise=None) -> dict[str, np.ndarray]:
     return out
 
 
-def functionals(
-    samples: np.ndarray,
-    denoise: tuple[float, float] | None = None,
-    active_db: float = ACTIVE_DB,
-    noise_margin_db: float | None = None,
-) -> np.ndarray:
-    """float32 [len(NAMES)] voice functionals of a 16 kHz mono clip. `denoise`: (alpha, beta)
-    of a spectral subtraction of the clip's stationary noise (the mean spectrum of its quietest
-    `QUIET_SHARE` of frames) before every descriptor (level included). A frame is active within
-    `active_db` of the loudest and, with `noise_margin_db`, that far above the clip's noise
-    floor (the `QUIET_SHARE` quantile of its frame levels)."""
+def functionals(samples: np.ndarray) -> np.ndarray:
+    """float32 [len(NAMES)] voice functionals of a 16 kHz mono clip."""
     frames = _frames(samples)
     level = 10 * np.log10(np.mean(np.square(frames - frames.mean(1, keepdims=True)), 1) + 1e-12)
-    if denoise is not None:
-        quiet = np.argsort(level)[: max(1, int(QUIET_SHARE * len(level)))]
-        denoise = (*denoise, quiet)
-    spec = spectral(frames, denoise)
-    if denoise is not None:  # The frame's level after the subtraction (Parseval, Hann window).
-        scale = SPEC_FFT * np.sum(np.hanning(WINDOW) ** 2)
-        level = 10 * np.log10(2 * spec["power"] / scale + 1e-12)
-    active = level >= level.max() - active_db
-    if noise_margin_db is not None:
-        active &= level >= np.quantile(level, QUIET_SHARE) + noise_margin_db
-    period, strength = pitch(frames, denoise)
+    active = level >= level.max() - ACTIVE_DB
+    period, strength = pitch(frames)
     voiced = active & (strength >= VOICING)
+    spec = spectral(frames)
     v = np.flatnonzero(voiced)
     f0 = 12 * np.log2(RATE / period[v] / F0_REFERENCE_HZ)
     hnr = 10 * np.log10(np.clip(strength[v], 1e-3, 0.999) / (1 - np.clip(strength[v], 1e-3, 0.999)))
