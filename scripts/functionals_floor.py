@@ -15,7 +15,10 @@ fit_classifier`, the project's floors), fitted once per fold. A condition
 (`data_prep.features.conditions`) changes the clips scored, not the training or the choice.
 `--sessions=N`: the floor trains also on its training actors' clips through the audio recipe's
 first N session channels (`fbp_jax.input_pipeline.session_channels`, here in the waveform),
-each actor in each channel standardised on its own, as the network's sessions are.
+each actor in each channel standardised on its own, as the network's sessions are. `--babble=B`:
+also among B babbles of other training actors of the fold (`conditions.other_talkers`: four of
+their clips, 5-20 dB below the speech, as `fbp-jax voice-floor --babble_sessions` draws them);
+`--weighted`: the clean rows counted once per session or babble (`voice-floor`'s weighting).
 
 Prints the floor's pooled validation and test WA / UA per condition of `--conditions`; with
 `--with` (finished CV workdirs, networks or floors), the floor averaged with each subset of
@@ -75,37 +78,32 @@ def session_channels() -> np.ndarray:
     return input_pipeline.session_channels(ravdess_audio.get_config("dev1").augment)
 
 
-def channel(samples, low_pass_hz, high_pass_hz, snr_db, tilt, seed):
-    """The clip recorded through a session channel (a row of `session_channels`), in the
-    waveform: a 4th-order low-pass, a high-pass (0: none), then noise at `snr_db` below the
-    voiced frames' power, its power falling as 1/f^`tilt` (0: white)."""
-    x = conditions_lib.butterworth(samples, low_pass_hz, "lowpass")
-    if high_pass_hz > 0:
-        x = conditions_lib.butterworth(x, high_pass_hz, "highpass")
-    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(len(x)))
-    f = np.fft.rfftfreq(len(x), 1.0 / audio_lib.SAMPLE_RATE)
-    spectrum[0] = 0.0
-    spectrum[1:] /= f[1:] ** (tilt / 2.0)
-    return conditions_lib._add_at_snr(x, np.fft.irfft(spectrum, len(x)), snr_db)
-
-
 def _extract(job):
-    """(functionals, None) of a clip under a condition or through a session channel (its noise
-    seeded per clip), or (None, the error)."""
-    features, condition, row, clip_id, path = job
+    """(functionals, None) of a clip under a condition, through a session channel (its noise
+    seeded per clip) or among other talkers ((masker paths, SNR, seed)), or (None, the error)."""
+    features, condition, row, clip_id, path, talkers = job
     try:
         samples = audio_lib.load_audio(path).samples
-        if row is None:
+        if talkers is not None:
+            paths, snr, seed = talkers
+            others = [audio_lib.load_audio(p).samples for p in paths]
+            samples = conditions_lib.other_talkers(samples, others, snr, seed)
+        elif row is None:
             samples = conditions_lib.apply(condition, samples)
         else:
-            samples = channel(samples, *row, seed=zlib.crc32(clip_id.encode()))
+            samples = conditions_lib.session_channel(
+                samples, *row, seed=zlib.crc32(clip_id.encode())
+            )
         return extractor(features)(samples), None
     except Exception as e:  # One file never stops the run.
         return None, f"{path}: skipped: {e}"
 
 
-def functionals(clips, features: str, condition: str, cache: str) -> dict[str, np.ndarray]:
-    """{'x': [N, F], 'clip_id': [N]} of the clips under `condition`, from the cache if there."""
+def functionals(
+    clips, features: str, condition: str, cache: str, talkers=None
+) -> dict[str, np.ndarray]:
+    """{'x': [N, F], 'clip_id': [N]} of the clips under `condition`, from the cache if there;
+    with `talkers`, each clip's (masker paths, SNR, seed) for `conditions.other_talkers`."""
     path = os.path.join(cache, f"{features}_{condition}.npz")
     if os.path.isfile(path):
         with np.load(path) as f:
@@ -114,7 +112,11 @@ def functionals(clips, features: str, condition: str, cache: str) -> dict[str, n
     channel_row = None  # 'session<k>': the k-th session channel of the audio recipe.
     if condition.startswith("session"):
         channel_row = tuple(session_channels()[int(condition[len("session") :])])
-    jobs = [(features, condition, channel_row, c.clip_id, c.files["audio"]) for c in clips]
+    talkers = talkers or [None] * len(clips)
+    jobs = [
+        (features, condition, channel_row, c.clip_id, c.files["audio"], t)
+        for c, t in zip(clips, talkers)
+    ]
     with multiprocessing.get_context("spawn").Pool(os.cpu_count()) as pool:
         results = pool.imap(_extract, jobs, chunksize=8)
         for clip, (row, error) in tqdm.tqdm(
@@ -147,14 +149,43 @@ def split_data(feats: dict[str, np.ndarray], clips, actors: str) -> dict[str, np
     }
 
 
-def fit(recorded, clips, protocol, sessions=()) -> dict:
-    """Per fold: the floor trained on the training actors' clips as recorded (and through each
-    of `sessions`, functionals like `recorded`: speaker 'actor@k' standardised on its own), C
-    chosen on the validation actors' as recorded."""
+def babble_functionals(clips, protocol, features: str, cache: str, count: int) -> dict:
+    """{fold: [functionals of its training clips among each of `count` babbles]}: four clips
+    of other training actors of the fold (never its validation or test actors), 5-20 dB below
+    the clip's voiced power (`voice_floor_fit`'s babble, drawn per fold)."""
+    from fbp_jax.evaluation import voice_floor_fit
+
     out = {}
     for fold, splits in protocol.items():
-        train = [split_data(recorded, clips, splits["train"])]
-        for k, feats in enumerate(sessions):
+        train = [c for c in clips if c.split in cv_lib.split_parts(splits["train"])]
+        speakers = np.asarray([c.speaker for c in train])
+        out[fold] = []
+        for k in range(count):
+            talkers = []
+            for c in train:
+                seed = zlib.crc32(f"{fold}/{c.clip_id}/{k}".encode())
+                rng = np.random.default_rng(seed)
+                picked = rng.choice(
+                    np.flatnonzero(speakers != c.speaker), voice_floor_fit.BABBLE_TALKERS, False
+                )
+                snr = rng.uniform(*voice_floor_fit.BABBLE_SNR_DB)
+                talkers.append(([train[i].files["audio"] for i in picked], snr, seed))
+            name = f"talkers{k}_{fold}"
+            out[fold].append(functionals(train, features, name, cache, talkers))
+    return out
+
+
+def fit(recorded, clips, protocol, sessions=(), babble=None, weighted=False) -> dict:
+    """Per fold: the floor trained on the training actors' clips as recorded (and through each
+    of `sessions`, functionals like `recorded`, and each of the fold's `babble`s: speaker
+    'actor@k' standardised on its own; `weighted`: the clean rows counted once per such
+    channel), C chosen on the validation actors' as recorded."""
+    out = {}
+    for fold, splits in protocol.items():
+        heard = [*sessions, *(babble or {}).get(fold, [])]
+        clean = split_data(recorded, clips, splits["train"])
+        train = [clean] * (len(heard) if weighted and heard else 1)
+        for k, feats in enumerate(heard):
             part = split_data(feats, clips, splits["train"])
             part["speaker"] = np.char.add(part["speaker"].astype(str), f"@{k}")
             train.append(part)
@@ -228,6 +259,17 @@ def main() -> None:
         help="train also on the clips through the audio recipe's first N session channels",
     )
     parser.add_argument(
+        "--babble",
+        type=int,
+        default=0,
+        help="train also on its training actors' clips among N babbles of other training actors",
+    )
+    parser.add_argument(
+        "--weighted",
+        action="store_true",
+        help="count the clean rows once per session or babble: together they weigh as much",
+    )
+    parser.add_argument(
         "--floor_weight",
         type=float,
         default=0.0,
@@ -245,6 +287,7 @@ def main() -> None:
         protocol = json.load(f)["folds"]
     clips = conditions_cmd.load_clips(args.manual_dir)
     name = f"{args.features} floor" + (f" with {args.sessions} sessions" if args.sessions else "")
+    name += f" and {args.babble} babbles" if args.babble else ""
     features = {}  # condition -> functionals
 
     def scored(condition):
@@ -253,7 +296,8 @@ def main() -> None:
         return features[condition]
 
     sessions = [scored(f"session{k}") for k in range(args.sessions)]
-    models = fit(scored("original"), clips, protocol, sessions)
+    babble = babble_functionals(clips, protocol, args.features, args.cache, args.babble)
+    models = fit(scored("original"), clips, protocol, sessions, babble, args.weighted)
     header = "".join(f" {p} WA / UA |" for p in parts)
     print(f"| {name}, condition |{header}\n|---" + "|---" * len(parts) + "|")
     for condition in args.conditions.split(","):

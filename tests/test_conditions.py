@@ -143,6 +143,25 @@ def write_corpus(root, actors=6):
     (root / "openface_au_clip_features.csv").write_text("\n".join([header, *rows]) + "\n")
 
 
+def test_a_session_channel_and_other_talkers_add_noise_at_the_snr():
+    x = _speech(seed=1)
+    heard = conditions.session_channel(x, 2500.0, 0.0, 12.0, seed=3)
+    limited = conditions.butterworth(x, 2500.0, "lowpass")
+    noise = heard.astype(np.float64) - limited
+    snr = 10 * np.log10(conditions.voiced_power(limited) / np.mean(np.square(noise)))
+    assert snr == pytest.approx(12.0, abs=0.05)
+    np.testing.assert_array_equal(heard, conditions.session_channel(x, 2500.0, 0.0, 12.0, seed=3))
+    others = [_speech(1.3, seed=5), _speech(0.8, seed=6)]
+    babble = conditions.other_talkers(x, others, 8.0, seed=2)
+    noise = babble.astype(np.float64) - x
+    snr = 10 * np.log10(conditions.voiced_power(x) / np.mean(np.square(noise)))
+    assert babble.shape == x.shape and snr == pytest.approx(8.0, abs=0.05)
+    assert not np.array_equal(babble, conditions.other_talkers(x, others, 8.0, seed=4))
+    # The talkers' silences are cut: the babble never stops while the clip plays.
+    rms = np.sqrt(np.mean(np.square(noise).reshape(-1, 1600), 1))  # 0.1 s frames
+    assert rms.min() > 0.2 * rms.max()
+
+
 def test_conditions_chain_left_to_right():
     x = _speech()
     chained = conditions.apply("microphone+noise20+quiet", x)

@@ -55,6 +55,35 @@ def test_served_posteriors_are_the_fitted_regressions():
     assert pooled.shape == (3, 4) and np.allclose(pooled.sum(1), 1.0)
 
 
+def test_a_floor_trained_through_channels_counts_the_clean_clips_once_per_channel():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, labels, speakers = _corpus()
+    rng = np.random.default_rng(1)
+    sessions = [  # a channel that compresses and blurs the functionals, each its own speakers
+        (0.5 * x + rng.normal(0, k + 1, x.shape), labels, np.char.add(speakers, f"@{k}"))
+        for k in range(2)
+    ]
+    floor = voice_floor_fit.fit(x, labels, speakers, CLASSES, 0.3, 0.25, sessions=sessions)
+    clean = floors.standardise_per_speaker(x, speakers)
+    heard = [floors.standardise_per_speaker(sx, ss) for sx, _, ss in sessions]
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=5000))
+    reference.fit(np.concatenate([clean, clean, *heard]), np.concatenate([labels] * 4))
+    one = speakers == "s1"
+    np.testing.assert_allclose(
+        floor.speaker_posteriors(x[one], own=True)[:, :3],
+        reference.predict_proba(clean[one]),
+        atol=1e-6,
+    )
+    plain = voice_floor_fit.fit(x, labels, speakers, CLASSES, 0.3, 0.25)
+    assert not np.allclose(floor.coef, plain.coef, atol=1e-3)
+    # What serves a small speaker group is the clean clips' statistics, not the channels'.
+    np.testing.assert_array_equal(floor.pooled_mean, plain.pooled_mean)
+    np.testing.assert_array_equal(floor.pooled_std, plain.pooled_std)
+
+
 def test_a_saved_floor_loads_as_it_was(tmp_path):
     x, labels, speakers = _corpus()
     floor = voice_floor_fit.fit(x, labels, speakers, CLASSES, C=0.1, weight=0.5)
@@ -191,12 +220,21 @@ def test_the_command_fits_on_a_corpus_and_names_the_clips_it_left_out(
     run = command(av_model, "--face")
     assert run.returncode == 0, run.stderr[-2000:]
     assert bundle.load_serving_model(av_model).voice_floor.face_features == 35
+    run = command(audio_model, "--sessions=-1")
+    assert run.returncode != 0 and "--sessions" in run.stderr
+    run = command(audio_model, "--sessions=1", "--babble_sessions=1")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "6 clips, 2 speakers, and through 2 channels, weight 0.2" in run.stdout
+    assert "channel 1" in run.stderr and "babble 1" in run.stderr  # a progress bar each
+    through = bundle.load_serving_model(audio_model).voice_floor
     run = command(audio_model)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "6 clips, 2 speakers, weight 0.2" in run.stdout
     assert re.search(r"03-01-03-01-01-01-02\.wav: skipped: .*silent", run.stderr)  # read, refused
     floor = bundle.load_serving_model(audio_model).voice_floor
     assert floor.weight == 0.2 and floor.C == 0.1
+    assert not np.allclose(floor.coef, through.coef)  # the channels changed the regression
+    np.testing.assert_array_equal(floor.pooled_mean, through.pooled_mean)
     seen = [floor.class_names.index(c) for c in ("neutral", "angry", "surprised")]
     assert np.all(floor.intercept[seen] > -1e8)
     assert np.all(np.delete(floor.intercept, seen) == -1e9)  # never heard: never answered

@@ -177,6 +177,42 @@ def babble(samples: np.ndarray, snr_db: float, talkers: int = 6, seed: int = 0) 
     return _add_at_snr(samples, noise, snr_db)
 
 
+def session_channel(
+    samples: np.ndarray,
+    low_pass_hz: float,
+    high_pass_hz: float,
+    snr_db: float,
+    tilt: float = 0.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """The clip recorded through a fixed channel (a row of `fbp_jax.input_pipeline.
+    session_channels`), in the waveform: a 4th-order low-pass, a high-pass (0: none), then
+    noise `snr_db` below the voiced frames' power, its power falling as 1/f^`tilt` (0: white)."""
+    x = butterworth(samples, low_pass_hz, "lowpass")
+    if high_pass_hz > 0:
+        x = butterworth(x, high_pass_hz, "highpass")
+    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(len(x)))
+    f = np.fft.rfftfreq(len(x), 1.0 / RATE)
+    spectrum[0] = 0.0
+    spectrum[1:] /= f[1:] ** (tilt / 2.0)
+    return _add_at_snr(x, np.fft.irfft(spectrum, len(x)), snr_db)
+
+
+def other_talkers(
+    samples: np.ndarray, others: list[np.ndarray], snr_db: float, seed: int = 0
+) -> np.ndarray:
+    """The clip among other people talking: each of `others` (other speakers' clips) cut to
+    its voiced span, scaled to unit power and looped from a random start to the clip's length,
+    summed, `snr_db` below the clip's voiced power (a babble of real voices, unlike `babble`)."""
+    rng = np.random.default_rng(seed)
+    noise = np.zeros(len(samples))
+    for other in others:
+        y = np.asarray(other, np.float64)[_voiced_span(other)]
+        y = y / np.sqrt(max(np.mean(np.square(y)), 1e-30))
+        noise += np.resize(np.roll(y, -int(rng.integers(len(y)))), len(samples))
+    return _add_at_snr(samples, noise, snr_db)
+
+
 def resample_through(samples: np.ndarray, rate: int = 8000) -> np.ndarray:
     down = signal.resample_poly(samples, rate, RATE)
     return signal.resample_poly(down, RATE, rate).astype(np.float32)[: len(samples)]

@@ -13,6 +13,13 @@ regularisation (a cross-validation chooses it on each fold's validation speakers
 fitted on every speaker has none left, so take what the folds chose). `--face`: the floor reads
 each clip's face row too (the corpus's clip statistics of OpenFace action units, as the
 RAVDESS builder reads them), for a model whose face stream is those statistics.
+
+`--sessions=N` and `--babble_sessions=B`: the floor also hears every clip recorded through N
+fixed channels (the audio recipe's speaker sessions: a low-pass drawn in 2-4 kHz, white noise
+drawn 5-30 dB below the speech; `input_pipeline.session_channels`) and among B babbles of other
+speakers (four of their clips, 5-20 dB below the speech), each (speaker, channel) standardised
+on its own, as serving standardises a speaker recorded through one channel; the clean clips
+are counted N + B times, so that all channels together weigh as much as the clean recording.
 """
 
 from __future__ import annotations
@@ -29,6 +36,11 @@ from absl import app, flags, logging
 from fbp_jax.evaluation import floors
 from fbp_jax.serving import voice_floor
 
+SESSION_BAND_LIMIT_HZ = (2000.0, 4000.0)  # The audio recipe's channels (configs/ravdess_common).
+SESSION_SNR_DB = (5.0, 30.0)
+BABBLE_TALKERS = 4  # Other speakers' clips in one babble ...
+BABBLE_SNR_DB = (5.0, 20.0)  # ... at an SNR drawn here (the recipe's augment.talker_snr_db).
+
 
 def fit(
     functionals: np.ndarray,
@@ -38,16 +50,25 @@ def fit(
     C: float,
     weight: float,
     face_features: int = 0,
+    sessions: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] = (),
 ) -> voice_floor.VoiceFloor:
     """The floor fitted on clips' functionals [N, F] (the last `face_features` of them the
-    clip's face row), labels (indices into `class_names`) and speakers."""
+    clip's face row), labels (indices into `class_names`) and speakers. `sessions`: (functionals,
+    labels, speakers) of the clips through each fixed channel, each speaker standardised on its
+    own there; the clean clips then count once per channel. The pooled statistics (serving's
+    fallback for a small speaker group) are the clean clips'."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    x = floors.standardise_per_speaker(functionals, speakers)
+    clean = floors.standardise_per_speaker(functionals, speakers)
+    x = np.concatenate(
+        [clean] * max(1, len(sessions))
+        + [floors.standardise_per_speaker(sx, ss) for sx, _, ss in sessions]
+    )
+    y = np.concatenate([labels] * max(1, len(sessions)) + [sy for _, sy, _ in sessions])
     scaler = StandardScaler().fit(x)
     model = LogisticRegression(C=C, max_iter=5000, random_state=0)
-    model.fit(scaler.transform(x), labels)
+    model.fit(scaler.transform(x), y)
     coef = np.zeros((len(class_names), x.shape[1]))
     intercept = np.full(len(class_names), -1e9)  # A class absent from training: never answered.
     coef[model.classes_] = model.coef_
@@ -106,6 +127,63 @@ def clip_functionals(sources, progress: bool = True, face: bool = False):
     return np.asarray(rows, np.float64), kept
 
 
+def session_functionals(sources, sessions: int, babbles: int, face: bool = False):
+    """Per channel, (functionals [N, F], speaker keys '<speaker>@<channel>') of `sources`
+    (readable clips) through the first `sessions` of the audio recipe's channels, then among
+    `babbles` babbles of other speakers' clips (seeded per clip and babble); with `face`, each
+    clip's face row after them. A clip that fails is reported and its row left out (its label
+    goes with it)."""
+    import zlib
+
+    import ml_collections
+    import tqdm
+
+    from data_prep.features import audio as audio_lib
+    from data_prep.features import conditions, voice
+    from fbp_jax import input_pipeline
+
+    channels = input_pipeline.session_channels(
+        ml_collections.ConfigDict(
+            {
+                "sessions": sessions,
+                "band_limit_hz": SESSION_BAND_LIMIT_HZ,
+                "noise_snr_db": SESSION_SNR_DB,
+            }
+        )
+    )
+
+    speakers = np.asarray([s.speaker for s in sources])
+
+    def load(source):
+        return audio_lib.load_audio(source.files["audio"]).samples
+
+    def through(k, source, samples):
+        seed = zlib.crc32(f"{source.clip_id}/{k}".encode())
+        if k < sessions:
+            return conditions.session_channel(samples, *channels[k], seed=seed)
+        rng = np.random.default_rng(seed)
+        others = np.flatnonzero(speakers != source.speaker)
+        picked = rng.choice(others, min(BABBLE_TALKERS, len(others)), replace=False)
+        maskers = [load(sources[i]) for i in picked]
+        return conditions.other_talkers(samples, maskers, rng.uniform(*BABBLE_SNR_DB), seed)
+
+    out = []
+    for k in range(sessions + babbles):
+        rows, keys, kept = [], [], []
+        name = f"channel {k + 1}" if k < sessions else f"babble {k - sessions + 1}"
+        for source in tqdm.tqdm(sources, desc=f"voice functionals, {name}", unit="clip"):
+            try:
+                x = voice.functionals(through(k, source, load(source)))
+                rows.append(np.concatenate([x, face_row(source)]) if face else x)
+            except Exception as e:  # One file never stops the run.
+                print(f"{source.files['audio']}: skipped in {name}: {e}", file=sys.stderr)
+                continue
+            keys.append(f"{source.speaker}@{k}")
+            kept.append(source)
+        out.append((np.asarray(rows, np.float64), np.asarray(keys), kept))
+    return out
+
+
 def corpus_clips(corpus: str, manual_dir: str):
     """The clips of `corpus` ('name' or 'name/config') under `manual_dir`, as its builder
     lists them."""
@@ -131,6 +209,8 @@ def define_flags() -> None:
     flags.DEFINE_float("C", 0.03, "Inverse regularisation of the logistic regression.")
     flags.DEFINE_float("weight", 0.25, "The floor's share of a served posterior, in (0, 1).")
     flags.DEFINE_bool("face", False, "Read each clip's face row (action-unit statistics) too.")
+    flags.DEFINE_integer("sessions", 0, "Hear each clip through this many fixed channels too.")
+    flags.DEFINE_integer("babble_sessions", 0, "... and among this many babbles of others.")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -139,6 +219,8 @@ def main(argv: Sequence[str]) -> None:
 
     if not 0.0 < FLAGS.weight < 1.0:
         raise app.UsageError(f"--weight must be in (0, 1), got {FLAGS.weight}")
+    if FLAGS.sessions < 0 or FLAGS.babble_sessions < 0:
+        raise app.UsageError("--sessions and --babble_sessions count channels: 0 or more")
     info_path = os.path.join(FLAGS.model, bundle.SERVING_FILE)
     if not os.path.isfile(info_path):
         raise app.UsageError(f"{FLAGS.model}: not an export directory (no {bundle.SERVING_FILE})")
@@ -171,7 +253,16 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"{FLAGS.manual_dir}: {len(kept)} readable clips; too few to fit")
     labels = np.asarray([class_names.index(s.label) for s in kept])
     speakers = np.asarray([s.speaker for s in kept])
-    floor = fit(x, labels, speakers, class_names, FLAGS.C, FLAGS.weight, face_features)
+    sessions = []
+    if FLAGS.sessions or FLAGS.babble_sessions:
+        if FLAGS.babble_sessions and len(set(speakers)) < 2:
+            raise app.UsageError(f"{FLAGS.manual_dir}: a babble needs another speaker's clips")
+        for sx, keys, heard in session_functionals(
+            kept, FLAGS.sessions, FLAGS.babble_sessions, FLAGS.face
+        ):
+            sessions.append((sx, np.asarray([class_names.index(s.label) for s in heard]), keys))
+    floor = fit(x, labels, speakers, class_names, FLAGS.C, FLAGS.weight, face_features, sessions)
     path = voice_floor.save(floor, FLAGS.model)
     logging.info("%s: fitted on %d clips of %d speakers.", path, len(kept), len(set(speakers)))
-    print(f"{path}: {len(kept)} clips, {len(set(speakers))} speakers, weight {floor.weight}")
+    heard = f", and through {len(sessions)} channels" if sessions else ""
+    print(f"{path}: {len(kept)} clips, {len(set(speakers))} speakers{heard}, weight {floor.weight}")
