@@ -24,6 +24,7 @@ are counted N + B times, so that all channels together weigh as much as the clea
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -106,40 +107,48 @@ def face_row(source) -> np.ndarray:
     return np.asarray(row, np.float64)
 
 
-def clip_functionals(sources, progress: bool = True, face: bool = False):
+def clip_functionals(sources, progress: bool = True, face: bool = False, changes=()):
     """(functionals [N, F], kept sources) of corpus clips (`corpus.ClipSource`), with `face`
     each clip's face row after them; a clip that cannot be read is reported on stderr and left
-    out."""
+    out. `changes`: functions (source, samples) -> samples, the clip heard otherwise; then the
+    first item is a list, [N, F] as recorded and one per change, each clip decoded once and
+    left out of all where any change fails."""
     import tqdm
 
     from data_prep.features import audio as audio_lib
     from data_prep.features import voice
 
     rows, kept = [], []
-    for source in tqdm.tqdm(sources, desc="voice functionals", unit="clip", disable=not progress):
+    desc = "voice functionals" + (f", {1 + len(changes)} hearings each" if changes else "")
+    for source in tqdm.tqdm(sources, desc=desc, unit="clip", disable=not progress):
         try:
-            x = voice.functionals(audio_lib.load_audio(source.files["audio"]).samples)
-            rows.append(np.concatenate([x, face_row(source)]) if face else x)
+            samples = audio_lib.load_audio(source.files["audio"]).samples
+            heard = [samples] + [change(source, samples) for change in changes]
+            x = [voice.functionals(h) for h in heard]
+            if face:
+                x = [np.concatenate([v, face_row(source)]) for v in x]
         except Exception as e:  # One file never stops the run.
             print(f"{source.files['audio']}: skipped: {e}", file=sys.stderr)
             continue
+        rows.append(x)
         kept.append(source)
-    return np.asarray(rows, np.float64), kept
+    width = len(rows[0][0]) if rows else 0
+    x = np.asarray(rows, np.float64).reshape(len(kept), 1 + len(changes), width)
+    return (list(x.transpose(1, 0, 2)) if changes else x[:, 0]), kept
 
 
-def session_functionals(sources, sessions: int, babbles: int, face: bool = False):
-    """Per channel, (functionals [N, F], speaker keys '<speaker>@<channel>') of `sources`
-    (readable clips) through the first `sessions` of the audio recipe's channels, then among
-    `babbles` babbles of other speakers' clips (seeded per clip and babble); with `face`, each
-    clip's face row after them. A clip that fails is reported and its row left out (its label
-    goes with it)."""
+def session_changes(sources, sessions: int, babbles: int) -> list:
+    """`clip_functionals` changes: the first `sessions` of the audio recipe's fixed channels
+    (noise seeded per clip), then `babbles` babbles of four other speakers' clips of `sources`
+    (seeded per clip and babble)."""
+    if not sessions and not babbles:
+        return []
     import zlib
 
     import ml_collections
-    import tqdm
 
     from data_prep.features import audio as audio_lib
-    from data_prep.features import conditions, voice
+    from data_prep.features import conditions
     from fbp_jax import input_pipeline
 
     channels = input_pipeline.session_channels(
@@ -151,37 +160,28 @@ def session_functionals(sources, sessions: int, babbles: int, face: bool = False
             }
         )
     )
-
     speakers = np.asarray([s.speaker for s in sources])
 
-    def load(source):
-        return audio_lib.load_audio(source.files["audio"]).samples
-
-    def through(k, source, samples):
+    def channel(k, source, samples):
         seed = zlib.crc32(f"{source.clip_id}/{k}".encode())
-        if k < sessions:
-            return conditions.session_channel(samples, *channels[k], seed=seed)
+        return conditions.session_channel(samples, *channels[k], seed=seed)
+
+    def babble(k, source, samples):
+        seed = zlib.crc32(f"{source.clip_id}/{sessions + k}".encode())
         rng = np.random.default_rng(seed)
         others = np.flatnonzero(speakers != source.speaker)
         picked = rng.choice(others, min(BABBLE_TALKERS, len(others)), replace=False)
-        maskers = [load(sources[i]) for i in picked]
+        maskers = []
+        for i in picked:  # A clip that cannot be read is no talker (it is reported itself).
+            try:
+                maskers.append(audio_lib.load_audio(sources[i].files["audio"]).samples)
+            except Exception:
+                continue
         return conditions.other_talkers(samples, maskers, rng.uniform(*BABBLE_SNR_DB), seed)
 
-    out = []
-    for k in range(sessions + babbles):
-        rows, keys, kept = [], [], []
-        name = f"channel {k + 1}" if k < sessions else f"babble {k - sessions + 1}"
-        for source in tqdm.tqdm(sources, desc=f"voice functionals, {name}", unit="clip"):
-            try:
-                x = voice.functionals(through(k, source, load(source)))
-                rows.append(np.concatenate([x, face_row(source)]) if face else x)
-            except Exception as e:  # One file never stops the run.
-                print(f"{source.files['audio']}: skipped in {name}: {e}", file=sys.stderr)
-                continue
-            keys.append(f"{source.speaker}@{k}")
-            kept.append(source)
-        out.append((np.asarray(rows, np.float64), np.asarray(keys), kept))
-    return out
+    return [functools.partial(channel, k) for k in range(sessions)] + [
+        functools.partial(babble, k) for k in range(babbles)
+    ]
 
 
 def corpus_clips(corpus: str, manual_dir: str):
@@ -248,21 +248,20 @@ def main(argv: Sequence[str]) -> None:
     )
     if problem:  # A face row only where the model reads one, as wide.
         raise app.UsageError(f"{FLAGS.model}: the floor {problem}")
-    x, kept = clip_functionals(sources, face=FLAGS.face)
+    if FLAGS.babble_sessions and len({s.speaker for s in sources}) < 2:
+        raise app.UsageError(f"{FLAGS.manual_dir}: a babble needs another speaker's clips")
+    changes = session_changes(sources, FLAGS.sessions, FLAGS.babble_sessions)
+    x, kept = clip_functionals(sources, face=FLAGS.face, changes=changes)
     if len(kept) < 2:
         raise app.UsageError(f"{FLAGS.manual_dir}: {len(kept)} readable clips; too few to fit")
     labels = np.asarray([class_names.index(s.label) for s in kept])
     speakers = np.asarray([s.speaker for s in kept])
     sessions = []
-    if FLAGS.sessions or FLAGS.babble_sessions:
-        if FLAGS.babble_sessions and len(set(speakers)) < 2:
-            raise app.UsageError(f"{FLAGS.manual_dir}: a babble needs another speaker's clips")
-        for sx, keys, heard in session_functionals(
-            kept, FLAGS.sessions, FLAGS.babble_sessions, FLAGS.face
-        ):
-            sessions.append((sx, np.asarray([class_names.index(s.label) for s in heard]), keys))
+    if changes:  # As recorded first, then each channel: '<speaker>@<k>' its own speaker.
+        x, heard = x[0], x[1:]
+        sessions = [(h, labels, np.char.add(speakers, f"@{k}")) for k, h in enumerate(heard)]
     floor = fit(x, labels, speakers, class_names, FLAGS.C, FLAGS.weight, face_features, sessions)
     path = voice_floor.save(floor, FLAGS.model)
     logging.info("%s: fitted on %d clips of %d speakers.", path, len(kept), len(set(speakers)))
-    heard = f", and through {len(sessions)} channels" if sessions else ""
-    print(f"{path}: {len(kept)} clips, {len(set(speakers))} speakers{heard}, weight {floor.weight}")
+    also = f", and through {len(sessions)} channels" if sessions else ""
+    print(f"{path}: {len(kept)} clips, {len(set(speakers))} speakers{also}, weight {floor.weight}")
