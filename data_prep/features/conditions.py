@@ -147,14 +147,19 @@ def _add_at_snr(samples: np.ndarray, noise: np.ndarray, snr_db: float) -> np.nda
     return np.clip(samples + noise, -1.0, 1.0).astype(np.float32)
 
 
-def pink_noise(samples: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
-    """Noise whose power falls as 1/f (white noise shaped in the frequency domain, no DC)."""
-    rng = np.random.default_rng(seed)
-    spectrum = np.fft.rfft(rng.standard_normal(len(samples)))
-    f = np.fft.rfftfreq(len(samples), 1.0 / RATE)
+def _coloured_noise(length: int, tilt: float, seed: int) -> np.ndarray:
+    """Noise whose power falls as 1/f^`tilt` (white noise shaped in the frequency domain, no
+    DC; 0: white, 1: pink)."""
+    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(length))
+    f = np.fft.rfftfreq(length, 1.0 / RATE)
     spectrum[0] = 0.0
-    spectrum[1:] /= np.sqrt(f[1:])
-    return _add_at_snr(samples, np.fft.irfft(spectrum, len(samples)), snr_db)
+    spectrum[1:] /= f[1:] ** (tilt / 2.0)
+    return np.fft.irfft(spectrum, length)
+
+
+def pink_noise(samples: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    """Noise whose power falls as 1/f."""
+    return _add_at_snr(samples, _coloured_noise(len(samples), 1.0, seed), snr_db)
 
 
 def hum(
@@ -191,11 +196,7 @@ def session_channel(
     x = butterworth(samples, low_pass_hz, "lowpass")
     if high_pass_hz > 0:
         x = butterworth(x, high_pass_hz, "highpass")
-    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(len(x)))
-    f = np.fft.rfftfreq(len(x), 1.0 / RATE)
-    spectrum[0] = 0.0
-    spectrum[1:] /= f[1:] ** (tilt / 2.0)
-    return _add_at_snr(x, np.fft.irfft(spectrum, len(x)), snr_db)
+    return _add_at_snr(x, _coloured_noise(len(x), tilt, seed), snr_db)
 
 
 def other_talkers(
