@@ -15,7 +15,7 @@ from data_prep.features import voice as voice_lib
 from data_prep.testclips import speech_like
 from fbp_jax.evaluation import conditions as conditions_cmd
 from fbp_jax.evaluation import cross_validation as cv
-from fbp_jax.evaluation import predictions
+from fbp_jax.evaluation import predictions, voice_floor_fit
 from fbp_jax.serving import bundle
 
 RATE = 16000
@@ -263,6 +263,46 @@ def test_conditions_command_scores_systems_and_floors(tmp_path, monkeypatch):
     )
     with_face = predictions.read_predictions(path).aligned_to(voice)
     assert not np.allclose(with_face.probabilities, voice.probabilities, atol=1e-3)
+    # A fold's floor that also hears its training clips through a channel of the recipe and
+    # among a babble of the fold's other training speakers, as `voice-floor --sessions=1
+    # --babble_sessions=1` hears a corpus: each clip through the channel once over the folds,
+    # the babbles drawn per fold from its training speakers only.
+    drawn, passes, heard = [], [], []
+    changes, clip_functionals = voice_floor_fit.session_changes, voice_floor_fit.clip_functionals
+    fit = voice_floor_fit.fit
+    monkeypatch.setattr(
+        voice_floor_fit,
+        "session_changes",
+        lambda sources, *a: drawn.append({c.split for c in sources}) or changes(sources, *a),
+    )
+    monkeypatch.setattr(
+        voice_floor_fit,
+        "clip_functionals",
+        lambda s, p, f, c=(): passes.append((len(s), len(c))) or clip_functionals(s, p, f, c),
+    )
+    monkeypatch.setattr(voice_floor_fit, "fit", lambda *a: heard.append(a[7]) or fit(*a))
+    sessions_out = str(tmp_path / "sessions")
+    with_channels = conditions_cmd.run(
+        [workdir],
+        [],
+        str(src),
+        sessions_out,
+        ["original"],
+        voice_floor=True,
+        voice_floor_sessions=1,
+        voice_floor_babble=1,
+    )
+    assert with_channels["voice_floor_sessions"] == with_channels["voice_floor_babble"] == 1
+    folds = [r["splits"] for r in cv.summarize(workdir)["folds"]]
+    assert drawn == [cv.split_parts(f["train"]) for f in folds]
+    # Fold a trains on actors 3-6 (16 clips), b on 1, 2, 5, 6: 5 and 6 already heard.
+    assert [p for p in passes if p[1]] == [(16, 1), (16, 1), (8, 1), (16, 1)]
+    for sessions in heard:
+        assert len(sessions) == 2 and all(len(x) == 16 for x, _, _ in sessions)
+        assert {s.split("@")[1] for _, _, speakers in sessions for s in speakers} == {"0", "1"}
+    path = os.path.join(sessions_out, conditions_cmd.PREDICTIONS_DIR, "voice floor", "original.csv")
+    with_sessions = predictions.read_predictions(path).aligned_to(voice)
+    assert not np.allclose(with_sessions.probabilities, voice.probabilities, atol=1e-3)
     # Every clip's posteriors, per system and condition, pooled over the folds: what the table
     # counts, for systems scored elsewhere to be averaged with them.
     for system, condition in (("cv", "original"), ("cv+cv", "quiet"), ("audio_speaker", "padded")):

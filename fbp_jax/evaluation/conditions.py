@@ -159,6 +159,8 @@ def run(
     voice_floor: bool = False,
     voice_floor_weight: float = 0.0,
     voice_floor_face: bool = False,
+    voice_floor_sessions: int = 0,
+    voice_floor_babble: int = 0,
 ) -> dict[str, Any]:
     """Evaluates every system and floor under every condition on each fold's `part` speakers
     ('test', or 'validation': what may choose a recipe); writes and returns the table.
@@ -169,7 +171,10 @@ def run(
     chosen on the validation speakers', a row 'voice floor', and each system averaged with it
     as `predict` serves them, '<system> + voice floor': the floor at `voice_floor_weight`
     (0: an equal member, 1 / (the system's runs + 1)); with `voice_floor_face` it reads each
-    clip's face row too (its rows 'voice+face floor', '<system> + voice+face floor')."""
+    clip's face row too (its rows 'voice+face floor', '<system> + voice+face floor').
+    `voice_floor_sessions`, `voice_floor_babble`: the fold's floor also hears its training
+    clips through that many of the recipe's channels and among that many babbles of other
+    training speakers, as `fbp-jax voice-floor --sessions --babble_sessions` fits one."""
     if part not in PARTS:
         raise cv_lib.CrossValidationError(f"part must be one of {PARTS}, got {part!r}")
     voice_floor = voice_floor or voice_floor_face
@@ -205,6 +210,7 @@ def run(
     if voice_floor:
         scored += [floor_name, *(w + with_floor for w in systems)]
         recorded: dict[str, np.ndarray] = {}  # clip id -> functionals as recorded
+        channels: dict[str, list] = {}  # clip id -> its functionals through each channel
     # pooled[name][condition]: per fold, (clip ids, true classes, [N, C] posteriors).
     pooled = {name: {c: [] for c in names} for name in scored}
     # balanced[name][condition]: per fold, whether each clip was answered right once each
@@ -225,7 +231,14 @@ def run(
             w: np.asarray([class_names.index(n) for n in models[w].class_names]) for w in systems
         }
         if voice_floor:
-            vfloor = _fit_voice_floor(clips, splits, class_names, recorded, voice_floor_face)
+            vfloor = _fit_voice_floor(
+                clips,
+                splits,
+                class_names,
+                recorded,
+                voice_floor_face,
+                (channels, voice_floor_sessions, voice_floor_babble),
+            )
         for condition in names:
             logging.info("Fold %s, condition %s: computing features.", fold, condition)
             # As recorded, the floor's inputs are those its fits computed (`recorded`).
@@ -301,6 +314,8 @@ def run(
         "floors": list(floors),
         "voice_floor": voice_floor,
         "voice_floor_face": voice_floor_face,
+        "voice_floor_sessions": voice_floor_sessions,
+        "voice_floor_babble": voice_floor_babble,
         "pooled_wa": rows,  # Of the actors of `part`: validation or test.
     }
     os.makedirs(output_dir, exist_ok=True)
@@ -331,24 +346,56 @@ def _floor_inputs(clips, recorded: dict, face: bool) -> np.ndarray:
     return np.stack([recorded[c.clip_id] for c in clips if c.clip_id in recorded])
 
 
-def _fit_voice_floor(clips, splits: dict[str, str], class_names, recorded: dict, face: bool):
+def _fit_voice_floor(
+    clips, splits: dict[str, str], class_names, recorded: dict, face: bool, heard=None
+):
     """The voice floor of a fold: fitted on its training speakers' clips as recorded, C chosen
     on its validation speakers' (`voice_floor_fit.fit_chosen`); with `face` on their voice
-    functionals and face rows. `recorded`: as `_floor_inputs`."""
+    functionals and face rows. `recorded`: as `_floor_inputs`. `heard`: (clip id -> functionals
+    through each channel, the cache across folds; channels; babbles): the training clips heard
+    so too, as `fbp-jax voice-floor --sessions --babble_sessions` hears a corpus."""
 
     def part(name):
         chosen = [c for c in clips if c.split in _actors(splits, name)]
         x = _floor_inputs(chosen, recorded, face)
         chosen = [c for c in chosen if c.clip_id in recorded]
-        return {
+        return chosen, {
             "x": x.astype(np.float64),
             "label": np.asarray([class_names.index(c.label) for c in chosen]),
             "speaker": np.asarray([c.speaker for c in chosen]),
         }
 
-    train, val = part("train"), part("validation")
+    (chosen, train), (_, val) = part("train"), part("validation")
     width = len(voice_floor_fit.face_row(clips[0])) if face else 0
-    return voice_floor_fit.fit_chosen(train, val, class_names, 0.0, width)
+    sessions = _heard_inputs(chosen, class_names, face, *(heard or ({}, 0, 0)))
+    return voice_floor_fit.fit_chosen(train, val, class_names, 0.0, width, sessions)
+
+
+def _heard_inputs(train, class_names, face: bool, cache: dict, channels: int, babbles: int):
+    """`voice_floor_fit.fit`'s sessions of a fold's training clips: their functionals through
+    the recipe's first `channels` channels (from `cache`, clip id -> rows, or computed into it)
+    and among `babbles` babbles of the fold's other training speakers (drawn per fold), each
+    '<speaker>@<k>' its own speaker."""
+    changes = voice_floor_fit.session_changes(train, channels, babbles)
+    new = [c for c in train if c.clip_id not in cache]
+    if channels and new:
+        x, kept = voice_floor_fit.clip_functionals(new, False, face, changes[:channels])
+        cache.update((c.clip_id, [h[i] for h in x[1:]]) for i, c in enumerate(kept))
+    have = [c for c in train if c.clip_id in cache]
+    heard = [  # (clips, [N, F]) per channel, then per babble
+        (have, np.asarray([cache[c.clip_id][k] for c in have])) for k in range(channels)
+    ]
+    if babbles:
+        x, kept = voice_floor_fit.clip_functionals(train, False, face, changes[channels:])
+        heard += [(kept, h) for h in x[1:]]
+    return [
+        (
+            x,
+            np.asarray([class_names.index(c.label) for c in kept]),
+            np.asarray([f"{c.speaker}@{k}" for c in kept]),
+        )
+        for k, (kept, x) in enumerate(heard)
+    ]
 
 
 def _fit_floors(workdir: str, floors: Sequence[str], folds: dict[str, dict[str, str]]):
@@ -444,6 +491,17 @@ def define_flags() -> None:
         "The voice floor reads each clip's face row (action-unit statistics) too, as the floor "
         "of an audio-visual export (`fbp-jax voice-floor --face`).",
     )
+    flags.DEFINE_integer(
+        "voice_floor_sessions",
+        0,
+        "The voice floor also hears its training clips through this many of the audio "
+        "recipe's channels (as `fbp-jax voice-floor --sessions`).",
+    )
+    flags.DEFINE_integer(
+        "voice_floor_babble",
+        0,
+        "... and among this many babbles of other training speakers (`--babble_sessions`).",
+    )
     flags.DEFINE_float(
         "voice_floor_weight",
         0.0,
@@ -462,6 +520,11 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     if not FLAGS.systems or not FLAGS.manual_dir or not FLAGS.output_dir:
         raise app.UsageError("--systems, --manual_dir and --output_dir are needed")
+    heard = FLAGS.voice_floor_sessions, FLAGS.voice_floor_babble
+    if min(heard) < 0:
+        raise app.UsageError("--voice_floor_sessions and --voice_floor_babble: 0 or more")
+    if any(heard) and not (FLAGS.voice_floor or FLAGS.voice_floor_face):
+        raise app.UsageError("--voice_floor_sessions and --voice_floor_babble need a voice floor")
     try:
         result = run(
             FLAGS.systems,
@@ -476,6 +539,8 @@ def main(argv: Sequence[str]) -> None:
             FLAGS.voice_floor,
             FLAGS.voice_floor_weight,
             FLAGS.voice_floor_face,
+            FLAGS.voice_floor_sessions,
+            FLAGS.voice_floor_babble,
         )
     except (cv_lib.CrossValidationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -90,13 +90,32 @@ def fit(
 
 
 def fit_chosen(
-    train: dict, val: dict, class_names: Sequence[str], weight: float, face_features: int = 0
+    train: dict,
+    val: dict,
+    class_names: Sequence[str],
+    weight: float,
+    face_features: int = 0,
+    sessions: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] = (),
 ):
     """The floor fitted on `train` with C chosen on `val` as the project's floors choose it
     (`floors.fit_classifier`; each {'x': [N, F] functionals, 'label', 'speaker'}, each speaker
-    standardised with its own clips)."""
-    c = floors.fit_classifier(train, val, ("x",), "speaker")[1]
-    return fit(train["x"], train["label"], train["speaker"], class_names, c, weight, face_features)
+    standardised with its own clips); `sessions` as `fit`'s, in the training rows C is chosen
+    with too."""
+    rows = [train] * max(1, len(sessions)) + [
+        {"x": x, "label": y, "speaker": s} for x, y, s in sessions
+    ]
+    heard = {k: np.concatenate([r[k] for r in rows]) for k in ("x", "label", "speaker")}
+    c = floors.fit_classifier(heard, val, ("x",), "speaker")[1]
+    return fit(
+        train["x"],
+        train["label"],
+        train["speaker"],
+        class_names,
+        c,
+        weight,
+        face_features,
+        sessions,
+    )
 
 
 def face_row(source) -> np.ndarray:
