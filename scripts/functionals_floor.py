@@ -19,6 +19,8 @@ each actor in each channel standardised on its own, as the network's sessions ar
 also among B babbles of other training actors of the fold (`conditions.other_talkers`: four of
 their clips, 5-20 dB below the speech, as `fbp-jax voice-floor --babble_sessions` draws them);
 `--weighted`: the clean rows counted once per session or babble (`voice-floor`'s weighting).
+`--face`: each clip's face row (OpenFace action-unit statistics) after its functionals, the
+floor of `voice-floor --face`. The C each fold chose, and their median, are printed.
 
 Prints the floor's pooled validation and test WA / UA per condition of `--conditions`; with
 `--with` (finished CV workdirs, networks or floors), the floor averaged with each subset of
@@ -149,6 +151,14 @@ def split_data(feats: dict[str, np.ndarray], clips, actors: str) -> dict[str, np
     }
 
 
+def with_face(feats: dict[str, np.ndarray], clips) -> dict[str, np.ndarray]:
+    """`feats` with each clip's face row (its OpenFace action-unit statistics) after its
+    functionals: the floor of `fbp-jax voice-floor --face`."""
+    by_id = {c.clip_id: c for c in clips}
+    rows = [np.asarray(by_id[i].extra["features"], np.float64) for i in feats["clip_id"]]
+    return {**feats, "x": np.concatenate([feats["x"], np.asarray(rows)], axis=1)}
+
+
 def babble_functionals(clips, protocol, features: str, cache: str, count: int) -> dict:
     """{fold: [functionals of its training clips among each of `count` babbles]}: four clips
     of other training actors of the fold (never its validation or test actors), 5-20 dB below
@@ -180,7 +190,7 @@ def fit(recorded, clips, protocol, sessions=(), babble=None, weighted=False) -> 
     of `sessions`, functionals like `recorded`, and each of the fold's `babble`s: speaker
     'actor@k' standardised on its own; `weighted`: the clean rows counted once per such
     channel), C chosen on the validation actors' as recorded."""
-    out = {}
+    out, chosen = {}, []
     for fold, splits in protocol.items():
         heard = [*sessions, *(babble or {}).get(fold, [])]
         clean = split_data(recorded, clips, splits["train"])
@@ -190,12 +200,14 @@ def fit(recorded, clips, protocol, sessions=(), babble=None, weighted=False) -> 
             part["speaker"] = np.char.add(part["speaker"].astype(str), f"@{k}")
             train.append(part)
         train = {key: np.concatenate([t[key] for t in train]) for key in train[0]}
-        out[fold] = floors.fit_classifier(
+        out[fold], c, _ = floors.fit_classifier(
             train,
             split_data(recorded, clips, splits["validation"]),
             ("audio",),
             "speaker",
-        )[0]
+        )
+        chosen.append(c)
+    print(f"C chosen per fold: {chosen}; median {np.median(chosen):g}")
     return out
 
 
@@ -270,6 +282,9 @@ def main() -> None:
         help="count the clean rows once per session or babble: together they weigh as much",
     )
     parser.add_argument(
+        "--face", action="store_true", help="each clip's face row too (`voice-floor --face`)"
+    )
+    parser.add_argument(
         "--floor_weight",
         type=float,
         default=0.0,
@@ -288,15 +303,18 @@ def main() -> None:
     clips = conditions_cmd.load_clips(args.manual_dir)
     name = f"{args.features} floor" + (f" with {args.sessions} sessions" if args.sessions else "")
     name += f" and {args.babble} babbles" if args.babble else ""
+    name += ", with the face row" if args.face else ""
+    face = (lambda f: with_face(f, clips)) if args.face else (lambda f: f)
     features = {}  # condition -> functionals
 
     def scored(condition):
         if condition not in features:
-            features[condition] = functionals(clips, args.features, condition, args.cache)
+            features[condition] = face(functionals(clips, args.features, condition, args.cache))
         return features[condition]
 
     sessions = [scored(f"session{k}") for k in range(args.sessions)]
     babble = babble_functionals(clips, protocol, args.features, args.cache, args.babble)
+    babble = {fold: [face(f) for f in heard] for fold, heard in babble.items()}
     models = fit(scored("original"), clips, protocol, sessions, babble, args.weighted)
     header = "".join(f" {p} WA / UA |" for p in parts)
     print(f"| {name}, condition |{header}\n|---" + "|---" * len(parts) + "|")
