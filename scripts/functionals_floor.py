@@ -19,8 +19,10 @@ each actor in each channel standardised on its own, as the network's sessions ar
 also among B babbles of other training actors of the fold (`conditions.other_talkers`: four of
 their clips, 5-20 dB below the speech, as `fbp-jax voice-floor --babble_sessions` draws them);
 `--weighted`: the clean rows counted once per session or babble (`voice-floor`'s weighting).
-`--face`: each clip's face row (OpenFace action-unit statistics) after its functionals, the
-floor of `voice-floor --face`. The C each fold chose, and their median, are printed.
+`--speaker_stats=training`: each scored clip standardised with the training speakers' pooled
+statistics (serving's fallback for a group of fewer than ten files). `--face`: each clip's
+face row (OpenFace action-unit statistics) after its functionals, the floor of `voice-floor
+--face`. The C each fold chose, and their median, are printed.
 
 Prints the floor's pooled validation and test WA / UA per condition of `--conditions`; with
 `--with` (finished CV workdirs, networks or floors), the floor averaged with each subset of
@@ -211,16 +213,31 @@ def fit(recorded, clips, protocol, sessions=(), babble=None, weighted=False) -> 
     return out
 
 
-def floor_predictions(models, scored, clips, protocol, part) -> predictions_lib.Predictions:
+def pooled_rows(d: dict, train: dict) -> np.ndarray:
+    """`d`'s rows standardised with the pooled statistics of the training speakers' clips as
+    `voice_floor_fit.fit` keeps them (serving's fallback for a small speaker group): their mean,
+    and the root mean of the speakers' variances."""
+    x, speakers = train["audio"], train["speaker"]
+    within = np.mean([x[speakers == s].var(0) for s in np.unique(speakers)], axis=0)
+    std = np.sqrt(within)
+    return (d["audio"] - x.mean(0)) / np.where(std > 1e-8, std, 1.0)
+
+
+def floor_predictions(
+    models, scored, clips, protocol, part, pooled=None
+) -> predictions_lib.Predictions:
     """The fitted floors' posteriors on each fold's `part` actors, pooled over the folds,
-    scoring the clips of `scored`."""
+    scoring the clips of `scored`; with `pooled` (functionals as recorded), each standardised
+    with the fold's training speakers' pooled statistics instead of its speaker's own."""
     ids, labels, probs = [], [], []
     for fold, splits in protocol.items():
         d = split_data(scored, clips, splits[part])
+        if pooled is None:
+            rows = floors.design_matrix(d, ("audio",), "speaker")
+        else:
+            rows = pooled_rows(d, split_data(pooled, clips, splits["train"]))
         p = np.zeros((len(d["label"]), len(ravdess.EMOTIONS)))
-        p[:, models[fold].classes_] = models[fold].predict_proba(
-            floors.design_matrix(d, ("audio",), "speaker")
-        )
+        p[:, models[fold].classes_] = models[fold].predict_proba(rows)
         ids.append(d["clip_id"])
         labels.append(d["label"])
         probs.append(p)
@@ -290,6 +307,12 @@ def main() -> None:
         default=0.0,
         help="the floor's share of an average (0: an equal member)",
     )
+    parser.add_argument(
+        "--speaker_stats",
+        default="own",
+        choices=("own", "training"),
+        help="score each clip with its speaker's statistics, or the training speakers' pooled",
+    )
     parser.add_argument("--with", dest="others", default="", help="CV workdirs to average with")
     parser.add_argument(
         "--scored",
@@ -316,11 +339,15 @@ def main() -> None:
     babble = babble_functionals(clips, protocol, args.features, args.cache, args.babble)
     babble = {fold: [face(f) for f in heard] for fold, heard in babble.items()}
     models = fit(scored("original"), clips, protocol, sessions, babble, args.weighted)
+    if args.speaker_stats == "training":
+        name += ", training speakers' statistics"
+    pooled = scored("original") if args.speaker_stats == "training" else None
     header = "".join(f" {p} WA / UA |" for p in parts)
     print(f"| {name}, condition |{header}\n|---" + "|---" * len(parts) + "|")
     for condition in args.conditions.split(","):
         cells = [
-            wa_ua(floor_predictions(models, scored(condition), clips, protocol, p)) for p in parts
+            wa_ua(floor_predictions(models, scored(condition), clips, protocol, p, pooled))
+            for p in parts
         ]
         print(f"| {condition} | " + " | ".join(cells) + " |")
     if args.others:
@@ -331,7 +358,7 @@ def main() -> None:
             others = {
                 c.name: selection._pool([c.folds[f][part] for f in c.folds]) for c in candidates
             }
-            floor = floor_predictions(models, scored("original"), clips, protocol, part)
+            floor = floor_predictions(models, scored("original"), clips, protocol, part, pooled)
             by_part[part] = averages(floor, others, name, args.floor_weight)
         print(f"\n| as recorded |{header}\n|---" + "|---" * len(parts) + "|")
         for system in by_part[parts[0]]:
@@ -359,7 +386,7 @@ def main() -> None:
                     os.listdir(os.path.join(folder, conditions_cmd.PREDICTIONS_DIR))
                 )
             }
-            floor = floor_predictions(models, scored(condition), clips, protocol, part)
+            floor = floor_predictions(models, scored(condition), clips, protocol, part, pooled)
             table[condition] = averages(floor, others, name, args.floor_weight)
         conditions = list(table)
         print(f"\n| {part} actors, pooled WA | " + " | ".join(conditions) + " |")
