@@ -18,7 +18,9 @@ first N session channels (`fbp_jax.input_pipeline.session_channels`, here in the
 each actor in each channel standardised on its own, as the network's sessions are. `--babble=B`:
 also among B babbles of other training actors of the fold (`conditions.other_talkers`: four of
 their clips, 5-20 dB below the speech, as `fbp-jax voice-floor --babble_sessions` draws them);
-`--weighted`: the clean rows counted once per session or babble (`voice-floor`'s weighting).
+`--overdrive=K`: also through K overdriven channels (each clip's peak raised 3-20 dB above full
+scale, drawn per clip, and clipped). `--weighted`: the clean rows counted once per session,
+babble or overdriven channel (`voice-floor`'s weighting).
 `--speaker_stats=training`: each scored clip standardised with the training speakers' pooled
 statistics (serving's fallback for a group of fewer than ten files). `--face`: each clip's
 face row (OpenFace action-unit statistics) after its functionals, the floor of `voice-floor
@@ -55,6 +57,7 @@ from fbp_jax.evaluation import floors, selection, significance
 from fbp_jax.evaluation import predictions as predictions_lib
 
 PARTS = ("validation", "test")
+OVERDRIVE_DB = (3.0, 20.0)  # `--overdrive`: the peak raised this far above full scale, clipped.
 FEATURES = ("egemaps", "voice")
 
 
@@ -92,6 +95,9 @@ def _extract(job):
             paths, snr, seed = talkers
             others = [audio_lib.load_audio(p).samples for p in paths]
             samples = conditions_lib.other_talkers(samples, others, snr, seed)
+        elif condition.startswith("overdrive"):  # 'overdrive<k>': 3-20 dB into a hard clip
+            rng = np.random.default_rng(zlib.crc32(f"{clip_id}/{condition}".encode()))
+            samples = conditions_lib.clip_overdriven(samples, rng.uniform(*OVERDRIVE_DB))
         elif row is None:
             samples = conditions_lib.apply(condition, samples)
         else:
@@ -294,6 +300,12 @@ def main() -> None:
         help="train also on its training actors' clips among N babbles of other training actors",
     )
     parser.add_argument(
+        "--overdrive",
+        type=int,
+        default=0,
+        help="train also on its training actors' clips through N overdriven channels (clipped)",
+    )
+    parser.add_argument(
         "--weighted",
         action="store_true",
         help="count the clean rows once per session or babble: together they weigh as much",
@@ -326,6 +338,7 @@ def main() -> None:
     clips = conditions_cmd.load_clips(args.manual_dir)
     name = f"{args.features} floor" + (f" with {args.sessions} sessions" if args.sessions else "")
     name += f" and {args.babble} babbles" if args.babble else ""
+    name += f" and {args.overdrive} overdriven" if args.overdrive else ""
     name += ", with the face row" if args.face else ""
     face = (lambda f: with_face(f, clips)) if args.face else (lambda f: f)
     features = {}  # condition -> functionals
@@ -336,6 +349,7 @@ def main() -> None:
         return features[condition]
 
     sessions = [scored(f"session{k}") for k in range(args.sessions)]
+    sessions += [scored(f"overdrive{k}") for k in range(args.overdrive)]
     babble = babble_functionals(clips, protocol, args.features, args.cache, args.babble)
     babble = {fold: [face(f) for f in heard] for fold, heard in babble.items()}
     models = fit(scored("original"), clips, protocol, sessions, babble, args.weighted)
