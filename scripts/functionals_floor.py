@@ -223,10 +223,10 @@ def pooled_rows(d: dict, train: dict) -> np.ndarray:
     """`d`'s rows standardised with the pooled statistics of the training speakers' clips as
     `voice_floor_fit.fit` keeps them (serving's fallback for a small speaker group): their mean,
     and the root mean of the speakers' variances."""
-    x, speakers = train["audio"], train["speaker"]
-    within = np.mean([x[speakers == s].var(0) for s in np.unique(speakers)], axis=0)
-    std = np.sqrt(within)
-    return (d["audio"] - x.mean(0)) / np.where(std > 1e-8, std, 1.0)
+    from fbp_jax.evaluation import voice_floor_fit
+
+    mean, std = voice_floor_fit.pooled_statistics(train["audio"], train["speaker"])
+    return (d["audio"] - mean) / np.where(std > 1e-8, std, 1.0)
 
 
 def floor_predictions(

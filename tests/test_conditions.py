@@ -278,7 +278,9 @@ def test_conditions_command_scores_systems_and_floors(tmp_path, monkeypatch):
     monkeypatch.setattr(
         voice_floor_fit,
         "clip_functionals",
-        lambda s, p, f, c=(): passes.append((len(s), len(c))) or clip_functionals(s, p, f, c),
+        lambda s, p, f, c=(), **kw: (
+            passes.append((len(s), len(c))) or clip_functionals(s, p, f, c, **kw)
+        ),
     )
     monkeypatch.setattr(voice_floor_fit, "fit", lambda *a: heard.append(a[7]) or fit(*a))
     sessions_out = str(tmp_path / "sessions")

@@ -378,16 +378,20 @@ def _heard_inputs(train, class_names, face: bool, cache: dict, channels: int, ba
     '<speaker>@<k>' its own speaker."""
     changes = voice_floor_fit.session_changes(train, channels, babbles)
     new = [c for c in train if c.clip_id not in cache]
-    if channels and new:
-        x, kept = voice_floor_fit.clip_functionals(new, False, face, changes[:channels])
-        cache.update((c.clip_id, [h[i] for h in x[1:]]) for i, c in enumerate(kept))
+    if channels and new:  # As recorded they are in `recorded` already.
+        rows, kept = voice_floor_fit.clip_functionals(
+            new, False, face, changes[:channels], recorded=False
+        )
+        cache.update((c.clip_id, [h[i] for h in rows]) for i, c in enumerate(kept))
     have = [c for c in train if c.clip_id in cache]
     heard = [  # (clips, [N, F]) per channel, then per babble
         (have, np.asarray([cache[c.clip_id][k] for c in have])) for k in range(channels)
     ]
     if babbles:
-        x, kept = voice_floor_fit.clip_functionals(train, False, face, changes[channels:])
-        heard += [(kept, h) for h in x[1:]]
+        rows, kept = voice_floor_fit.clip_functionals(
+            train, False, face, changes[channels:], recorded=False
+        )
+        heard += [(kept, h) for h in rows]
     return [
         (
             x,

@@ -74,7 +74,7 @@ def fit(
     intercept = np.full(len(class_names), -1e9)  # A class absent from training: never answered.
     coef[model.classes_] = model.coef_
     intercept[model.classes_] = model.intercept_
-    within = np.mean([functionals[speakers == s].var(0) for s in np.unique(speakers)], axis=0)
+    pooled_mean, pooled_std = pooled_statistics(functionals, speakers)
     return voice_floor.VoiceFloor(
         tuple(class_names),
         float(weight),
@@ -82,11 +82,18 @@ def fit(
         scaler.scale_,
         coef,
         intercept,
-        functionals.mean(0),
-        np.sqrt(within),
+        pooled_mean,
+        pooled_std,
         float(C),
         int(face_features),
     )
+
+
+def pooled_statistics(functionals: np.ndarray, speakers: np.ndarray):
+    """(mean, std) with which serving standardises a speaker group too small for its own: the
+    training clips' mean and the root mean of their speakers' variances."""
+    within = np.mean([functionals[speakers == s].var(0) for s in np.unique(speakers)], axis=0)
+    return functionals.mean(0), np.sqrt(within)
 
 
 def fit_chosen(
@@ -126,23 +133,28 @@ def face_row(source) -> np.ndarray:
     return np.asarray(row, np.float64)
 
 
-def clip_functionals(sources, progress: bool = True, face: bool = False, changes=()):
+def clip_functionals(
+    sources, progress: bool = True, face: bool = False, changes=(), recorded: bool = True
+):
     """(functionals [N, F], kept sources) of corpus clips (`corpus.ClipSource`), with `face`
     each clip's face row after them; a clip that cannot be read is reported on stderr and left
     out. `changes`: functions (source, samples) -> samples, the clip heard otherwise; then the
-    first item is a list, [N, F] as recorded and one per change, each clip decoded once and
-    left out of all where any change fails."""
+    first item is a list, [N, F] as recorded (unless not `recorded`) and one per change, each
+    clip decoded once and left out of all where any change fails."""
     import tqdm
 
     from data_prep.features import audio as audio_lib
     from data_prep.features import voice
 
     rows, kept = [], []
-    desc = "voice functionals" + (f", {1 + len(changes)} hearings each" if changes else "")
+    if not changes and not recorded:
+        raise ValueError("clip_functionals: nothing to hear (no changes, not as recorded)")
+    hearings = int(recorded) + len(changes)
+    desc = "voice functionals" + (f", {hearings} hearings each" if changes else "")
     for source in tqdm.tqdm(sources, desc=desc, unit="clip", disable=not progress):
         try:
             samples = audio_lib.load_audio(source.files["audio"]).samples
-            heard = [samples] + [change(source, samples) for change in changes]
+            heard = [samples] * recorded + [change(source, samples) for change in changes]
             x = [voice.functionals(h) for h in heard]
             if face:
                 x = [np.concatenate([v, face_row(source)]) for v in x]
@@ -152,7 +164,7 @@ def clip_functionals(sources, progress: bool = True, face: bool = False, changes
         rows.append(x)
         kept.append(source)
     width = len(rows[0][0]) if rows else 0
-    x = np.asarray(rows, np.float64).reshape(len(kept), 1 + len(changes), width)
+    x = np.asarray(rows, np.float64).reshape(len(kept), hearings, width)
     return (list(x.transpose(1, 0, 2)) if changes else x[:, 0]), kept
 
 
